@@ -1,0 +1,13 @@
+"""fedsilo: federated learning across data silos, wire- and API-compatible with Flower 1.x.
+
+``import fedsilo as fl`` gives the names Flower users know: ``fl.client``,
+``fl.server``, ``fl.common``.
+"""
+
+from __future__ import annotations
+
+from fedsilo import client, common, server
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "client", "common", "server"]

@@ -1,0 +1,82 @@
+"""Types and helpers shared by the server, clients and strategies."""
+
+from __future__ import annotations
+
+from fedsilo.common.exceptions import (
+    ClientDisconnected,
+    ClientFailure,
+    ClientReportedError,
+    ClientReturnError,
+    ClientTimeout,
+    FedsiloError,
+    InvalidUpdate,
+    ProtocolError,
+    SerializationError,
+)
+from fedsilo.common.parameter import (
+    bytes_to_ndarray,
+    ndarray_to_bytes,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from fedsilo.common.typing import (
+    Code,
+    Config,
+    DisconnectRes,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    GetPropertiesIns,
+    GetPropertiesRes,
+    Metrics,
+    MetricsAggregationFn,
+    NDArray,
+    NDArrays,
+    Parameters,
+    Properties,
+    ReconnectIns,
+    Scalar,
+    Status,
+)
+
+GRPC_MAX_MESSAGE_LENGTH = 536_870_912  # 512 MiB, the default Flower peers agree on
+
+__all__ = [
+    "GRPC_MAX_MESSAGE_LENGTH",
+    "ClientDisconnected",
+    "ClientFailure",
+    "ClientReportedError",
+    "ClientReturnError",
+    "ClientTimeout",
+    "Code",
+    "Config",
+    "DisconnectRes",
+    "EvaluateIns",
+    "EvaluateRes",
+    "FedsiloError",
+    "FitIns",
+    "FitRes",
+    "GetParametersIns",
+    "GetParametersRes",
+    "GetPropertiesIns",
+    "GetPropertiesRes",
+    "InvalidUpdate",
+    "Metrics",
+    "MetricsAggregationFn",
+    "NDArray",
+    "NDArrays",
+    "Parameters",
+    "Properties",
+    "ProtocolError",
+    "ReconnectIns",
+    "Scalar",
+    "SerializationError",
+    "Status",
+    "bytes_to_ndarray",
+    "ndarray_to_bytes",
+    "ndarrays_to_parameters",
+    "parameters_to_ndarrays",
+]

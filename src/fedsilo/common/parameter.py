@@ -1,0 +1,97 @@
+"""Conversion between numpy arrays and serialized ``Parameters``.
+
+Each tensor travels as the bytes of a ``.npy`` file (``tensor_type =
+"numpy.ndarray"``), the format Flower peers use. Object arrays are refused:
+decoding them would need pickle, which runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from fedsilo.common.exceptions import SerializationError
+from fedsilo.common.typing import NDArray, NDArrays, Parameters
+
+TENSOR_TYPE = "numpy.ndarray"
+
+__all__ = [
+    "TENSOR_TYPE",
+    "bytes_to_ndarray",
+    "ndarray_to_bytes",
+    "ndarrays_to_parameters",
+    "parameters_to_ndarrays",
+]
+
+
+def ndarray_to_bytes(ndarray: NDArray) -> bytes:
+    """Serialize one array as ``.npy`` bytes (no pickle)."""
+    array = np.asanyarray(ndarray)
+    if array.dtype.hasobject:
+        raise SerializationError(
+            f"cannot serialize an array of dtype {array.dtype}: object arrays need pickle, "
+            "which fedsilo never uses; convert it to a numeric dtype, e.g. arr.astype(np.float32)"
+        )
+    contiguous = np.asarray(array, order="C")
+    header = {
+        "descr": npy_format.dtype_to_descr(contiguous.dtype),
+        "fortran_order": False,
+        "shape": contiguous.shape,
+    }
+    head = io.BytesIO()
+    if len(repr(header)) < 60000:  # version 1.0 headers hold at most 65535 bytes
+        npy_format.write_array_header_1_0(head, header)
+    else:
+        npy_format.write_array_header_2_0(head, header)
+    # One copy: the header and the raw array bytes joined into the result.
+    return b"".join((head.getvalue(), contiguous.reshape(-1).view(np.uint8).data))
+
+
+def bytes_to_ndarray(tensor: bytes) -> NDArray:
+    """Decode ``.npy`` bytes into a read-only array that shares memory with ``tensor``."""
+    view = memoryview(tensor)
+    stream = io.BytesIO(view)
+    try:
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
+        else:
+            raise SerializationError(f"unsupported .npy format version {version}")
+    except SerializationError:
+        raise
+    except Exception as exc:  # numpy raises ValueError/EOFError/SyntaxError on junk
+        raise SerializationError(f"tensor is not valid .npy bytes: {exc}") from exc
+    if dtype.hasobject:
+        raise SerializationError(
+            f"refusing a tensor of dtype {dtype}: object arrays are pickled and could run code; "
+            "send numeric arrays"
+        )
+    offset = stream.tell()
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    expected = count * dtype.itemsize
+    if len(view) - offset != expected:
+        raise SerializationError(
+            f"tensor holds {len(view) - offset} data bytes, but its header says shape {shape} "
+            f"of {dtype} ({expected} bytes)"
+        )
+    array = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
+    order = "F" if fortran_order else "C"
+    return array.reshape(shape, order=order)
+
+
+def ndarrays_to_parameters(ndarrays: NDArrays) -> Parameters:
+    """Serialize a list of arrays into ``Parameters``."""
+    return Parameters(tensors=[ndarray_to_bytes(a) for a in ndarrays], tensor_type=TENSOR_TYPE)
+
+
+def parameters_to_ndarrays(parameters: Parameters) -> NDArrays:
+    """Deserialize ``Parameters`` into arrays; no copy of the tensor data is made."""
+    if parameters.tensor_type not in (TENSOR_TYPE, ""):
+        raise SerializationError(
+            f"unknown tensor_type {parameters.tensor_type!r}; fedsilo reads {TENSOR_TYPE!r}"
+        )
+    return [bytes_to_ndarray(t) for t in parameters.tensors]

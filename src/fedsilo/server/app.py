@@ -1,0 +1,68 @@
+"""``start_server``: run a federation over gRPC and return its History."""
+
+from __future__ import annotations
+
+import logging
+
+from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
+from fedsilo.server.client_manager import ClientManager, SimpleClientManager
+from fedsilo.server.grpc.server import start_grpc_server
+from fedsilo.server.history import History
+from fedsilo.server.server import Server
+from fedsilo.server.server_config import ServerConfig
+from fedsilo.server.strategy import FedAvg, Strategy
+
+log = logging.getLogger("fedsilo.server")
+
+__all__ = ["start_server"]
+
+DEFAULT_SERVER_ADDRESS = "[::]:8080"
+
+
+def start_server(
+    *,
+    server_address: str = DEFAULT_SERVER_ADDRESS,
+    server: Server | None = None,
+    config: ServerConfig | None = None,
+    strategy: Strategy | None = None,
+    client_manager: ClientManager | None = None,
+    grpc_max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
+    certificates: tuple[bytes, bytes, bytes] | None = None,
+) -> History:
+    """Serve clients at ``server_address``, run ``config.num_rounds`` rounds, return the History.
+
+    Pass either a ready ``server`` or the pieces to build one (``strategy``,
+    ``client_manager``); ``certificates`` turns on TLS.
+    """
+    server, config = _init_defaults(server, config, strategy, client_manager)
+    grpc_server, port = start_grpc_server(
+        client_manager=server.client_manager(),
+        server_address=server_address,
+        max_message_length=grpc_max_message_length,
+        certificates=certificates,
+    )
+    log.info("federation server listening on port %d (%s), %d rounds", port,
+             "TLS" if certificates else "plain text", config.num_rounds)
+    try:
+        history, elapsed = server.fit(num_rounds=config.num_rounds, timeout=config.round_timeout)
+        log.info("federation finished in %.2f s", elapsed)
+        server.disconnect_all_clients(timeout=config.round_timeout)
+    finally:
+        grpc_server.stop(grace=1).wait(5)
+    return history
+
+
+def _init_defaults(
+    server: Server | None,
+    config: ServerConfig | None,
+    strategy: Strategy | None,
+    client_manager: ClientManager | None,
+) -> tuple[Server, ServerConfig]:
+    if server is None:
+        server = Server(
+            client_manager=client_manager if client_manager is not None else SimpleClientManager(),
+            strategy=strategy if strategy is not None else FedAvg(),
+        )
+    elif strategy is not None or client_manager is not None:
+        log.warning("start_server got a server; its own strategy and client manager are used")
+    return server, config if config is not None else ServerConfig()

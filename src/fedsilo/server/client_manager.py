@@ -1,0 +1,116 @@
+"""Keeps track of connected clients and samples them for rounds."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from abc import ABC, abstractmethod
+
+from fedsilo.server.client_proxy import ClientProxy
+
+log = logging.getLogger("fedsilo.server")
+
+__all__ = ["ClientManager", "Criterion", "SimpleClientManager"]
+
+
+class Criterion(ABC):
+    """Decides whether a client may be sampled."""
+
+    @abstractmethod
+    def select(self, client: ClientProxy) -> bool: ...
+
+
+class ClientManager(ABC):
+    """The registry of available clients."""
+
+    @abstractmethod
+    def num_available(self) -> int: ...
+
+    @abstractmethod
+    def register(self, client: ClientProxy) -> bool: ...
+
+    @abstractmethod
+    def unregister(self, client: ClientProxy) -> None: ...
+
+    @abstractmethod
+    def all(self) -> dict[str, ClientProxy]: ...
+
+    @abstractmethod
+    def wait_for(self, num_clients: int, timeout: float) -> bool: ...
+
+    @abstractmethod
+    def sample(
+        self,
+        num_clients: int,
+        min_num_clients: int | None = None,
+        criterion: Criterion | None = None,
+    ) -> list[ClientProxy]: ...
+
+
+class SimpleClientManager(ClientManager):
+    """Thread-safe registry; sampling is uniform without replacement.
+
+    ``seed`` makes sampling reproducible; ``wait_timeout`` bounds how long
+    ``sample`` waits for ``min_num_clients`` to be connected.
+    """
+
+    def __init__(self, *, seed: int | None = None, wait_timeout: float = 86400.0) -> None:
+        self.seed = seed
+        self.wait_timeout = wait_timeout
+        self._clients: dict[str, ClientProxy] = {}
+        self._cv = threading.Condition()
+        self._random = random.Random(seed)
+
+    def __len__(self) -> int:
+        return self.num_available()
+
+    def num_available(self) -> int:
+        with self._cv:
+            return len(self._clients)
+
+    def register(self, client: ClientProxy) -> bool:
+        with self._cv:
+            if client.cid in self._clients:
+                return False
+            self._clients[client.cid] = client
+            self._cv.notify_all()
+        log.debug("client %s registered", client.cid)
+        return True
+
+    def unregister(self, client: ClientProxy) -> None:
+        with self._cv:
+            if self._clients.get(client.cid) is client:
+                del self._clients[client.cid]
+                self._cv.notify_all()
+
+    def all(self) -> dict[str, ClientProxy]:
+        with self._cv:
+            return dict(self._clients)
+
+    def wait_for(self, num_clients: int, timeout: float = 86400.0) -> bool:
+        """Block until ``num_clients`` are connected; False if ``timeout`` passes first."""
+        with self._cv:
+            return self._cv.wait_for(lambda: len(self._clients) >= num_clients, timeout=timeout)
+
+    def sample(
+        self,
+        num_clients: int,
+        min_num_clients: int | None = None,
+        criterion: Criterion | None = None,
+    ) -> list[ClientProxy]:
+        """Up to ``num_clients`` clients, after waiting for ``min_num_clients`` of them."""
+        needed = num_clients if min_num_clients is None else min_num_clients
+        if not self.wait_for(needed, self.wait_timeout):
+            log.warning("sampling: waited %.0f s for %d clients, only %d connected",
+                        self.wait_timeout, needed, self.num_available())
+            return []
+        with self._cv:
+            # Sorted ids make a seeded sample independent of connection order.
+            candidates = [self._clients[cid] for cid in sorted(self._clients)]
+        if criterion is not None:
+            candidates = [c for c in candidates if criterion.select(c)]
+        if num_clients > len(candidates):
+            log.info("sampling: %d clients requested, %d eligible", num_clients, len(candidates))
+            return []
+        return self._random.sample(candidates, num_clients)

@@ -1,0 +1,1 @@
+"""The gRPC transport of the federation server."""

@@ -1,0 +1,236 @@
+"""The round loop: one loop for gRPC, in-process and simulated clients."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from fedsilo.common.exceptions import ClientFailure, ClientReportedError
+from fedsilo.common.parameter import parameters_to_ndarrays
+from fedsilo.common.typing import (
+    Code,
+    EvaluateRes,
+    FitRes,
+    GetParametersIns,
+    NDArrays,
+    Parameters,
+    ReconnectIns,
+    Scalar,
+)
+from fedsilo.server.client_manager import ClientManager
+from fedsilo.server.client_proxy import ClientProxy
+from fedsilo.server.history import History
+from fedsilo.server.strategy import FedAvg, Strategy
+from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_evaluate_res, check_fit_res
+
+log = logging.getLogger("fedsilo.server")
+
+__all__ = ["Server"]
+
+R = TypeVar("R")
+FitResultsAndFailures = tuple[list[tuple[ClientProxy, FitRes]], list[BaseException]]
+EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[BaseException]]
+
+
+class Server:
+    """Runs rounds: configure, call clients in parallel, validate, aggregate, evaluate."""
+
+    def __init__(
+        self,
+        *,
+        client_manager: ClientManager,
+        strategy: Strategy | None = None,
+        max_num_examples: int = MAX_NUM_EXAMPLES,
+    ) -> None:
+        self._client_manager = client_manager
+        self.strategy: Strategy = strategy if strategy is not None else FedAvg()
+        self.max_num_examples = max_num_examples
+        self.parameters = Parameters(tensors=[], tensor_type="numpy.ndarray")
+        self.max_workers: int | None = None
+        self.on_round_end: Callable[[int, History], None] | None = None
+
+    def client_manager(self) -> ClientManager:
+        return self._client_manager
+
+    def set_max_workers(self, max_workers: int | None) -> None:
+        self.max_workers = max_workers
+
+    def set_strategy(self, strategy: Strategy) -> None:
+        self.strategy = strategy
+
+    # The loop ---------------------------------------------------------------
+
+    def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
+        """Run ``num_rounds`` rounds; return the History and the elapsed seconds."""
+        history = History()
+        started = time.monotonic()
+        self.parameters = self._initial_parameters(timeout)
+        self._evaluate_centralized(0, history)
+        self._notify(0, history)
+        for server_round in range(1, num_rounds + 1):
+            round_started = time.monotonic()
+            fitted = self.fit_round(server_round, timeout)
+            fit_line = "no clients"
+            if fitted is not None:
+                parameters, fit_metrics, (results, failures) = fitted
+                if parameters is not None:
+                    self.parameters = parameters
+                history.add_metrics_distributed_fit(server_round, fit_metrics)
+                fit_line = f"{len(results)} trained, {len(failures)} failed"
+            central = self._evaluate_centralized(server_round, history)
+            evaluated = self.evaluate_round(server_round, timeout)
+            distributed = ""
+            if evaluated is not None:
+                loss, metrics, _ = evaluated
+                if loss is not None:
+                    history.add_loss_distributed(server_round, loss)
+                    history.add_metrics_distributed(server_round, metrics)
+                    distributed = f", distributed loss {loss:.4f}"
+            log.info("round %d/%d: %s%s%s (%.2f s)", server_round, num_rounds, fit_line,
+                     central, distributed, time.monotonic() - round_started)
+            self._notify(server_round, history)
+        return history, time.monotonic() - started
+
+    def _notify(self, server_round: int, history: History) -> None:
+        if self.on_round_end is not None:
+            self.on_round_end(server_round, history)
+
+    def _evaluate_centralized(self, server_round: int, history: History) -> str:
+        result = self.strategy.evaluate(server_round, parameters=self.parameters)
+        if result is None:
+            return ""
+        loss, metrics = result
+        history.add_loss_centralized(server_round, loss)
+        history.add_metrics_centralized(server_round, metrics)
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+        if server_round == 0:
+            log.info("initial parameters: centralized loss %.4f %s", loss, shown)
+        return f", centralized loss {loss:.4f} {shown}".rstrip()
+
+    def _initial_parameters(self, timeout: float | None) -> Parameters:
+        parameters = self.strategy.initialize_parameters(client_manager=self._client_manager)
+        if parameters is not None:
+            log.info("initial parameters from the strategy")
+            return parameters
+        # Ask clients one at a time until one answers with usable parameters.
+        tried: set[str] = set()
+        while True:
+            candidates = [c for c in self._client_manager.sample(1) if c.cid not in tried]
+            if not candidates:
+                others = [c for cid, c in sorted(self._client_manager.all().items())
+                          if cid not in tried]
+                if not others:
+                    raise RuntimeError(
+                        "no client could provide initial parameters; give the strategy "
+                        "initial_parameters or check the clients' get_parameters"
+                    )
+                candidates = others[:1]
+            client = candidates[0]
+            tried.add(client.cid)
+            try:
+                res = client.get_parameters(GetParametersIns(config={}), timeout, group_id=0)
+                if res.status.code != Code.OK:
+                    raise ClientReportedError(client.cid, res.status.message)
+                parameters_to_ndarrays(res.parameters)
+            except Exception as exc:  # any failure: ask another client
+                log.warning("initial parameters from client %s failed: %s", client.cid, exc)
+                continue
+            log.info("initial parameters from client %s", client.cid)
+            return res.parameters
+
+    def fit_round(
+        self, server_round: int, timeout: float | None
+    ) -> tuple[Parameters | None, dict[str, Scalar], FitResultsAndFailures] | None:
+        """Train on the sampled clients and aggregate; None when no client was sampled."""
+        instructions = self.strategy.configure_fit(
+            server_round=server_round, parameters=self.parameters,
+            client_manager=self._client_manager)
+        if not instructions:
+            log.info("round %d: no clients selected for training", server_round)
+            return None
+        reference = _decode_or_none(self.parameters)
+
+        def call(client: ClientProxy, ins: object) -> FitRes:
+            res = client.fit(ins, timeout, group_id=server_round)  # type: ignore[arg-type]
+            if res.status.code != Code.OK:
+                raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
+            check_fit_res(client.cid, res, reference, self.max_num_examples)
+            return res
+
+        results, failures = self._run_parallel(instructions, call, "fit", server_round)
+        parameters, metrics = self.strategy.aggregate_fit(
+            server_round, results, failures)  # type: ignore[arg-type]
+        return parameters, metrics, (results, failures)
+
+    def evaluate_round(
+        self, server_round: int, timeout: float | None
+    ) -> tuple[float | None, dict[str, Scalar], EvaluateResultsAndFailures] | None:
+        """Evaluate on the sampled clients; None when no client was sampled."""
+        instructions = self.strategy.configure_evaluate(
+            server_round=server_round, parameters=self.parameters,
+            client_manager=self._client_manager)
+        if not instructions:
+            return None
+
+        def call(client: ClientProxy, ins: object) -> EvaluateRes:
+            res = client.evaluate(ins, timeout, group_id=server_round)  # type: ignore[arg-type]
+            if res.status.code != Code.OK:
+                raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
+            check_evaluate_res(client.cid, res, self.max_num_examples)
+            return res
+
+        results, failures = self._run_parallel(instructions, call, "evaluate", server_round)
+        loss, metrics = self.strategy.aggregate_evaluate(
+            server_round, results, failures)  # type: ignore[arg-type]
+        return loss, metrics, (results, failures)
+
+    def _run_parallel(
+        self,
+        instructions: list[tuple[ClientProxy, object]],
+        call: Callable[[ClientProxy, object], R],
+        what: str,
+        server_round: int,
+    ) -> tuple[list[tuple[ClientProxy, R]], list[BaseException]]:
+        results: list[tuple[ClientProxy, R]] = []
+        failures: list[BaseException] = []
+        workers = self.max_workers or min(len(instructions), 512)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(call, client, ins): client for client, ins in instructions}
+            for future in concurrent.futures.as_completed(futures):
+                client = futures[future]
+                try:
+                    results.append((client, future.result()))
+                except ClientFailure as exc:
+                    failures.append(exc)
+                except Exception as exc:  # a bug in a proxy must not end the round
+                    failure = ClientFailure(client.cid, f"{type(exc).__name__}: {exc}")
+                    failure.__cause__ = exc
+                    failures.append(failure)
+        level = logging.DEBUG if what == "disconnect" else logging.WARNING
+        for failure in failures:
+            log.log(level, "round %d %s: %s", server_round, what, failure)
+        return results, failures
+
+    def disconnect_all_clients(self, timeout: float | None) -> None:
+        """Tell every connected client that the federation is over."""
+        clients = list(self._client_manager.all().values())
+        if not clients:
+            return
+        instructions = [(c, ReconnectIns(seconds=None)) for c in clients]
+        self._run_parallel(
+            instructions,
+            lambda client, ins: client.reconnect(ins, timeout),  # type: ignore[arg-type]
+            "disconnect", 0)
+
+
+def _decode_or_none(parameters: Parameters) -> NDArrays | None:
+    if not parameters.tensors:
+        return None
+    return parameters_to_ndarrays(parameters)
+
+
+def _fmt(value: Scalar) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,163 @@
+"""FedAvg: the example-weighted mean of client models (McMahan et al., 2017)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
+from fedsilo.common.typing import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    MetricsAggregationFn,
+    NDArrays,
+    Parameters,
+    Scalar,
+)
+from fedsilo.server.client_manager import ClientManager
+from fedsilo.server.client_proxy import ClientProxy
+from fedsilo.server.strategy.aggregate import aggregate_weighted_mean, weighted_loss_avg
+from fedsilo.server.strategy.strategy import Strategy
+
+log = logging.getLogger("fedsilo.server")
+
+__all__ = ["FedAvg"]
+
+EvaluateFn = Callable[
+    [int, NDArrays, dict[str, Scalar]], tuple[float, dict[str, Scalar]] | None
+]
+
+
+class FedAvg(Strategy):
+    """Federated Averaging.
+
+    Each round samples ``max(fraction_fit * available, min_fit_clients)``
+    clients, sends them the global parameters with the round's config, and
+    replaces the global model by the mean of their models weighted by their
+    number of training examples.
+    """
+
+    def __init__(
+        self,
+        *,
+        fraction_fit: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_fit_clients: int = 2,
+        min_evaluate_clients: int = 2,
+        min_available_clients: int = 2,
+        evaluate_fn: EvaluateFn | None = None,
+        on_fit_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
+        on_evaluate_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
+        accept_failures: bool = True,
+        initial_parameters: Parameters | None = None,
+        fit_metrics_aggregation_fn: MetricsAggregationFn | None = None,
+        evaluate_metrics_aggregation_fn: MetricsAggregationFn | None = None,
+        inplace: bool = True,
+    ) -> None:
+        self.fraction_fit = fraction_fit
+        self.fraction_evaluate = fraction_evaluate
+        self.min_fit_clients = min_fit_clients
+        self.min_evaluate_clients = min_evaluate_clients
+        self.min_available_clients = min_available_clients
+        self.evaluate_fn = evaluate_fn
+        self.on_fit_config_fn = on_fit_config_fn
+        self.on_evaluate_config_fn = on_evaluate_config_fn
+        self.accept_failures = accept_failures
+        self.initial_parameters = initial_parameters
+        self.fit_metrics_aggregation_fn = fit_metrics_aggregation_fn
+        self.evaluate_metrics_aggregation_fn = evaluate_metrics_aggregation_fn
+        self.inplace = inplace
+        if min_fit_clients > min_available_clients or min_evaluate_clients > min_available_clients:
+            log.warning(
+                "min_available_clients (%d) is below min_fit_clients (%d) or "
+                "min_evaluate_clients (%d): rounds will wait for more clients than the "
+                "federation waits for at the start",
+                min_available_clients, min_fit_clients, min_evaluate_clients,
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(accept_failures={self.accept_failures})"
+
+    def num_fit_clients(self, num_available_clients: int) -> tuple[int, int]:
+        """How many clients to sample for training, and how many must be available."""
+        num_clients = int(num_available_clients * self.fraction_fit)
+        return max(num_clients, self.min_fit_clients), self.min_available_clients
+
+    def num_evaluation_clients(self, num_available_clients: int) -> tuple[int, int]:
+        """How many clients to sample for evaluation, and how many must be available."""
+        num_clients = int(num_available_clients * self.fraction_evaluate)
+        return max(num_clients, self.min_evaluate_clients), self.min_available_clients
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return self.initial_parameters
+
+    def evaluate(
+        self, server_round: int, parameters: Parameters
+    ) -> tuple[float, dict[str, Scalar]] | None:
+        if self.evaluate_fn is None:
+            return None
+        result = self.evaluate_fn(server_round, parameters_to_ndarrays(parameters), {})
+        if result is None:
+            return None
+        loss, metrics = result
+        return loss, metrics
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
+        fit_ins = FitIns(parameters, config)  # one instruction object shared by all clients
+        sample_size, min_num = self.num_fit_clients(client_manager.num_available())
+        clients = client_manager.sample(num_clients=sample_size, min_num_clients=min_num)
+        return [(client, fit_ins) for client in clients]
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        if self.fraction_evaluate == 0.0:
+            return []
+        config = self.on_evaluate_config_fn(server_round) if self.on_evaluate_config_fn else {}
+        evaluate_ins = EvaluateIns(parameters, config)
+        sample_size, min_num = self.num_evaluation_clients(client_manager.num_available())
+        clients = client_manager.sample(num_clients=sample_size, min_num_clients=min_num)
+        return [(client, evaluate_ins) for client in clients]
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        if not results:
+            return None, {}
+        if failures and not self.accept_failures:
+            return None, {}
+        weighted = [(parameters_to_ndarrays(res.parameters), res.num_examples)
+                    for _, res in results]
+        aggregated = ndarrays_to_parameters(aggregate_weighted_mean(weighted))
+        metrics: dict[str, Scalar] = {}
+        if self.fit_metrics_aggregation_fn is not None:
+            metrics = self.fit_metrics_aggregation_fn(
+                [(res.num_examples, res.metrics) for _, res in results]
+            )
+        return aggregated, metrics
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        if not results:
+            return None, {}
+        if failures and not self.accept_failures:
+            return None, {}
+        loss = weighted_loss_avg([(res.num_examples, res.loss) for _, res in results])
+        metrics: dict[str, Scalar] = {}
+        if self.evaluate_metrics_aggregation_fn is not None:
+            metrics = self.evaluate_metrics_aggregation_fn(
+                [(res.num_examples, res.metrics) for _, res in results]
+            )
+        return loss, metrics

@@ -1,0 +1,64 @@
+"""Checks a client's reply before it can reach a strategy.
+
+A reply that fails a check becomes an ``InvalidUpdate`` failure with its
+reason; it is never aggregated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fedsilo.common.exceptions import InvalidUpdate, SerializationError
+from fedsilo.common.parameter import parameters_to_ndarrays
+from fedsilo.common.typing import EvaluateRes, FitRes, NDArrays
+
+__all__ = ["MAX_NUM_EXAMPLES", "check_evaluate_res", "check_fit_res"]
+
+MAX_NUM_EXAMPLES = 10**12  # beyond this an example count is not believable
+
+
+def check_fit_res(
+    cid: str, res: FitRes, reference: NDArrays | None, max_num_examples: int = MAX_NUM_EXAMPLES
+) -> NDArrays:
+    """Decode and check a training result; return its arrays or raise ``InvalidUpdate``."""
+    _check_count(cid, res.num_examples, max_num_examples)
+    try:
+        arrays = parameters_to_ndarrays(res.parameters)
+    except SerializationError as exc:
+        raise InvalidUpdate(cid, f"parameters cannot be decoded: {exc}") from exc
+    if reference is not None:
+        if len(arrays) != len(reference):
+            raise InvalidUpdate(
+                cid, f"sent {len(arrays)} tensors, the global model has {len(reference)}")
+        for index, (got, want) in enumerate(zip(arrays, reference, strict=True)):
+            if got.shape != want.shape:
+                raise InvalidUpdate(
+                    cid, f"tensor {index} has shape {got.shape}, the global model's is {want.shape}")
+            if got.dtype != want.dtype:
+                raise InvalidUpdate(
+                    cid, f"tensor {index} has dtype {got.dtype}, the global model's is {want.dtype}")
+    for index, array in enumerate(arrays):
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise InvalidUpdate(cid, f"tensor {index} holds NaN or Inf values")
+        if array.dtype.kind not in "biufc":
+            raise InvalidUpdate(cid, f"tensor {index} has non-numeric dtype {array.dtype}")
+    return arrays
+
+
+def check_evaluate_res(
+    cid: str, res: EvaluateRes, max_num_examples: int = MAX_NUM_EXAMPLES
+) -> None:
+    """Check an evaluation result or raise ``InvalidUpdate``."""
+    _check_count(cid, res.num_examples, max_num_examples)
+    if not math.isfinite(res.loss):
+        raise InvalidUpdate(cid, f"loss is {res.loss}")
+
+
+def _check_count(cid: str, num_examples: int, max_num_examples: int) -> None:
+    if num_examples < 0:
+        raise InvalidUpdate(cid, f"num_examples is negative ({num_examples})")
+    if num_examples > max_num_examples:
+        raise InvalidUpdate(
+            cid, f"num_examples {num_examples} exceeds the server's limit of {max_num_examples}")
