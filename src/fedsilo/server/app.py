@@ -28,11 +28,13 @@ def start_server(
     client_manager: ClientManager | None = None,
     grpc_max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
     certificates: tuple[bytes, bytes, bytes] | None = None,
+    shutdown_grace: float = 5.0,
 ) -> History:
     """Serve clients at ``server_address``, run ``config.num_rounds`` rounds, return the History.
 
     Pass either a ready ``server`` or the pieces to build one (``strategy``,
-    ``client_manager``); ``certificates`` turns on TLS.
+    ``client_manager``); ``certificates`` turns on TLS. At the end, clients
+    still busy get ``shutdown_grace`` seconds to answer and be told to disconnect.
     """
     server, config = _init_defaults(server, config, strategy, client_manager)
     grpc_server, port = start_grpc_server(
@@ -48,7 +50,7 @@ def start_server(
         log.info("federation finished in %.2f s", elapsed)
         server.disconnect_all_clients(timeout=config.round_timeout)
     finally:
-        grpc_server.stop(grace=1).wait(5)
+        grpc_server.stop(grace=shutdown_grace).wait(shutdown_grace + 1)
     return history
 
 

@@ -31,6 +31,7 @@ class InstructionBridge:
         self._in_flight: int | None = None
         self._tickets = itertools.count(1)
         self._closed = False
+        self._farewell: bytes | None = None
         self.close_reason = "the client disconnected"
 
     @property
@@ -68,12 +69,17 @@ class InstructionBridge:
     # Stream side ------------------------------------------------------------
 
     def next_message(self) -> bytes | None:
-        """Block until an instruction is due; None once the bridge is closed."""
+        """Block until an instruction is due; None once the bridge is closed.
+
+        A bridge closed with a farewell message hands that message out once
+        before it reports closed.
+        """
         with self._cv:
             while not self._outgoing and not self._closed:
                 self._cv.wait()
             if self._closed:
-                return None
+                farewell, self._farewell = self._farewell, None
+                return farewell
             ticket, message = self._outgoing.popleft()
             self._in_flight = ticket
             return message
@@ -89,9 +95,12 @@ class InstructionBridge:
                 log.warning("client %s: dropped a late reply to an abandoned instruction",
                             self.cid)
 
-    def close(self, reason: str | None = None) -> None:
+    def close(self, reason: str | None = None, farewell: bytes | None = None) -> None:
+        """Fail pending and future requests; ``farewell`` is still sent to the client."""
         with self._cv:
-            if reason is not None and not self._closed:
-                self.close_reason = reason
+            if not self._closed:
+                if reason is not None:
+                    self.close_reason = reason
+                self._farewell = farewell
             self._closed = True
             self._cv.notify_all()

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from typing import Any
 
 from fedsilo.common import serde
-from fedsilo.common.exceptions import InvalidUpdate, ProtocolError
+from fedsilo.common.exceptions import ClientTimeout, InvalidUpdate, ProtocolError
 from fedsilo.common.typing import (
     DisconnectRes,
     EvaluateIns,
@@ -102,4 +102,10 @@ class GrpcClientProxy(ClientProxy):
     def reconnect(
         self, ins: ReconnectIns, timeout: float | None, group_id: int | None = None
     ) -> DisconnectRes:
-        return self._call(ins, DisconnectRes, timeout)  # type: ignore[no-any-return]
+        try:
+            return self._call(ins, DisconnectRes, timeout)  # type: ignore[no-any-return]
+        except ClientTimeout:
+            # Still busy with an earlier instruction: it gets the ReconnectIns once
+            # it answers, while the server drains its streams.
+            self.bridge.close("the federation ended", farewell=encode_instruction(ins))
+            raise

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fedsilo.common import (
+    Parameters,
+    SerializationError,
+    bytes_to_ndarray,
+    ndarray_to_bytes,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+
+DTYPES = [np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_, np.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (0,), (5,), (3, 4), (2, 3, 4)])
+def test_round_trip_keeps_values_shape_and_dtype(dtype: type, shape: tuple[int, ...]) -> None:
+    array = (np.arange(int(np.prod(shape))) % 7).reshape(shape).astype(dtype)
+    decoded = bytes_to_ndarray(ndarray_to_bytes(array))
+    assert decoded.dtype == array.dtype and decoded.shape == array.shape
+    np.testing.assert_array_equal(decoded, array)
+
+
+def test_encoding_is_a_plain_npy_file_readable_by_numpy() -> None:
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    loaded = np.load(io.BytesIO(ndarray_to_bytes(array)), allow_pickle=False)
+    np.testing.assert_array_equal(loaded, array)
+
+
+def test_decodes_npy_written_by_numpy_including_fortran_order() -> None:
+    array = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    np.testing.assert_array_equal(bytes_to_ndarray(buffer.getvalue()), array)
+
+
+def test_non_contiguous_input_is_encoded_by_value() -> None:
+    array = np.arange(10.0)[::3]
+    np.testing.assert_array_equal(bytes_to_ndarray(ndarray_to_bytes(array)), array)
+
+
+def test_decoding_shares_memory_with_the_message_bytes() -> None:
+    data = ndarray_to_bytes(np.arange(1000, dtype=np.float64))
+    decoded = bytes_to_ndarray(data)
+    assert np.shares_memory(decoded, np.frombuffer(data, dtype=np.uint8))
+    assert not decoded.flags.writeable
+
+
+def test_object_arrays_are_refused_when_encoding() -> None:
+    with pytest.raises(SerializationError, match="object arrays need pickle"):
+        ndarray_to_bytes(np.array([{"a": 1}, None], dtype=object))
+
+
+def test_pickled_tensor_is_refused_without_unpickling() -> None:
+    class Boom:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("this must never run",))
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([Boom()], dtype=object), allow_pickle=True)
+    with pytest.raises(SerializationError, match="object arrays are pickled"):
+        bytes_to_ndarray(buffer.getvalue())
+
+
+@pytest.mark.parametrize("junk", [b"", b"hello", b"\x93NUMPY\x01\x00", b"\x93NUMPY\x09\x00ab"])
+def test_junk_bytes_raise_serialization_error(junk: bytes) -> None:
+    with pytest.raises(SerializationError):
+        bytes_to_ndarray(junk)
+
+
+def test_truncated_data_is_refused() -> None:
+    data = ndarray_to_bytes(np.arange(10, dtype=np.float64))
+    with pytest.raises(SerializationError, match="data bytes"):
+        bytes_to_ndarray(data[:-8])
+
+
+def test_unknown_tensor_type_is_refused() -> None:
+    with pytest.raises(SerializationError, match="tensor_type"):
+        parameters_to_ndarrays(Parameters(tensors=[], tensor_type="torch.Tensor"))
+
+
+def test_parameters_round_trip() -> None:
+    arrays = [np.ones((2, 2), np.float32), np.zeros(3, np.int64)]
+    params = ndarrays_to_parameters(arrays)
+    assert params.tensor_type == "numpy.ndarray"
+    for got, want in zip(parameters_to_ndarrays(params), arrays, strict=True):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+
+
+@given(hnp.arrays(dtype=hnp.scalar_dtypes(), shape=hnp.array_shapes(min_dims=0, max_dims=3)))
+def test_any_numeric_array_round_trips(array: np.ndarray) -> None:
+    decoded = bytes_to_ndarray(ndarray_to_bytes(array))
+    assert decoded.dtype == array.dtype and decoded.shape == array.shape
+    np.testing.assert_array_equal(decoded, array)
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise_anything_but_serialization_error(data: bytes) -> None:
+    try:
+        bytes_to_ndarray(data)
+    except SerializationError:
+        pass
