@@ -20,8 +20,8 @@ from fedsilo.common import (
     ReconnectIns,
     Status,
     ndarrays_to_parameters,
+    serde,
 )
-from fedsilo.common import serde
 from fedsilo.proto import transport_pb2 as pb
 
 PARAMS = ndarrays_to_parameters([np.arange(4, dtype=np.float32), np.eye(2)])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from abc import ABC
-
 from fedsilo.common.typing import (
     Code,
     EvaluateIns,
@@ -21,7 +19,7 @@ from fedsilo.common.typing import (
 __all__ = ["Client"]
 
 
-class Client(ABC):
+class Client:
     """A federated client working on serialized ``Parameters``.
 
     Override the methods the client supports; the defaults answer with a

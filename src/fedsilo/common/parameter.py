@@ -80,7 +80,7 @@ def bytes_to_ndarray(tensor: bytes) -> NDArray:
         )
     array = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
     order = "F" if fortran_order else "C"
-    return array.reshape(shape, order=order)
+    return array.reshape(shape, order=order)  # type: ignore[call-overload,no-any-return]
 
 
 def ndarrays_to_parameters(ndarrays: NDArrays) -> Parameters:

@@ -90,7 +90,7 @@ def parameters_from_proto(message: pb.Parameters) -> t.Parameters:
 
 
 def status_to_proto(status: t.Status) -> pb.Status:
-    return pb.Status(code=status.code.value, message=status.message)
+    return pb.Status(code=status.code.value, message=status.message)  # type: ignore[arg-type]
 
 
 def status_from_proto(message: pb.Status) -> t.Status:

@@ -17,7 +17,10 @@ NDArray = npt.NDArray[Any]
 NDArrays = list[NDArray]
 
 Scalar = bool | bytes | float | int | str
-Value = bool | bytes | float | int | str | list[bool] | list[bytes] | list[float] | list[int] | list[str]
+Value = (
+    bool | bytes | float | int | str
+    | list[bool] | list[bytes] | list[float] | list[int] | list[str]
+)
 
 Metrics = dict[str, Scalar]
 MetricsAggregationFn = Callable[[list[tuple[int, Metrics]]], Metrics]

@@ -45,7 +45,8 @@ class History:
         return {
             "losses_distributed": rows(self.losses_distributed),
             "losses_centralized": rows(self.losses_centralized),
-            "metrics_distributed_fit": {k: rows(v) for k, v in self.metrics_distributed_fit.items()},
+            "metrics_distributed_fit": {
+                k: rows(v) for k, v in self.metrics_distributed_fit.items()},
             "metrics_distributed": {k: rows(v) for k, v in self.metrics_distributed.items()},
             "metrics_centralized": {k: rows(v) for k, v in self.metrics_centralized.items()},
         }

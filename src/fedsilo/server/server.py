@@ -5,14 +5,16 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from fedsilo.common.exceptions import ClientFailure, ClientReportedError
 from fedsilo.common.parameter import parameters_to_ndarrays
 from fedsilo.common.typing import (
     Code,
+    EvaluateIns,
     EvaluateRes,
+    FitIns,
     FitRes,
     GetParametersIns,
     NDArrays,
@@ -31,6 +33,7 @@ log = logging.getLogger("fedsilo.server")
 __all__ = ["Server"]
 
 R = TypeVar("R")
+Ins = TypeVar("Ins")
 FitResultsAndFailures = tuple[list[tuple[ClientProxy, FitRes]], list[BaseException]]
 EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[BaseException]]
 
@@ -153,8 +156,8 @@ class Server:
             return None
         reference = _decode_or_none(self.parameters)
 
-        def call(client: ClientProxy, ins: object) -> FitRes:
-            res = client.fit(ins, timeout, group_id=server_round)  # type: ignore[arg-type]
+        def call(client: ClientProxy, ins: FitIns) -> FitRes:
+            res = client.fit(ins, timeout, group_id=server_round)
             if res.status.code != Code.OK:
                 raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
             check_fit_res(client.cid, res, reference, self.max_num_examples)
@@ -175,8 +178,8 @@ class Server:
         if not instructions:
             return None
 
-        def call(client: ClientProxy, ins: object) -> EvaluateRes:
-            res = client.evaluate(ins, timeout, group_id=server_round)  # type: ignore[arg-type]
+        def call(client: ClientProxy, ins: EvaluateIns) -> EvaluateRes:
+            res = client.evaluate(ins, timeout, group_id=server_round)
             if res.status.code != Code.OK:
                 raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
             check_evaluate_res(client.cid, res, self.max_num_examples)
@@ -189,8 +192,8 @@ class Server:
 
     def _run_parallel(
         self,
-        instructions: list[tuple[ClientProxy, object]],
-        call: Callable[[ClientProxy, object], R],
+        instructions: Sequence[tuple[ClientProxy, Ins]],
+        call: Callable[[ClientProxy, Ins], R],
         what: str,
         server_round: int,
     ) -> tuple[list[tuple[ClientProxy, R]], list[BaseException]]:
@@ -206,9 +209,9 @@ class Server:
                 except ClientFailure as exc:
                     failures.append(exc)
                 except Exception as exc:  # a bug in a proxy must not end the round
-                    failure = ClientFailure(client.cid, f"{type(exc).__name__}: {exc}")
-                    failure.__cause__ = exc
-                    failures.append(failure)
+                    wrapped = ClientFailure(client.cid, f"{type(exc).__name__}: {exc}")
+                    wrapped.__cause__ = exc
+                    failures.append(wrapped)
         level = logging.DEBUG if what == "disconnect" else logging.WARNING
         for failure in failures:
             log.log(level, "round %d %s: %s", server_round, what, failure)
@@ -222,7 +225,7 @@ class Server:
         instructions = [(c, ReconnectIns(seconds=None)) for c in clients]
         self._run_parallel(
             instructions,
-            lambda client, ins: client.reconnect(ins, timeout),  # type: ignore[arg-type]
+            lambda client, ins: client.reconnect(ins, timeout),
             "disconnect", 0)
 
 

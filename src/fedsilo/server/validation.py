@@ -34,11 +34,11 @@ def check_fit_res(
                 cid, f"sent {len(arrays)} tensors, the global model has {len(reference)}")
         for index, (got, want) in enumerate(zip(arrays, reference, strict=True)):
             if got.shape != want.shape:
-                raise InvalidUpdate(
-                    cid, f"tensor {index} has shape {got.shape}, the global model's is {want.shape}")
+                raise InvalidUpdate(cid, f"tensor {index} has shape {got.shape}, "
+                                         f"the global model's is {want.shape}")
             if got.dtype != want.dtype:
-                raise InvalidUpdate(
-                    cid, f"tensor {index} has dtype {got.dtype}, the global model's is {want.dtype}")
+                raise InvalidUpdate(cid, f"tensor {index} has dtype {got.dtype}, "
+                                         f"the global model's is {want.dtype}")
     for index, array in enumerate(arrays):
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
             raise InvalidUpdate(cid, f"tensor {index} holds NaN or Inf values")

@@ -18,7 +18,8 @@ def aggregate_weighted_mean(results: list[tuple[NDArrays, int]]) -> NDArrays:
         raise ValueError("aggregate_weighted_mean needs at least one result")
     total = sum(int(n) for _, n in results)
     if total <= 0:
-        raise ValueError(f"the results hold {total} examples in all; the weights need a positive sum")
+        raise ValueError(
+            f"the results hold {total} examples in all; the weights need a positive sum")
     first = results[0][0]
     sums: list[NDArray] = [np.zeros(layer.shape, dtype=np.float64) for layer in first]
     for layers, num_examples in results:

@@ -1,0 +1,26 @@
+"""The ``fedsilo`` command: one sub-command per module."""
+
+from __future__ import annotations
+
+import typer
+
+from fedsilo import __version__
+from fedsilo.cli import demo
+
+app = typer.Typer(
+    name="fedsilo",
+    help="Federated learning across data silos.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command(name="demo")(demo.demo)
+
+
+@app.command()
+def version() -> None:
+    """Print fedsilo's version."""
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,58 @@
+"""The names Flower users rely on are exported, and nothing else changes silently."""
+
+from __future__ import annotations
+
+import inspect
+
+import fedsilo as fl
+
+
+def test_top_level_modules() -> None:
+    assert set(fl.__all__) == {"__version__", "client", "common", "server"}
+
+
+def test_client_exports() -> None:
+    assert set(fl.client.__all__) == {"Client", "NumPyClient", "start_client",
+                                      "start_numpy_client"}
+    params = inspect.signature(fl.client.start_numpy_client).parameters
+    for name in ("server_address", "client", "grpc_max_message_length", "root_certificates",
+                 "insecure", "max_retries", "max_wait_time"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_server_exports_and_start_server_signature() -> None:
+    assert {"start_server", "ServerConfig", "History", "Server", "SimpleClientManager",
+            "ClientManager", "ClientProxy", "strategy"} <= set(fl.server.__all__)
+    params = inspect.signature(fl.server.start_server).parameters
+    assert list(params)[:7] == ["server_address", "server", "config", "strategy",
+                                "client_manager", "grpc_max_message_length", "certificates"]
+
+
+def test_fedavg_constructor_is_keyword_only_with_flower_defaults() -> None:
+    params = inspect.signature(fl.server.strategy.FedAvg).parameters
+    defaults = {name: p.default for name, p in params.items()}
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    assert defaults == {
+        "fraction_fit": 1.0, "fraction_evaluate": 1.0, "min_fit_clients": 2,
+        "min_evaluate_clients": 2, "min_available_clients": 2, "evaluate_fn": None,
+        "on_fit_config_fn": None, "on_evaluate_config_fn": None, "accept_failures": True,
+        "initial_parameters": None, "fit_metrics_aggregation_fn": None,
+        "evaluate_metrics_aggregation_fn": None, "inplace": True,
+    }
+
+
+def test_fedavg_stores_constructor_arguments_unchanged() -> None:
+    def fit_config(server_round: int) -> dict[str, int]:
+        return {"r": server_round}
+
+    strategy = fl.server.strategy.FedAvg(fraction_fit=0.3, min_fit_clients=7,
+                                         on_fit_config_fn=fit_config, accept_failures=False)
+    assert strategy.fraction_fit == 0.3 and strategy.min_fit_clients == 7
+    assert strategy.on_fit_config_fn is fit_config and strategy.accept_failures is False
+
+
+def test_common_exports_the_flower_names() -> None:
+    for name in ("ndarrays_to_parameters", "parameters_to_ndarrays", "NDArrays", "Scalar",
+                 "FitRes", "FitIns", "EvaluateRes", "EvaluateIns", "Parameters", "Status",
+                 "Code", "GetParametersIns", "GetParametersRes", "Metrics", "Config"):
+        assert name in fl.common.__all__ and hasattr(fl.common, name)
