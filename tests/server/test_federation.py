@@ -203,3 +203,27 @@ def test_a_client_that_disconnects_mid_fit_is_a_failure(federation: LocalFederat
     failures = strat.fit_failures[1]
     assert len(failures) == 1 and isinstance(failures[0], ClientDisconnected | ClientReportedError)
     assert len(strat.fit_results[1]) == 2
+
+
+def test_streaming_fedavg_over_grpc_equals_the_weighted_mean(federation: LocalFederation) -> None:
+    clients = [Honest(0.5, 7), Honest(-2.0, 11), Honest(4.0, 2)]
+    for client in clients:
+        federation.start_client(client)
+    seen: dict[int, list[np.ndarray]] = {}
+
+    def evaluate(server_round: int, params: list[np.ndarray], config: dict) -> tuple:
+        seen[server_round] = [p.copy() for p in params]
+        return 0.0, {}
+
+    strat = fl.server.strategy.FedAvg(
+        min_fit_clients=3, min_evaluate_clients=3, min_available_clients=3, evaluate_fn=evaluate,
+        initial_parameters=ndarrays_to_parameters(initial()))
+    assert strat.fit_accumulator(1, strat.initial_parameters) is not None  # type: ignore[arg-type]
+    federation.run_server(strat, num_rounds=2)
+    federation.join_clients()
+    expected = initial()
+    for _ in range(2):
+        expected = [sum(c.n * (layer + c.offset * (i + 1)) for c in clients) / 20
+                    for i, layer in enumerate(expected)]
+    for got, want in zip(seen[2], expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -155,17 +156,28 @@ class Server:
             log.info("round %d: no clients selected for training", server_round)
             return None
         reference = _decode_or_none(self.parameters)
+        accumulator = self.strategy.fit_accumulator(server_round, self.parameters)
+        fold_lock = threading.Lock()
 
         def call(client: ClientProxy, ins: FitIns) -> FitRes:
             res = client.fit(ins, timeout, group_id=server_round)
             if res.status.code != Code.OK:
                 raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
-            check_fit_res(client.cid, res, reference, self.max_num_examples)
-            return res
+            arrays = check_fit_res(client.cid, res, reference, self.max_num_examples)
+            if accumulator is None:
+                return res
+            with fold_lock:
+                accumulator.add(client, res, arrays)
+            # Folded in: release the tensors so the round holds one model, not one per client.
+            return FitRes(res.status, Parameters([], res.parameters.tensor_type),
+                          res.num_examples, res.metrics)
 
         results, failures = self._run_parallel(instructions, call, "fit", server_round)
-        parameters, metrics = self.strategy.aggregate_fit(
-            server_round, results, failures)  # type: ignore[arg-type]
+        if accumulator is not None:
+            parameters, metrics = accumulator.finish(results, failures)  # type: ignore[arg-type]
+        else:
+            parameters, metrics = self.strategy.aggregate_fit(
+                server_round, results, failures)  # type: ignore[arg-type]
         return parameters, metrics, (results, failures)
 
     def evaluate_round(

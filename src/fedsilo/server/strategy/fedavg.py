@@ -18,8 +18,13 @@ from fedsilo.common.typing import (
 )
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
-from fedsilo.server.strategy.aggregate import aggregate_weighted_mean, weighted_loss_avg
-from fedsilo.server.strategy.strategy import Strategy
+from fedsilo.server.strategy.aggregate import (
+    add_weighted,
+    aggregate_weighted_mean,
+    weighted_loss_avg,
+    weighted_mean_from_sums,
+)
+from fedsilo.server.strategy.strategy import FitAccumulator, Strategy
 
 log = logging.getLogger("fedsilo.server")
 
@@ -137,12 +142,22 @@ class FedAvg(Strategy):
         weighted = [(parameters_to_ndarrays(res.parameters), res.num_examples)
                     for _, res in results]
         aggregated = ndarrays_to_parameters(aggregate_weighted_mean(weighted))
-        metrics: dict[str, Scalar] = {}
-        if self.fit_metrics_aggregation_fn is not None:
-            metrics = self.fit_metrics_aggregation_fn(
-                [(res.num_examples, res.metrics) for _, res in results]
-            )
-        return aggregated, metrics
+        return aggregated, self.aggregate_metrics_fit(results)
+
+    def fit_accumulator(
+        self, server_round: int, parameters: Parameters
+    ) -> FitAccumulator | None:
+        # A subclass that overrides aggregate_fit must see every result itself.
+        if type(self).aggregate_fit is not FedAvg.aggregate_fit:
+            return None
+        return WeightedMeanAccumulator(self)
+
+    def aggregate_metrics_fit(self, results: list[tuple[ClientProxy, FitRes]]) -> dict[str, Scalar]:
+        """Fit metrics through ``fit_metrics_aggregation_fn`` (empty without one)."""
+        if self.fit_metrics_aggregation_fn is None:
+            return {}
+        return self.fit_metrics_aggregation_fn(
+            [(res.num_examples, res.metrics) for _, res in results])
 
     def aggregate_evaluate(
         self,
@@ -161,3 +176,32 @@ class FedAvg(Strategy):
                 [(res.num_examples, res.metrics) for _, res in results]
             )
         return loss, metrics
+
+
+class WeightedMeanAccumulator(FitAccumulator):
+    """FedAvg's streaming form: running float64 sums weighted by example counts."""
+
+    def __init__(self, strategy: FedAvg) -> None:
+        self.strategy = strategy
+        self.sums_: NDArrays = []
+        self.like_: NDArrays = []
+        self.total_ = 0
+
+    def add(self, client: ClientProxy, res: FitRes, arrays: NDArrays) -> None:
+        self.sums_ = add_weighted(self.sums_, arrays, res.num_examples)
+        if not self.like_:
+            self.like_ = [array[:0].reshape(-1) for array in arrays]  # dtypes only
+        self.total_ += res.num_examples
+
+    def finish(
+        self,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        if not results:
+            return None, {}
+        if failures and not self.strategy.accept_failures:
+            return None, {}
+        mean = weighted_mean_from_sums(self.sums_, self.total_, self.like_)
+        self.sums_ = []
+        return ndarrays_to_parameters(mean), self.strategy.aggregate_metrics_fit(results)

@@ -4,14 +4,44 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from fedsilo.common.typing import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar
+from fedsilo.common.typing import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    NDArrays,
+    Parameters,
+    Scalar,
+)
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
 
-__all__ = ["Strategy"]
+__all__ = ["FitAccumulator", "Strategy"]
 
 FitResults = list[tuple[ClientProxy, FitRes]]
 EvaluateResults = list[tuple[ClientProxy, EvaluateRes]]
+
+
+class FitAccumulator(ABC):
+    """Folds training results into an aggregate as they arrive.
+
+    A round that streams holds one model's worth of running state instead of
+    every client's parameters. The round loop calls ``add`` once per valid
+    result (serialized by the loop), then ``finish`` with the results, whose
+    parameters it has already released, and the failures.
+    """
+
+    @abstractmethod
+    def add(self, client: ClientProxy, res: FitRes, arrays: NDArrays) -> None:
+        """Fold one client's decoded, validated parameters into the running state."""
+
+    @abstractmethod
+    def finish(
+        self,
+        results: FitResults,
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """The round's aggregate, exactly what ``aggregate_fit`` would return."""
 
 
 class Strategy(ABC):
@@ -40,6 +70,16 @@ class Strategy(ABC):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Combine the training results into new global parameters and metrics."""
+
+    def fit_accumulator(
+        self, server_round: int, parameters: Parameters
+    ) -> FitAccumulator | None:
+        """An accumulator for streaming this round's aggregation, or None (the default).
+
+        Rules that need every result at once (median, Krum, ...) return None and
+        get all results in ``aggregate_fit``.
+        """
+        return None
 
     @abstractmethod
     def configure_evaluate(

@@ -1,0 +1,48 @@
+"""The import rules of the architecture: lower layers never import upper ones."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fedsilo"
+
+FORBIDDEN = {
+    "common": ("fedsilo.client", "fedsilo.server", "fedsilo.simulation", "fedsilo.deploy",
+               "fedsilo.cli", "fedsilo.examples"),
+    "server": ("fedsilo.client", "fedsilo.deploy", "fedsilo.cli", "fedsilo.examples"),
+    "client": ("fedsilo.server", "fedsilo.deploy", "fedsilo.cli", "fedsilo.examples"),
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_nothing_above_it(layer: str) -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in sorted((PACKAGE / layer).rglob("*.py"))
+        for name in imported_modules(path)
+        if any(name == top or name.startswith(top + ".") for top in FORBIDDEN[layer])
+    ]
+    assert not offenders, offenders
+
+
+def test_only_serde_reaches_the_generated_protobuf_code() -> None:
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "proto" not in path.parts and path.name != "serde.py"
+        and any(n.startswith("fedsilo.proto") for n in imported_modules(path))
+    ]
+    assert not offenders, offenders
