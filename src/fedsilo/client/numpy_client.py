@@ -26,6 +26,7 @@ from fedsilo.common.typing import (
     GetPropertiesIns,
     GetPropertiesRes,
     NDArrays,
+    Parameters,
     Scalar,
     Status,
 )
@@ -114,6 +115,15 @@ def _overrides(client: NumPyClient, name: str) -> bool:
     return getattr(type(client), name) is not getattr(NumPyClient, name)
 
 
+def _writable_ndarrays(parameters: Parameters) -> NDArrays:
+    """Decode parameters into arrays the user's code owns and may modify in place.
+
+    Decoding alone gives read-only views of the message buffer; NumPyClient code written for
+    Flower expects writable arrays (``np.load`` copies), so each array is copied once here.
+    """
+    return [np.array(a, copy=True) for a in parameters_to_ndarrays(parameters)]
+
+
 class _NumPyClientAdapter(Client):
     """Presents a NumPyClient as a Client: decodes, calls, checks, encodes."""
 
@@ -142,7 +152,7 @@ class _NumPyClientAdapter(Client):
     def fit(self, ins: FitIns) -> FitRes:
         if not _overrides(self.numpy_client, "fit"):
             return super().fit(ins)
-        result = self.numpy_client.fit(parameters_to_ndarrays(ins.parameters), ins.config)
+        result = self.numpy_client.fit(_writable_ndarrays(ins.parameters), ins.config)
         if not isinstance(result, tuple) or len(result) != 3:
             raise ClientReturnError(f"got {_describe(result)}; " + _FIT_EXAMPLE)
         arrays = _check_ndarrays(result[0], _FIT_EXAMPLE)
@@ -155,7 +165,7 @@ class _NumPyClientAdapter(Client):
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
         if not _overrides(self.numpy_client, "evaluate"):
             return super().evaluate(ins)
-        result = self.numpy_client.evaluate(parameters_to_ndarrays(ins.parameters), ins.config)
+        result = self.numpy_client.evaluate(_writable_ndarrays(ins.parameters), ins.config)
         if not isinstance(result, tuple) or len(result) != 3:
             raise ClientReturnError(f"got {_describe(result)}; " + _EVALUATE_EXAMPLE)
         loss, num_examples, metrics = result
