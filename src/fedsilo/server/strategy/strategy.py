@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 from fedsilo.common.typing import (
     EvaluateIns,
@@ -101,3 +102,19 @@ class Strategy(ABC):
         self, server_round: int, parameters: Parameters
     ) -> tuple[float, dict[str, Scalar]] | None:
         """Evaluate the global parameters on the server's own data (None: not done)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume this strategy where it stopped.
+
+        Values are numpy arrays, lists of numpy arrays, or JSON values (numbers, strings,
+        booleans, None, and lists or string-keyed dicts of those). Stateless rules return {}.
+        Server optimizers return their moments; privacy wrappers their accountant's history.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, into a strategy built with the same arguments."""
+        if state:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, but the checkpoint holds {sorted(state)}"
+            )
