@@ -1,0 +1,156 @@
+"""A site's roles: the launch role others may assume, and the execution role jobs run as.
+
+The site's ``policy/roles.json`` holds them in the shape of IAM's GetRole answers::
+
+    {"Roles": [{"RoleName": "FL-kickoff-client-job", "Arn": "arn:fedsilo:iam::site1:role/...",
+                "MaxSessionDuration": 3600,
+                "AssumeRolePolicyDocument": {trust policy},
+                "Policies": [{"PolicyName": "FL-job-actions", "PolicyDocument": {...}}]}],
+     "ExecutionRoles": [{"RoleName": "service-role/FL-execution", "Arn": "..."}]}
+
+:func:`launch_role_policy` writes the seed's permission policy for a site: the five job
+actions, ``iam:PassRole`` on the one execution role, and nothing else (log reading only when
+asked for).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedsilo.deploy.errors import NotFound, ValidationError
+from fedsilo.deploy.policy import Decision, PolicyDocument
+
+__all__ = [
+    "JOB_ACTIONS",
+    "ExecutionRole",
+    "Role",
+    "RoleStore",
+    "launch_role_policy",
+    "role_arn",
+    "job_arn",
+    "trust_policy",
+]
+
+JOB_ACTIONS = (
+    "job:CreateTrainingJob",
+    "job:DescribeTrainingJob",
+    "job:StopTrainingJob",
+    "job:UpdateTrainingJob",
+    "job:ListTrainingJobs",
+)
+LOG_ACTION = "logs:GetLogEvents"
+DEFAULT_MAX_SESSION_S = 3600
+MIN_SESSION_S = 900
+
+
+def role_arn(site: str, name: str) -> str:
+    return f"arn:fedsilo:iam::{site}:role/{name}"
+
+
+def job_arn(site: str, name: str) -> str:
+    return f"arn:fedsilo:job::{site}:training-job/{name}"
+
+
+def trust_policy(principals: dict[str, list[str]]) -> dict[str, Any]:
+    """Who may assume a role: ``{"Key": [fingerprints], "Certificate": [fingerprints]}``."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": principals, "Action": "sts:AssumeRole"}]}
+
+
+def launch_role_policy(site: str, execution_role_arn: str, *,
+                       allow_logs: bool = False) -> dict[str, Any]:
+    """The seed's FL-sagemaker-actions policy, for this site's jobs and execution role."""
+    statements: list[dict[str, Any]] = [
+        {"Sid": "TrainingJobs", "Effect": "Allow", "Action": list(JOB_ACTIONS),
+         "Resource": job_arn(site, "*")},
+        {"Sid": "PassExecutionRole", "Effect": "Allow", "Action": ["iam:GetRole", "iam:PassRole"],
+         "Resource": execution_role_arn},
+    ]
+    if allow_logs:
+        statements.append({"Sid": "ReadJobLogs", "Effect": "Allow", "Action": LOG_ACTION,
+                           "Resource": job_arn(site, "*")})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role: who may assume it, what its sessions may do, how long a session lasts."""
+
+    name: str
+    arn: str
+    trust: PolicyDocument
+    permissions: tuple[PolicyDocument, ...]
+    max_session_duration: int = DEFAULT_MAX_SESSION_S
+
+    def allows(self, action: str, resource: str) -> Decision:
+        """Explicit deny in any policy wins; otherwise any allow; otherwise deny."""
+        decisions = [p.evaluate(action, resource) for p in self.permissions]
+        denied = [d for d in decisions if not d.allowed and d.reason.startswith("explicitly")]
+        if denied:
+            return denied[0]
+        allowed = [d for d in decisions if d.allowed]
+        return allowed[0] if allowed else Decision(False, "no statement allows it "
+                                                          "(denied by default)")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Role:
+        try:
+            name = str(raw["RoleName"])
+            max_s = int(raw.get("MaxSessionDuration", DEFAULT_MAX_SESSION_S))
+            policies = tuple(PolicyDocument.from_dict(p["PolicyDocument"],
+                                                      f"{name}.{p['PolicyName']}")
+                             for p in raw.get("Policies", []))
+            trust = PolicyDocument.from_dict(raw["AssumeRolePolicyDocument"], f"{name}.trust")
+            arn = str(raw["Arn"])
+        except KeyError as exc:
+            raise ValidationError(f"role {raw.get('RoleName', '?')}: missing {exc}") from exc
+        if not MIN_SESSION_S <= max_s <= 43200:
+            raise ValidationError(f"{name}: MaxSessionDuration must be 900 to 43200 s")
+        return cls(name, arn, trust, policies, max_s)
+
+
+@dataclass(frozen=True)
+class ExecutionRole:
+    """The role a job runs as; the launch role may pass this one role and no other."""
+
+    name: str
+    arn: str
+
+
+class RoleStore:
+    """The roles in a site's ``roles.json``, reread when the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime = -1.0
+        self._roles: dict[str, Role] = {}
+        self._execution: dict[str, ExecutionRole] = {}
+
+    def role(self, arn: str) -> Role:
+        self._reload()
+        if arn not in self._roles:
+            raise NotFound(f"no role {arn} at this site; roles: {', '.join(self._roles)}")
+        return self._roles[arn]
+
+    def execution_role(self, arn: str) -> ExecutionRole:
+        self._reload()
+        if arn not in self._execution:
+            raise NotFound(f"no execution role {arn} at this site")
+        return self._execution[arn]
+
+    def _reload(self) -> None:
+        mtime = self.path.stat().st_mtime
+        if mtime == self._mtime:
+            return
+        try:
+            raw = json.loads(self.path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"{self.path} is not valid JSON: {exc}") from exc
+        roles = [Role.from_dict(r) for r in raw.get("Roles", [])]
+        self._roles = {r.arn: r for r in roles}
+        self._execution = {str(r["Arn"]): ExecutionRole(str(r["RoleName"]), str(r["Arn"]))
+                           for r in raw.get("ExecutionRoles", [])}
+        self._mtime = mtime

@@ -1,0 +1,146 @@
+"""AssumeRole: a caller proves who it is by signing its request; the site checks the trust.
+
+The request body is JSON::
+
+    {"RoleArn": ..., "RoleSessionName": ..., "DurationSeconds": 900,
+     "Audience": "<site name>", "Timestamp": <unix seconds>,
+     "PublicKey": "<PEM>"}          # or "Certificate": "<PEM>"
+
+and its signature (the caller's private key over the exact body bytes, base64) travels in the
+``X-Fedsilo-Signature`` header. The site checks the signature, that the request is meant for it
+(``Audience``) and fresh (``Timestamp`` within five minutes; a signature is accepted once), and
+that the role's trust policy names the caller's key or certificate fingerprint. The answer is
+shaped like STS's: ``Credentials`` (``AccessKeyId``, ``SessionToken``, ``Expiration``) and
+``AssumedRoleUser``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from cryptography import x509
+
+from fedsilo.deploy.credentials import issue_session_token
+from fedsilo.deploy.errors import AccessDenied, AuthenticationError, ValidationError
+from fedsilo.deploy.identity import (
+    Identity,
+    PrivateKey,
+    fingerprint,
+    load_public_key,
+    public_key_pem,
+    sign,
+    verify,
+)
+from fedsilo.deploy.roles import MIN_SESSION_S, RoleStore
+
+__all__ = ["SIGNATURE_HEADER", "AssumeRoleService", "signed_assume_role_request"]
+
+SIGNATURE_HEADER = "X-Fedsilo-Signature"
+FRESHNESS_S = 300.0
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
+
+
+def signed_assume_role_request(
+    identity: Identity, *, role_arn: str, session_name: str, site: str,
+    duration_s: int = MIN_SESSION_S,
+) -> tuple[bytes, str]:
+    """The body and signature header value a caller sends to a site's AssumeRole."""
+    body: dict[str, Any] = {
+        "RoleArn": role_arn, "RoleSessionName": session_name, "DurationSeconds": duration_s,
+        "Audience": site, "Timestamp": time.time(),
+    }
+    if identity.certificate_pem is not None:
+        body["Certificate"] = identity.certificate_pem.decode()
+    else:
+        body["PublicKey"] = public_key_pem(identity.key.public_key()).decode()
+    raw = json.dumps(body).encode()
+    return raw, base64.b64encode(sign(identity.key, raw)).decode()
+
+
+class AssumeRoleService:
+    """Checks signed AssumeRole requests against the site's roles and issues sessions."""
+
+    def __init__(self, site: str, roles: RoleStore, signing_key: PrivateKey) -> None:
+        self.site = site
+        self.roles = roles
+        self.signing_key = signing_key
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def assume_role(self, body: bytes, signature: str | None) -> dict[str, Any]:
+        request, principal = self._authenticate(body, signature)
+        role = self.roles.role(str(request.get("RoleArn", "")))
+        decision = role.trust.evaluate("sts:AssumeRole", principal=principal,
+                                       context={"fedsilo:RoleSessionName":
+                                                str(request["RoleSessionName"])})
+        if not decision.allowed:
+            raise AccessDenied(
+                f"{principal['Key']} is not allowed to assume {role.arn}: the role's trust "
+                f"policy {decision.reason}; ask the site to add this key's fingerprint")
+        duration = int(request.get("DurationSeconds", min(3600, role.max_session_duration)))
+        if not MIN_SESSION_S <= duration <= role.max_session_duration:
+            raise ValidationError(f"DurationSeconds must be {MIN_SESSION_S} to "
+                                  f"{role.max_session_duration} for {role.arn}, got {duration}")
+        token, claims = issue_session_token(
+            self.signing_key, site=self.site, role_arn=role.arn,
+            session_name=str(request["RoleSessionName"]), principal=principal["Key"],
+            duration_s=duration)
+        return {
+            "Credentials": {"AccessKeyId": claims.access_key_id, "SessionToken": token,
+                            "Expiration": claims.expiration},
+            "AssumedRoleUser": {
+                "AssumedRoleId": f"{claims.access_key_id}:{claims.session_name}",
+                "Arn": role.arn.replace(":role/", ":assumed-role/") + f"/{claims.session_name}",
+            },
+        }
+
+    def _authenticate(self, body: bytes, signature: str | None) -> tuple[dict[str, Any],
+                                                                          dict[str, str]]:
+        if not signature:
+            raise AuthenticationError(f"AssumeRole needs the {SIGNATURE_HEADER} header: the "
+                                      "caller's signature over the request body")
+        try:
+            request = json.loads(body)
+            sig = base64.b64decode(signature, validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise ValidationError("AssumeRole needs a JSON body and a base64 signature") from exc
+        if not isinstance(request, dict):
+            raise ValidationError("AssumeRole's body must be a JSON object")
+        for name in ("RoleArn", "RoleSessionName", "Audience", "Timestamp"):
+            if name not in request:
+                raise ValidationError(f"AssumeRole needs {name}")
+        if not _SESSION_NAME.fullmatch(str(request["RoleSessionName"])):
+            raise ValidationError("RoleSessionName must be 2 to 64 of letters, digits and +=,.@-")
+        pem = request.get("Certificate") or request.get("PublicKey")
+        if not isinstance(pem, str):
+            raise ValidationError("AssumeRole needs the caller's PublicKey or Certificate (PEM)")
+        key = load_public_key(pem.encode())
+        verify(key, sig, body)
+        if request["Audience"] != self.site:
+            raise AuthenticationError(f"the request is signed for site {request['Audience']!r}, "
+                                      f"not {self.site!r}")
+        age = time.time() - float(request["Timestamp"])
+        if abs(age) > FRESHNESS_S:
+            raise AuthenticationError(f"the request was signed {age:.0f} s ago; requests are "
+                                      f"accepted for {FRESHNESS_S:.0f} s (check the clocks)")
+        self._remember(signature)
+        principal = {"Key": fingerprint(key)}
+        if "Certificate" in request:
+            principal["Certificate"] = fingerprint(x509.load_pem_x509_certificate(pem.encode()))
+        return request, principal
+
+    def _remember(self, signature: str) -> None:
+        now = time.time()
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) < now - 2 * FRESHNESS_S:
+                self._seen.popitem(last=False)
+            if signature in self._seen:
+                raise AuthenticationError("this signed request was already used; sign a new one")
+            self._seen[signature] = now

@@ -1,0 +1,144 @@
+"""AssumeRole and session tokens: trust by key or certificate, expiry, forgery, other sites."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from fedsilo.deploy.authz import Authorizer
+from fedsilo.deploy.certs import create_ca, issue_client_certificate
+from fedsilo.deploy.credentials import issue_session_token, verify_session_token
+from fedsilo.deploy.errors import AccessDenied, AuthenticationError, NotFound, ValidationError
+from fedsilo.deploy.identity import Identity, fingerprint, generate_signing_key
+from fedsilo.deploy.roles import RoleStore, job_arn, launch_role_policy, role_arn, trust_policy
+from fedsilo.deploy.sts import AssumeRoleService, signed_assume_role_request
+
+SITE = "site1"
+LAUNCH = role_arn(SITE, "FL-kickoff-client-job")
+EXEC = role_arn(SITE, "service-role/FL-execution")
+
+
+@pytest.fixture
+def server_identity() -> Identity:
+    return Identity(generate_signing_key())
+
+
+@pytest.fixture
+def store(tmp_path: Path, server_identity: Identity) -> RoleStore:
+    path = tmp_path / "roles.json"
+    path.write_text(json.dumps({
+        "Roles": [{"RoleName": "FL-kickoff-client-job", "Arn": LAUNCH,
+                   "MaxSessionDuration": 3600,
+                   "AssumeRolePolicyDocument": trust_policy(
+                       {"Key": [server_identity.key_fingerprint]}),
+                   "Policies": [{"PolicyName": "a",
+                                 "PolicyDocument": launch_role_policy(SITE, EXEC)}]}],
+        "ExecutionRoles": [{"RoleName": "service-role/FL-execution", "Arn": EXEC}]}))
+    return RoleStore(path)
+
+
+@pytest.fixture
+def sts(store: RoleStore) -> AssumeRoleService:
+    return AssumeRoleService(SITE, store, generate_signing_key())
+
+
+def _assume(sts: AssumeRoleService, identity: Identity, **kw: object) -> dict[str, object]:
+    args: dict[str, object] = {"role_arn": LAUNCH, "session_name": "fl-session", "site": SITE}
+    args.update(kw)
+    body, sig = signed_assume_role_request(identity, **args)  # type: ignore[arg-type]
+    return sts.assume_role(body, sig)
+
+
+def test_trusted_key_gets_a_session_for_the_role(sts: AssumeRoleService,
+                                                 server_identity: Identity) -> None:
+    answer = _assume(sts, server_identity, duration_s=1200)
+    creds = answer["Credentials"]
+    assert isinstance(creds, dict)
+    authz = Authorizer(SITE, sts.roles, sts.signing_key.public_key())
+    session = authz.session(f"Bearer {creds['SessionToken']}")
+    assert session.role.arn == LAUNCH
+    assert session.claims.principal == server_identity.key_fingerprint
+    assert 1190 < session.claims.expires_at - time.time() <= 1200
+    authz.check(session, "job:CreateTrainingJob", job_arn(SITE, "j"))
+    with pytest.raises(AccessDenied, match="not authorized to perform job:DeleteTrainingJob"):
+        authz.check(session, "job:DeleteTrainingJob", job_arn(SITE, "j"))
+    with pytest.raises(AccessDenied, match="iam:PassRole"):
+        authz.check(session, "iam:PassRole", role_arn(SITE, "service-role/admin"))
+
+
+def test_untrusted_key_cannot_assume_the_role(sts: AssumeRoleService) -> None:
+    with pytest.raises(AccessDenied, match="trust policy"):
+        _assume(sts, Identity(generate_signing_key()))
+
+
+def test_certificate_principal_is_trusted_by_its_fingerprint(tmp_path: Path,
+                                                             store: RoleStore) -> None:
+    ca = create_ca("federation")
+    cert_pem, key = issue_client_certificate(ca, "orchestrator")
+    identity = Identity(key, cert_pem)
+    raw = json.loads(store.path.read_text())
+    raw["Roles"][0]["AssumeRolePolicyDocument"] = trust_policy(
+        {"Certificate": [identity.principal["Certificate"]]})
+    store.path.write_text(json.dumps(raw))
+    service = AssumeRoleService(SITE, RoleStore(store.path), generate_signing_key())
+    assert "Credentials" in _assume(service, identity)
+    with pytest.raises(AccessDenied):  # the same key without its certificate is not named
+        _assume(service, Identity(key))
+
+
+def test_signature_must_match_body_audience_and_be_fresh(sts: AssumeRoleService,
+                                                         server_identity: Identity) -> None:
+    body, sig = signed_assume_role_request(server_identity, role_arn=LAUNCH,
+                                           session_name="s1", site=SITE)
+    tampered = body.replace(b"s1", b"s2")
+    with pytest.raises(AuthenticationError, match="signature"):
+        sts.assume_role(tampered, sig)
+    with pytest.raises(AuthenticationError, match="X-Fedsilo-Signature"):
+        sts.assume_role(body, None)
+    sts.assume_role(body, sig)
+    with pytest.raises(AuthenticationError, match="already used"):
+        sts.assume_role(body, sig)  # replay
+    with pytest.raises(AuthenticationError, match="site2"):
+        _assume(sts, server_identity, site="site2")
+
+
+def test_duration_is_bounded_by_the_role(sts: AssumeRoleService,
+                                         server_identity: Identity) -> None:
+    with pytest.raises(ValidationError, match="DurationSeconds"):
+        _assume(sts, server_identity, duration_s=7200)
+    with pytest.raises(NotFound):
+        _assume(sts, server_identity, role_arn=role_arn(SITE, "admin"))
+
+
+def test_expired_tampered_and_other_site_tokens_are_refused() -> None:
+    key = generate_signing_key()
+    token, _ = issue_session_token(key, site=SITE, role_arn=LAUNCH, session_name="s",
+                                   principal="p", duration_s=900, now=time.time() - 1000)
+    with pytest.raises(AuthenticationError, match="expired"):
+        verify_session_token(token, key.public_key(), SITE)
+
+    token, _ = issue_session_token(key, site=SITE, role_arn=LAUNCH, session_name="s",
+                                   principal="p", duration_s=900)
+    assert verify_session_token(token, key.public_key(), SITE).role_arn == LAUNCH
+    prefix, body, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["role_arn"] = role_arn(SITE, "admin")
+    forged_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(AuthenticationError, match="altered"):
+        verify_session_token(f"{prefix}.{forged_body}.{sig}", key.public_key(), SITE)
+    with pytest.raises(AuthenticationError, match="altered"):  # another site's key
+        verify_session_token(token, generate_signing_key().public_key(), SITE)
+    with pytest.raises(AuthenticationError, match="not 'site2'"):  # the right key, wrong site
+        verify_session_token(token, key.public_key(), "site2")
+    with pytest.raises(AuthenticationError, match="malformed"):
+        verify_session_token("not-a-token", key.public_key(), SITE)
+
+
+def test_fingerprints_differ_per_key() -> None:
+    a, b = generate_signing_key(), generate_signing_key()
+    assert fingerprint(a.public_key()) != fingerprint(b.public_key())
+    assert fingerprint(a.public_key()).startswith("sha256:")
