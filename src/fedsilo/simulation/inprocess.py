@@ -14,26 +14,15 @@ from fedsilo.client.client import Client
 from fedsilo.client.message_handler import handle_instruction
 from fedsilo.common.exceptions import ClientTimeout
 from fedsilo.common.serde import ServerInstruction
-from fedsilo.common.typing import (
-    DisconnectRes,
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    GetPropertiesIns,
-    GetPropertiesRes,
-    ReconnectIns,
-)
-from fedsilo.server.client_proxy import ClientProxy
+from fedsilo.common.typing import DisconnectRes, ReconnectIns
+from fedsilo.simulation.proxy import DispatchingClientProxy
 
 __all__ = ["InProcessClientProxy"]
 
 T = TypeVar("T")
 
 
-class InProcessClientProxy(ClientProxy):
+class InProcessClientProxy(DispatchingClientProxy):
     """Calls a ``Client`` object directly, with the same failure semantics as gRPC."""
 
     def __init__(self, cid: str, client: Client) -> None:
@@ -50,24 +39,6 @@ class InProcessClientProxy(ClientProxy):
             raise ClientTimeout(self.cid, f"no reply within {timeout:g} s") from None
         assert isinstance(reply, expected)
         return reply
-
-    def get_properties(
-        self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None = None
-    ) -> GetPropertiesRes:
-        return self._call(ins, GetPropertiesRes, timeout)
-
-    def get_parameters(
-        self, ins: GetParametersIns, timeout: float | None, group_id: int | None = None
-    ) -> GetParametersRes:
-        return self._call(ins, GetParametersRes, timeout)
-
-    def fit(self, ins: FitIns, timeout: float | None, group_id: int | None = None) -> FitRes:
-        return self._call(ins, FitRes, timeout)
-
-    def evaluate(
-        self, ins: EvaluateIns, timeout: float | None, group_id: int | None = None
-    ) -> EvaluateRes:
-        return self._call(ins, EvaluateRes, timeout)
 
     def reconnect(
         self, ins: ReconnectIns, timeout: float | None, group_id: int | None = None
