@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fedsilo import __version__
-from fedsilo.cli import demo
+from fedsilo.cli import demo, server
 
 app = typer.Typer(
     name="fedsilo",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(name="demo")(demo.demo)
+app.command(name="server")(server.server)
 
 
 @app.command()

@@ -4,6 +4,7 @@
     ├── SerializationError (ValueError)      tensor bytes that are not a plain .npy array
     ├── ProtocolError (ValueError)           a message that breaks the protocol
     ├── ClientReturnError (TypeError)        a client method returned the wrong shape
+    ├── CheckpointError (ValueError)         a round checkpoint that cannot be written or read
     └── ClientFailure                        a client's reply was refused or never came
         ├── ClientTimeout (TimeoutError)
         ├── ClientDisconnected (ConnectionError)
@@ -17,6 +18,7 @@ as data (instances in the ``failures`` list), never as raised exceptions.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ClientDisconnected",
     "ClientFailure",
     "ClientReportedError",
@@ -43,6 +45,10 @@ class ProtocolError(FedsiloError, ValueError):
 
 class ClientReturnError(FedsiloError, TypeError):
     """A client method returned a value of the wrong shape; the message shows a correct one."""
+
+
+class CheckpointError(FedsiloError, ValueError):
+    """A checkpoint that cannot be written (state that is not arrays or JSON) or read back."""
 
 
 class ClientFailure(FedsiloError):

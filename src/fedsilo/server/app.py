@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
 from fedsilo.server.client_manager import ClientManager, SimpleClientManager
-from fedsilo.server.grpc.server import start_grpc_server
+from fedsilo.server.grpc.auth import ClientAllowlist
+from fedsilo.server.grpc.server import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    start_grpc_server,
+)
 from fedsilo.server.history import History
 from fedsilo.server.server import Server
 from fedsilo.server.server_config import ServerConfig
@@ -28,20 +35,37 @@ def start_server(
     client_manager: ClientManager | None = None,
     grpc_max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
     certificates: tuple[bytes, bytes, bytes] | None = None,
+    require_client_certificate: bool = False,
+    client_allowlist: ClientAllowlist | None = None,
+    keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
     shutdown_grace: float = 5.0,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> History:
     """Serve clients at ``server_address``, run ``config.num_rounds`` rounds, return the History.
 
     Pass either a ready ``server`` or the pieces to build one (``strategy``,
-    ``client_manager``); ``certificates`` turns on TLS. At the end, clients
+    ``client_manager``); ``certificates`` turns on TLS, ``require_client_certificate``
+    mutual TLS, ``client_allowlist`` admits enrolled clients only, ``keepalive_*``
+    tune the pings that keep quiet streams open (see ``start_grpc_server``). At the end, clients
     still busy get ``shutdown_grace`` seconds to answer and be told to disconnect.
+
+    ``checkpoint_dir`` makes the run resumable: the state after every round is
+    written there, and when it already holds a checkpoint (a crashed or finished
+    run), the federation continues after that round up to ``config.num_rounds``.
     """
     server, config = _init_defaults(server, config, strategy, client_manager)
+    if checkpoint_dir is not None:
+        server.checkpoint_dir = Path(checkpoint_dir)
     grpc_server, port = start_grpc_server(
         client_manager=server.client_manager(),
         server_address=server_address,
         max_message_length=grpc_max_message_length,
         certificates=certificates,
+        require_client_certificate=require_client_certificate,
+        client_allowlist=client_allowlist,
+        keepalive_time=keepalive_time,
+        keepalive_timeout=keepalive_timeout,
     )
     log.info("federation server listening on port %d (%s), %d rounds", port,
              "TLS" if certificates else "plain text", config.num_rounds)

@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 from abc import ABC, abstractmethod
+from typing import Any
 
 from fedsilo.server.client_proxy import ClientProxy
 
@@ -46,6 +47,13 @@ class ClientManager(ABC):
         min_num_clients: int | None = None,
         criterion: Criterion | None = None,
     ) -> list[ClientProxy]: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON state a checkpoint needs so a resumed run samples as an uninterrupted one."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what ``state_dict`` returned (managers without state ignore it)."""
 
 
 class SimpleClientManager(ClientManager):
@@ -114,3 +122,14 @@ class SimpleClientManager(ClientManager):
             log.info("sampling: %d clients requested, %d eligible", num_clients, len(candidates))
             return []
         return self._random.sample(candidates, num_clients)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampling generator's position (Mersenne Twister state, JSON-ready)."""
+        version, internal, gauss_next = self._random.getstate()
+        return {"random_state": [version, list(internal), gauss_next]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "random_state" not in state:
+            return  # written by a manager without a generator: keep this one's seed
+        version, internal, gauss_next = state["random_state"]
+        self._random.setstate((version, tuple(internal), gauss_next))

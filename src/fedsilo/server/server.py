@@ -7,9 +7,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
-from fedsilo.common.exceptions import ClientFailure, ClientReportedError
+from fedsilo.common.exceptions import CheckpointError, ClientFailure, ClientReportedError
 from fedsilo.common.parameter import parameters_to_ndarrays
 from fedsilo.common.typing import (
     Code,
@@ -23,6 +24,7 @@ from fedsilo.common.typing import (
     ReconnectIns,
     Scalar,
 )
+from fedsilo.server.checkpoint import DEFAULT_KEEP, RoundCheckpoint, load_latest, save_checkpoint
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
 from fedsilo.server.history import History
@@ -40,7 +42,12 @@ EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[B
 
 
 class Server:
-    """Runs rounds: configure, call clients in parallel, validate, aggregate, evaluate."""
+    """Runs rounds: configure, call clients in parallel, validate, aggregate, evaluate.
+
+    ``checkpoint_dir`` makes the run resumable: the state after every round is
+    written there (the newest ``checkpoint_keep`` rounds are kept), and ``fit``
+    continues from the newest checkpoint it finds.
+    """
 
     def __init__(
         self,
@@ -48,10 +55,14 @@ class Server:
         client_manager: ClientManager,
         strategy: Strategy | None = None,
         max_num_examples: int = MAX_NUM_EXAMPLES,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_keep: int = DEFAULT_KEEP,
     ) -> None:
         self._client_manager = client_manager
         self.strategy: Strategy = strategy if strategy is not None else FedAvg()
         self.max_num_examples = max_num_examples
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_keep = checkpoint_keep
         self.parameters = Parameters(tensors=[], tensor_type="numpy.ndarray")
         self.max_workers: int | None = None
         self.on_round_end: Callable[[int, History], None] | None = None
@@ -68,13 +79,24 @@ class Server:
     # The loop ---------------------------------------------------------------
 
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
-        """Run ``num_rounds`` rounds; return the History and the elapsed seconds."""
-        history = History()
+        """Run rounds up to ``num_rounds``; return the History and the elapsed seconds.
+
+        With a ``checkpoint_dir`` that holds a checkpoint, the run continues after
+        the round it records instead of starting over; a checkpoint is written
+        after the initial parameters (round 0) and after every round.
+        """
         started = time.monotonic()
-        self.parameters = self._initial_parameters(timeout)
-        self._evaluate_centralized(0, history)
-        self._notify(0, history)
-        for server_round in range(1, num_rounds + 1):
+        resumed = self._resume()
+        if resumed is None:
+            history = History()
+            self.parameters = self._initial_parameters(timeout)
+            self._evaluate_centralized(0, history)
+            self._checkpoint(0, history)
+            self._notify(0, history)
+            first_round = 1
+        else:
+            history, first_round = resumed.history, resumed.server_round + 1
+        for server_round in range(first_round, num_rounds + 1):
             round_started = time.monotonic()
             fitted = self.fit_round(server_round, timeout)
             fit_line = "no clients"
@@ -95,8 +117,45 @@ class Server:
                     distributed = f", distributed loss {loss:.4f}"
             log.info("round %d/%d: %s%s%s (%.2f s)", server_round, num_rounds, fit_line,
                      central, distributed, time.monotonic() - round_started)
+            self._checkpoint(server_round, history)
             self._notify(server_round, history)
         return history, time.monotonic() - started
+
+    # Checkpoints ------------------------------------------------------------
+
+    def _checkpoint(self, server_round: int, history: History) -> None:
+        if self.checkpoint_dir is None:
+            return
+        state = RoundCheckpoint(
+            server_round=server_round,
+            parameters=self.parameters,
+            history=history,
+            strategy_type=type(self.strategy).__name__,
+            strategy_state=self.strategy.state_dict(),
+            client_manager_state=self._client_manager.state_dict(),
+        )
+        path = save_checkpoint(self.checkpoint_dir, state, keep=self.checkpoint_keep)
+        log.debug("round %d checkpointed in %s", server_round, path)
+
+    def _resume(self) -> RoundCheckpoint | None:
+        """Load the newest checkpoint into this server, or None to start afresh."""
+        if self.checkpoint_dir is None:
+            return None
+        checkpoint = load_latest(self.checkpoint_dir)
+        if checkpoint is None:
+            return None
+        if checkpoint.strategy_type != type(self.strategy).__name__:
+            raise CheckpointError(
+                f"the checkpoint in {self.checkpoint_dir} was written by a "
+                f"{checkpoint.strategy_type} strategy, this server runs "
+                f"{type(self.strategy).__name__}; resume with the same strategy or use an "
+                "empty checkpoint directory")
+        self.strategy.load_state_dict(checkpoint.strategy_state)
+        self._client_manager.load_state_dict(checkpoint.client_manager_state)
+        self.parameters = checkpoint.parameters
+        log.info("resuming from the checkpoint of round %d in %s", checkpoint.server_round,
+                 self.checkpoint_dir)
+        return checkpoint
 
     def _notify(self, server_round: int, history: History) -> None:
         if self.on_round_end is not None:
