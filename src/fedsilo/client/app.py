@@ -6,15 +6,22 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from fedsilo.client.client import Client
-from fedsilo.client.grpc_connection import StreamConnection, grpc_channel
-from fedsilo.client.message_handler import handle_instruction
+from fedsilo.client.grpc_connection import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    StreamConnection,
+    grpc_channel,
+)
+from fedsilo.client.message_handler import _error_reply, handle_instruction
 from fedsilo.client.numpy_client import NumPyClient
-from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH, serde
+from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
+from fedsilo.common.chunking import TooLarge
 from fedsilo.common.exceptions import ProtocolError
 from fedsilo.common.typing import ReconnectIns
 
@@ -23,6 +30,7 @@ log = logging.getLogger("fedsilo.client")
 __all__ = ["RetryPolicy", "start_client", "start_numpy_client"]
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 
 
 class RetryPolicy:
@@ -75,11 +83,17 @@ def start_client(
     transport: str | None = None,
     max_retries: int | None = None,
     max_wait_time: float | None = None,
+    client_certificate: tuple[bytes | str, bytes | str] | None = None,
+    keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> None:
     """Connect to the federation server and answer its instructions until it lets go.
 
     Retries with exponential backoff while the server is not reachable yet or
-    the stream drops; honours the server's ReconnectIns.
+    the stream drops; honours the server's ReconnectIns. ``client_certificate``
+    is (certificate chain, private key), PEM bytes or file paths, for a server
+    that admits enrolled clients only. Keepalive pings every ``keepalive_time``
+    seconds keep the stream open while the client trains for a long time.
     """
     if transport not in (None, "grpc-bidi"):
         raise ValueError(f"transport {transport!r} is not supported; use 'grpc-bidi' or None")
@@ -89,15 +103,24 @@ def start_client(
         insecure = certificates is None
     if insecure and certificates is not None:
         raise ValueError("root_certificates were given with insecure=True; pass one or the other")
+    identity = None
+    if client_certificate is not None:
+        chain, key = (_read_pem(p, "client certificate") for p in client_certificate)
+        identity = (chain, key)
+    session = _Session(
+        server_address=server_address, insecure=insecure, root_certificates=certificates,
+        max_message_length=grpc_max_message_length, client_certificate=identity,
+        keepalive_time=keepalive_time, keepalive_timeout=keepalive_timeout)
     retry = RetryPolicy(max_retries=max_retries, max_wait_time=max_wait_time)
     while True:
         try:
-            reconnect_after = _serve_one_session(
-                resolved, server_address, insecure, certificates, grpc_max_message_length,
-                on_connected=retry.reset,
-            )
+            reconnect_after = _serve_one_session(resolved, session, on_connected=retry.reset)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
+            if code in _REFUSED:
+                details = exc.details() if hasattr(exc, "details") else str(exc)
+                raise PermissionError(
+                    f"the server at {server_address} refused this client: {details}") from exc
             if code not in _RETRYABLE:
                 raise
             delay = retry.next_delay()
@@ -127,6 +150,9 @@ def start_numpy_client(
     transport: str | None = None,
     max_retries: int | None = None,
     max_wait_time: float | None = None,
+    client_certificate: tuple[bytes | str, bytes | str] | None = None,
+    keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> None:
     """Start a ``NumPyClient``; same arguments as ``start_client``."""
     start_client(
@@ -138,29 +164,50 @@ def start_numpy_client(
         transport=transport,
         max_retries=max_retries,
         max_wait_time=max_wait_time,
+        client_certificate=client_certificate,
+        keepalive_time=keepalive_time,
+        keepalive_timeout=keepalive_timeout,
     )
 
 
+@dataclass(frozen=True)
+class _Session:
+    """How to reach the server: the same for every reconnection."""
+
+    server_address: str
+    insecure: bool
+    root_certificates: bytes | None
+    max_message_length: int
+    client_certificate: tuple[bytes, bytes] | None
+    keepalive_time: float
+    keepalive_timeout: float
+
+
 def _serve_one_session(
-    client: Client,
-    server_address: str,
-    insecure: bool,
-    certificates: bytes | None,
-    max_message_length: int,
-    on_connected: Callable[[], None],
+    client: Client, session: _Session, on_connected: Callable[[], None]
 ) -> int | None:
     """Serve one stream; return seconds until reconnecting, or None to stop."""
-    with grpc_channel(server_address, insecure=insecure, root_certificates=certificates,
-                      max_message_length=max_message_length) as channel:
-        connection = StreamConnection(channel)
+    with grpc_channel(session.server_address, insecure=session.insecure,
+                      root_certificates=session.root_certificates,
+                      max_message_length=session.max_message_length,
+                      client_certificate=session.client_certificate,
+                      keepalive_time=session.keepalive_time,
+                      keepalive_timeout=session.keepalive_timeout) as channel:
+        connection = StreamConnection(channel, session.max_message_length)
         try:
             while True:
-                data = connection.receive()
-                if data is None:
+                ins = connection.receive()
+                if ins is None:
                     raise _StreamEnded()
                 on_connected()
-                ins = serde.server_message_from_bytes(data)
-                connection.send(handle_instruction(client, ins))
+                reply = handle_instruction(client, ins)
+                try:
+                    connection.send(reply)
+                except TooLarge as exc:
+                    if isinstance(ins, ReconnectIns):
+                        raise
+                    log.error("reply not sent: %s", exc)
+                    connection.send(_error_reply(ins, f"reply not sent: {exc}"))
                 if isinstance(ins, ReconnectIns):
                     connection.finish()
                     return ins.seconds
@@ -202,9 +249,15 @@ def _resolve_client(
 
 
 def _read_certificates(root_certificates: bytes | str | None) -> bytes | None:
-    if root_certificates is None or isinstance(root_certificates, bytes):
-        return root_certificates
-    path = Path(root_certificates)
+    if root_certificates is None:
+        return None
+    return _read_pem(root_certificates, "root certificates")
+
+
+def _read_pem(value: bytes | str | Path, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    path = Path(value)
     if not path.is_file():
-        raise FileNotFoundError(f"root certificates file {path} does not exist")
+        raise FileNotFoundError(f"{what} file {path} does not exist")
     return path.read_bytes()

@@ -2,7 +2,14 @@
 
 The protocol allows one outstanding instruction per client. A request that
 times out is abandoned: its late reply is read off the stream and dropped, so
-it can never be taken for the answer to a later instruction.
+it can never be taken for the answer to a later instruction, and the next
+instruction waits until that reply is in. A reply that arrives while no
+instruction is out (a duplicate) is reported to the stream, which closes: from
+then on replies could no longer be matched to instructions.
+
+An instruction is the bytes of one message or a sequence of chunk frames; a
+reply is whatever the stream decoded (bytes, or a message reassembled from
+chunks).
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from fedsilo.common.exceptions import ClientDisconnected, ClientTimeout
 
 log = logging.getLogger("fedsilo.server")
 
-__all__ = ["InstructionBridge"]
+__all__ = ["InstructionBridge", "Outgoing"]
+
+Outgoing = bytes | Sequence[bytes]  # one message, or the chunk frames of one
 
 
 class InstructionBridge:
@@ -26,12 +36,13 @@ class InstructionBridge:
     def __init__(self, cid: str) -> None:
         self.cid = cid
         self._cv = threading.Condition()
-        self._outgoing: deque[tuple[int, bytes]] = deque()
-        self._replies: dict[int, bytes | None] = {}  # ticket -> reply (None: still waiting)
+        self._outgoing: deque[tuple[int, Outgoing]] = deque()
+        self._replies: dict[int, object | None] = {}  # ticket -> reply (None: still waiting)
         self._in_flight: int | None = None
         self._tickets = itertools.count(1)
         self._closed = False
         self._farewell: bytes | None = None
+        self._stream_ended = False
         self.close_reason = "the client disconnected"
 
     @property
@@ -40,8 +51,8 @@ class InstructionBridge:
 
     # Round-loop side --------------------------------------------------------
 
-    def request(self, message: bytes, timeout: float | None) -> bytes:
-        """Send ``message`` (serialized ServerMessage) and wait for the reply's bytes."""
+    def request(self, message: Outgoing, timeout: float | None) -> object:
+        """Send ``message`` (a serialized ServerMessage or its frames) and wait for the reply."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
             if self._closed:
@@ -68,14 +79,18 @@ class InstructionBridge:
 
     # Stream side ------------------------------------------------------------
 
-    def next_message(self) -> bytes | None:
+    def next_message(self) -> Outgoing | None:
         """Block until an instruction is due; None once the bridge is closed.
 
-        A bridge closed with a farewell message hands that message out once
-        before it reports closed.
+        An instruction is due once the previous one was answered. A bridge
+        closed with a farewell message hands that message out once (after the
+        reply in flight, if any) before it reports closed.
         """
         with self._cv:
-            while not self._outgoing and not self._closed:
+            while not self._closed and (not self._outgoing or self._in_flight is not None):
+                self._cv.wait()
+            while self._farewell is not None and self._in_flight is not None \
+                    and not self._stream_ended:
                 self._cv.wait()
             if self._closed:
                 farewell, self._farewell = self._farewell, None
@@ -84,16 +99,28 @@ class InstructionBridge:
             self._in_flight = ticket
             return message
 
-    def deliver(self, reply: bytes) -> None:
-        """Hand the reply to the instruction in flight; a reply nobody waits for is dropped."""
+    def deliver(self, reply: object) -> bool:
+        """Hand the reply to the instruction in flight; False when no instruction was out.
+
+        A late reply to an abandoned instruction is dropped (and True returned).
+        """
         with self._cv:
             ticket, self._in_flight = self._in_flight, None
-            if ticket is not None and ticket in self._replies:
+            self._cv.notify_all()
+            if ticket is None:
+                return False
+            if ticket in self._replies:
                 self._replies[ticket] = reply
-                self._cv.notify_all()
             else:
                 log.warning("client %s: dropped a late reply to an abandoned instruction",
                             self.cid)
+            return True
+
+    def stream_ended(self, reason: str) -> None:
+        """The client's side of the stream is gone: nothing more will be answered."""
+        with self._cv:
+            self._stream_ended = True
+        self.close(reason)
 
     def close(self, reason: str | None = None, farewell: bytes | None = None) -> None:
         """Fail pending and future requests; ``farewell`` is still sent to the client."""

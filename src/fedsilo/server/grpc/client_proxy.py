@@ -6,8 +6,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from fedsilo.common import serde
-from fedsilo.common.exceptions import ClientTimeout, InvalidUpdate, ProtocolError
+from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH, chunking, serde
+from fedsilo.common.exceptions import ClientFailure, ClientTimeout, InvalidUpdate, ProtocolError
 from fedsilo.common.typing import (
     DisconnectRes,
     EvaluateIns,
@@ -21,7 +21,7 @@ from fedsilo.common.typing import (
     ReconnectIns,
 )
 from fedsilo.server.client_proxy import ClientProxy
-from fedsilo.server.grpc.bridge import InstructionBridge
+from fedsilo.server.grpc.bridge import InstructionBridge, Outgoing
 
 __all__ = ["GrpcClientProxy", "encode_instruction"]
 
@@ -29,23 +29,26 @@ __all__ = ["GrpcClientProxy", "encode_instruction"]
 class _EncodedInstructions:
     """Serialize an instruction shared by many clients once, not once per client.
 
-    Keyed by object identity; entries hold the instruction itself so an id is
-    never reused while cached. Strategies build new instructions each round.
+    Keyed by object identity and frame size; entries hold the instruction itself
+    so an id is never reused while cached. Strategies build new instructions
+    each round.
     """
 
     def __init__(self, size: int = 4) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[int, tuple[object, bytes]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int], tuple[object, Any]] = OrderedDict()
 
-    def encode(self, ins: serde.ServerInstruction) -> bytes:
-        key = id(ins)
+    def encode(self, ins: serde.ServerInstruction, frame_size: int = 0,
+               build: Any = serde.server_message_to_bytes) -> Any:
+        """``build(ins)``, computed once per (instruction, frame_size)."""
+        key = (id(ins), frame_size)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] is ins:
                 self._entries.move_to_end(key)
                 return entry[1]
-        data = serde.server_message_to_bytes(ins)
+        data = build(ins)
         with self._lock:
             self._entries[key] = (ins, data)
             while len(self._entries) > self._size:
@@ -54,6 +57,7 @@ class _EncodedInstructions:
 
 
 _ENCODED = _EncodedInstructions()
+_FRAMES = _EncodedInstructions(size=1)  # chunked models are large: keep one round's frames
 
 
 def encode_instruction(ins: serde.ServerInstruction) -> bytes:
@@ -64,16 +68,47 @@ def encode_instruction(ins: serde.ServerInstruction) -> bytes:
 
 
 class GrpcClientProxy(ClientProxy):
-    """Sends each instruction through the client's ``Join`` stream and decodes the reply."""
+    """Sends each instruction through the client's ``Join`` stream and decodes the reply.
 
-    def __init__(self, cid: str, bridge: InstructionBridge) -> None:
+    ``peer_limit`` is the chunk frame size the client announced (None for a
+    client that takes no chunks, e.g. Flower's); an instruction over
+    ``max_message_length`` goes to such a client as chunks, to any other as a
+    failure that names the limit.
+    """
+
+    def __init__(self, cid: str, bridge: InstructionBridge, *,
+                 max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
+                 peer_limit: int | None = None) -> None:
         super().__init__(cid)
         self.bridge = bridge
+        self.max_message_length = max_message_length
+        self.peer_limit = peer_limit
+
+    def _encode(self, ins: serde.ServerInstruction) -> Outgoing:
+        parameters = getattr(ins, "parameters", None)
+        size = sum(len(x) for x in parameters.tensors) if parameters is not None else 0
+        if size + chunking.FRAME_OVERHEAD < self.max_message_length:
+            data = encode_instruction(ins)
+            if len(data) <= self.max_message_length:
+                return data
+
+        def frames(ins: serde.ServerInstruction) -> list[bytes]:
+            return chunking.encode_frames(
+                ins, max_length=self.max_message_length, peer_limit=self.peer_limit,
+                what="start_server(grpc_max_message_length=...)")
+
+        try:
+            return _FRAMES.encode(ins, self.peer_limit or -1, frames)  # type: ignore[no-any-return]
+        except chunking.TooLarge as exc:
+            raise ClientFailure(self.cid, f"{type(ins).__name__} not sent: {exc}") from exc
 
     def _call(self, ins: serde.ServerInstruction, expected: type, timeout: float | None) -> Any:
-        reply_bytes = self.bridge.request(encode_instruction(ins), timeout)
+        answer = self.bridge.request(self._encode(ins), timeout)
+        if isinstance(answer, ProtocolError):
+            raise InvalidUpdate(self.cid, f"unreadable reply: {answer}")
         try:
-            reply = serde.client_message_from_bytes(reply_bytes)
+            reply = (serde.client_message_from_bytes(answer) if isinstance(answer, bytes)
+                     else answer)
         except ProtocolError as exc:
             raise InvalidUpdate(self.cid, f"unreadable reply: {exc}") from exc
         if not isinstance(reply, expected):

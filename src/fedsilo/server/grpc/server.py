@@ -8,9 +8,14 @@ import grpc
 
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
 from fedsilo.server.client_manager import ClientManager
+from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.servicer import FederationServicer, add_servicer
 
 __all__ = ["start_grpc_server"]
+
+DEFAULT_KEEPALIVE_TIME = 60.0  # seconds between the server's pings on a quiet connection
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0  # seconds without a ping's answer before a client is gone
+MIN_CLIENT_PING_INTERVAL = 1.0  # clients may ping this often while no message flows
 
 
 def start_grpc_server(
@@ -20,31 +25,57 @@ def start_grpc_server(
     max_concurrent_workers: int = 1000,
     max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
     certificates: tuple[bytes, bytes, bytes] | None = None,
+    require_client_certificate: bool = False,
+    client_allowlist: ClientAllowlist | None = None,
+    keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> tuple[grpc.Server, int]:
     """Start serving ``Join`` streams; return the server and the port it is bound to.
 
     ``certificates`` is ``(ca_certificate, server_certificate, server_private_key)``
-    as PEM bytes; without it the server speaks plain text. Port 0 picks a free port.
+    as PEM bytes; without it the server speaks plain text. With
+    ``require_client_certificate`` (mutual TLS) a client must present a
+    certificate the CA signed; with ``client_allowlist`` its public key must
+    also be enrolled, else it is refused before it is registered. Port 0 picks
+    a free port.
+
+    Keepalive: the server pings a quiet connection every ``keepalive_time``
+    seconds and drops a client that does not answer within
+    ``keepalive_timeout``; it accepts clients' own pings as often as every
+    ``MIN_CLIENT_PING_INTERVAL`` and never closes a connection for pinging, so
+    a client that trains for hours keeps its stream.
     """
+    if client_allowlist is not None:
+        require_client_certificate = True
+    if require_client_certificate and certificates is None:
+        raise ValueError("client certificates are checked over TLS: pass certificates=(ca, "
+                         "server certificate, server key) as well")
     options = [
         ("grpc.max_send_message_length", max_message_length),
         ("grpc.max_receive_message_length", max_message_length),
+        ("grpc.keepalive_time_ms", int(keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive_timeout * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms",
+         int(min(MIN_CLIENT_PING_INTERVAL, keepalive_time) * 1000)),
+        ("grpc.http2.max_ping_strikes", 0),  # 0: never close a connection for its pings
+        ("grpc.http2.max_pings_without_data", 0),
     ]
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_workers),
         maximum_concurrent_rpcs=max_concurrent_workers,
         options=options,
     )
-    add_servicer(server, FederationServicer(client_manager))
+    add_servicer(server, FederationServicer(client_manager, max_message_length=max_message_length,
+                                            allowlist=client_allowlist))
     if certificates is None:
         port = server.add_insecure_port(server_address)
     else:
         ca_cert, cert, key = _check_certificates(certificates)
-        credentials = grpc.ssl_server_credentials(((key, cert),), root_certificates=ca_cert,
-                                                  require_client_auth=False)
+        roots = client_allowlist.trust_roots(ca_cert) if client_allowlist else ca_cert
+        credentials = grpc.ssl_server_credentials(
+            ((key, cert),), root_certificates=roots,
+            require_client_auth=require_client_certificate)
         port = server.add_secure_port(server_address, credentials)
     if port == 0:
         raise OSError(f"could not bind the federation server to {server_address}")

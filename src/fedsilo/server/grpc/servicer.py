@@ -1,20 +1,27 @@
 """The ``FlowerService.Join`` servicer: one bidirectional stream per client.
 
-Thin on purpose: it registers the client, relays instructions and replies
-through the client's bridge, and unregisters the client when the stream ends.
-Messages stay bytes here; they are decoded by the proxy, where a bad one
-becomes that client's failure instead of breaking the stream.
+Thin on purpose: it admits or refuses the client, registers it, relays
+instructions and replies through the client's bridge, and unregisters the
+client when the stream ends. A reader thread takes the client's messages as
+they come, so a reply nobody asked for (a duplicate) is seen for what it is.
+Replies stay bytes here unless they arrived in chunks; they are decoded by the
+proxy, where a bad one becomes that client's failure instead of breaking the
+stream.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Iterator
 
 import grpc
 
+from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH, chunking, serde
+from fedsilo.common.exceptions import ProtocolError
 from fedsilo.server.client_manager import ClientManager
+from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.bridge import InstructionBridge
 from fedsilo.server.grpc.client_proxy import GrpcClientProxy
 
@@ -27,45 +34,118 @@ _DISCONNECT_RES_TAG = b"\x0a"  # ClientMessage field 1 (disconnect_res), length-
 
 
 class FederationServicer:
-    """Serves ``Join`` streams for a client manager."""
+    """Serves ``Join`` streams for a client manager.
 
-    def __init__(self, client_manager: ClientManager) -> None:
+    ``allowlist``: only clients whose TLS certificate carries an enrolled public
+    key are registered; the others are refused before any instruction.
+    ``max_message_length`` is the server's gRPC message limit, announced to
+    fedsilo clients as the largest chunk frame the server reads.
+    """
+
+    def __init__(
+        self,
+        client_manager: ClientManager,
+        *,
+        max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
+        allowlist: ClientAllowlist | None = None,
+        max_transfer: int = chunking.DEFAULT_MAX_TRANSFER,
+    ) -> None:
         self.client_manager = client_manager
+        self.max_message_length = max_message_length
+        self.allowlist = allowlist
+        self.max_transfer = max_transfer
         self._serial = itertools.count(1)
 
     def Join(  # noqa: N802 - the protocol's method name
         self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
     ) -> Iterator[bytes]:
+        refusal = self._refusal(context)
+        if refusal is not None:
+            log.warning("refused a client at %s: %s", context.peer(), refusal)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        peer_limit = chunking.parse_announcement(context.invocation_metadata())
+        context.send_initial_metadata(chunking.announce(self.max_message_length))
         cid = f"{context.peer()}#{next(self._serial)}"
         bridge = InstructionBridge(cid)
-        proxy = GrpcClientProxy(cid, bridge)
+        proxy = GrpcClientProxy(cid, bridge, max_message_length=self.max_message_length,
+                                peer_limit=peer_limit)
         if not self.client_manager.register(proxy):
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f"client id {cid} is taken")
         context.add_callback(lambda: self._release(proxy, "the client's stream ended"))
+        violation: list[str] = []
+        reader = threading.Thread(target=self._read_replies,
+                                  args=(request_iterator, bridge, violation),
+                                  name=f"fedsilo-replies-{cid}", daemon=True)
+        reader.start()
         try:
             while True:
-                message = bridge.next_message()
-                if message is None:
-                    return
-                yield message
-                try:
-                    reply = next(request_iterator)
-                except StopIteration:
-                    bridge.close("the client closed its stream")
-                    return
-                except grpc.RpcError as exc:
-                    bridge.close(f"the client's stream failed: {exc}")
-                    return
-                bridge.deliver(reply)
-                if reply.startswith(_DISCONNECT_RES_TAG):
-                    bridge.close("the client disconnected at the server's request")
-                    return
+                outgoing = bridge.next_message()
+                if outgoing is None:
+                    break
+                if isinstance(outgoing, bytes):
+                    yield outgoing
+                else:
+                    yield from outgoing
         finally:
             self._release(proxy, "the client's stream ended")
+        if violation:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, violation[0])
+
+    def _refusal(self, context: grpc.ServicerContext) -> str | None:
+        if self.allowlist is None:
+            return None
+        certificates = context.auth_context().get("x509_pem_cert") or [None]
+        admitted, reason = self.allowlist.admits(certificates[0])
+        return None if admitted else reason
+
+    def _read_replies(self, requests: Iterator[bytes], bridge: InstructionBridge,
+                      violation: list[str]) -> None:
+        """Hand each reply to the bridge until the stream ends or breaks the protocol."""
+        assembler = chunking.ChunkAssembler(serde.client_message_from_bytes,
+                                            max_transfer=self.max_transfer)
+        reason = "the client closed its stream"
+        try:
+            for data in requests:
+                reply: object = data
+                if chunking.is_frame(data):
+                    try:
+                        reply = assembler.feed(data)
+                    except ProtocolError as exc:
+                        bridge.deliver(exc)
+                        violation.append(f"unreadable chunk frames: {exc}")
+                        bridge.close(violation[0])
+                        return
+                    if reply is None:
+                        continue
+                if not bridge.deliver(reply):
+                    violation.append("the client sent a reply while no instruction was waiting "
+                                     "for one (a duplicate or unsolicited reply); replies can "
+                                     "no longer be matched to instructions")
+                    log.warning("client %s: %s", bridge.cid, violation[0])
+                    bridge.close(violation[0])
+                    return
+                if isinstance(reply, bytes) and reply.startswith(_DISCONNECT_RES_TAG):
+                    bridge.close("the client disconnected at the server's request")
+                    return
+        except grpc.RpcError as exc:
+            reason = _stream_failure(exc, self.max_message_length)
+        except Exception as exc:  # the stream is gone, whatever gRPC raised
+            reason = f"the client's stream failed: {type(exc).__name__}: {exc}"
+        bridge.stream_ended(reason)
 
     def _release(self, proxy: GrpcClientProxy, reason: str) -> None:
-        proxy.bridge.close(reason)
+        proxy.bridge.stream_ended(reason)
         self.client_manager.unregister(proxy)
+
+
+def _stream_failure(exc: grpc.RpcError, max_message_length: int) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return (f"the client sent a message over the server's limit of {max_message_length} "
+                "bytes; raise it with start_server(grpc_max_message_length=...) and the "
+                f"client's grpc_max_message_length ({details})")
+    return f"the client's stream failed: {code} {details}"
 
 
 def add_servicer(server: grpc.Server, servicer: FederationServicer) -> None:

@@ -1,0 +1,146 @@
+"""Honest clients, raw gRPC peers and a server handle for the transport and hostile-input tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+
+import fedsilo as fl
+from fedsilo.common import ndarrays_to_parameters
+from fedsilo.server.client_manager import SimpleClientManager
+from fedsilo.server.client_proxy import ClientProxy
+
+JOIN = "/flwr.proto.FlowerService/Join"
+SHAPES = [(4, 3), (3,)]
+
+
+def initial() -> list[np.ndarray]:
+    return [np.zeros(s, dtype=np.float64) for s in SHAPES]
+
+
+class Honest(fl.client.NumPyClient):
+    """Adds ``offset * (layer + 1)`` to every layer; the values stay exact in float64."""
+
+    def __init__(self, offset: float, n: int) -> None:
+        self.offset, self.n = offset, n
+        self.fits = 0
+
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        return initial()
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+        self.fits += 1
+        return [p + self.offset * (i + 1) for i, p in enumerate(parameters)], self.n, {}
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+        return float(sum(p.sum() for p in parameters)), self.n, {}
+
+
+def expected_fedavg(clients: list[Honest], rounds: int) -> list[np.ndarray]:
+    """FedAvg of ``clients`` over ``rounds``, computed from its formula."""
+    params = initial()
+    total = sum(c.n for c in clients)
+    for _ in range(rounds):
+        params = [np.sum([c.n * (p + c.offset * (i + 1)) for c in clients], axis=0) / total
+                  for i, p in enumerate(params)]
+    return params
+
+
+class RecordingStrategy(fl.server.strategy.FedAvg):
+    """FedAvg that keeps each round's failures and the parameters it produced."""
+
+    def __init__(self, n: int, **kwargs: Any) -> None:
+        kwargs.setdefault("initial_parameters", ndarrays_to_parameters(initial()))
+        kwargs.setdefault("fraction_evaluate", 0.0)
+        super().__init__(min_fit_clients=n, min_available_clients=n, min_evaluate_clients=n,
+                         **kwargs)
+        self.failures: dict[int, list[BaseException]] = {}
+        self.results: dict[int, int] = {}
+        self.aggregated: dict[int, list[np.ndarray]] = {}
+
+    def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+        self.failures[server_round] = list(failures)
+        self.results[server_round] = len(results)
+        parameters, metrics = super().aggregate_fit(server_round, results, failures)
+        if parameters is not None:
+            self.aggregated[server_round] = [
+                a.copy() for a in fl.common.parameters_to_ndarrays(parameters)]
+        return parameters, metrics
+
+
+class RecordingClientManager(SimpleClientManager):
+    """Remembers every client that was ever registered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registered: list[str] = []
+
+    def register(self, client: ClientProxy) -> bool:
+        self.registered.append(client.cid)
+        return super().register(client)
+
+
+class RawPeer:
+    """A gRPC peer that speaks bytes on ``Join``: it sends whatever the test puts in."""
+
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None,
+                 metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self.channel = (grpc.secure_channel(address, credentials) if credentials is not None
+                        else grpc.insecure_channel(address))
+        self._outgoing: list[bytes | None] = []
+        self._cv = threading.Condition()
+        join = self.channel.stream_stream(JOIN, request_serializer=None,
+                                          response_deserializer=None)
+        self.responses = join(self._requests(), metadata=metadata or None)
+
+    def _requests(self) -> Iterator[bytes]:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: bool(self._outgoing))
+                item = self._outgoing.pop(0)
+            if item is None:
+                return
+            yield item
+
+    def send(self, data: bytes) -> None:
+        with self._cv:
+            self._outgoing.append(data)
+            self._cv.notify_all()
+
+    def receive(self) -> bytes:
+        return next(self.responses)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        with self._cv:
+            self._outgoing.append(None)
+            self._cv.notify_all()
+        self.responses.cancel()
+        self.channel.close()
+
+
+class ServerThread:
+    """``start_server`` in a thread; ``join`` returns its History or raises its error."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.history: fl.server.History | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, kwargs=kwargs, daemon=True)
+        self.thread.start()
+
+    def _run(self, **kwargs: Any) -> None:
+        try:
+            self.history = fl.server.start_server(**kwargs)
+        except BaseException as exc:  # surfaced by join
+            self.error = exc
+
+    def join(self, timeout: float) -> fl.server.History:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"start_server still runs after {timeout} s"
+        if self.error is not None:
+            raise self.error
+        assert self.history is not None
+        return self.history
