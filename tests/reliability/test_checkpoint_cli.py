@@ -1,0 +1,76 @@
+"""``fedsilo server``: settings from options and TOML, and the guard around --resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fedsilo.cli import server as cli_server
+from fedsilo.cli.main import app
+from fedsilo.common import ndarrays_to_parameters
+from fedsilo.server import History
+from fedsilo.server.checkpoint import RoundCheckpoint, save_checkpoint
+from fedsilo.server.strategy import FedAvg
+from tests.reliability.momentum_strategy import MomentumFedAvg
+
+runner = CliRunner()
+
+
+def test_a_directory_with_a_checkpoint_needs_resume(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, RoundCheckpoint(2, ndarrays_to_parameters([np.ones(2)]),
+                                              History()))
+    result = runner.invoke(app, ["server", "--address", "127.0.0.1:0",
+                                 "--checkpoint-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "round 2" in result.output and "--resume" in result.output
+
+
+def test_resume_without_a_checkpoint_directory_is_refused() -> None:
+    result = runner.invoke(app, ["server", "--resume"])
+    assert result.exit_code == 2
+    assert "--resume needs --checkpoint-dir" in result.output
+
+
+def test_unknown_settings_in_the_config_file_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('rounds = 4\nround_timout = 3.0\n')
+    result = runner.invoke(app, ["server", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "round_timout" in result.output
+    config.write_text("rounds = [")
+    result = runner.invoke(app, ["server", "--config", str(config)])
+    assert result.exit_code == 2 and "not valid TOML" in result.output
+
+
+def test_options_win_over_the_file_and_the_file_over_the_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('rounds = 4\nround_timeout = 3.0\ncheckpoint_dir = "runs/a"\n')
+    settings = cli_server.resolve_settings(
+        {"rounds": 9, "round_timeout": None, "seed": None}, cli_server.read_config(config))
+    assert settings["rounds"] == 9
+    assert settings["round_timeout"] == 3.0
+    assert settings["checkpoint_dir"] == "runs/a"
+    assert settings["min_clients"] == cli_server.DEFAULTS["min_clients"]
+
+
+def test_the_strategy_option_takes_a_factory_a_class_or_an_instance() -> None:
+    built = cli_server.build_strategy(
+        {**cli_server.DEFAULTS, "strategy": "tests.reliability.momentum_strategy:make_strategy"})
+    assert isinstance(built, MomentumFedAvg) and built.min_fit_clients == 3
+    by_class = cli_server.build_strategy(
+        {**cli_server.DEFAULTS, "strategy": "fedsilo.server.strategy:FedAvg"})
+    assert type(by_class) is FedAvg
+    default = cli_server.build_strategy({**cli_server.DEFAULTS, "min_clients": 5,
+                                         "fraction_fit": 0.5})
+    assert isinstance(default, FedAvg)
+    assert (default.min_fit_clients, default.min_available_clients, default.fraction_fit) == (
+        5, 5, 0.5)
+    with pytest.raises(ValueError, match="module:name"):
+        cli_server.build_strategy({**cli_server.DEFAULTS, "strategy": "FedAvg"})
+    with pytest.raises(ValueError, match="has no 'Nope'"):
+        cli_server.build_strategy({**cli_server.DEFAULTS, "strategy": "fedsilo.server:Nope"})
+    with pytest.raises(TypeError, match="not a Strategy"):
+        cli_server.build_strategy({**cli_server.DEFAULTS, "strategy": "fedsilo.server:History"})
