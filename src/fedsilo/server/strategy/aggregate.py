@@ -6,11 +6,29 @@ from typing import Any
 
 import numpy as np
 
+from fedsilo.common.clipping import clip_update, l2_norm
 from fedsilo.common.typing import NDArray, NDArrays
 
 __all__ = [
+    "adaptive_clip_norm_step",
+    "adaptive_noise_split",
+    "add_gaussian_noise",
     "add_weighted",
+    "aggregate_bulyan",
+    "aggregate_krum",
+    "aggregate_median",
+    "aggregate_qffl",
+    "aggregate_trimmed_mean",
     "aggregate_weighted_mean",
+    "clip_update",
+    "fedadagrad_step",
+    "fedadam_step",
+    "fedavgm_step",
+    "fedyogi_step",
+    "gaussian_noise_stddev",
+    "krum_scores",
+    "l2_norm",
+    "pairwise_squared_distances",
     "weighted_loss_avg",
     "weighted_mean_from_sums",
 ]
@@ -72,3 +90,289 @@ def weighted_loss_avg(results: list[tuple[int, float]]) -> float:
     if total <= 0:
         raise ValueError("weighted_loss_avg needs a positive total number of examples")
     return float(sum(n * loss for n, loss in results) / total)
+
+
+# Robust rules: they need every result at once --------------------------------------------
+
+
+def _stack_layers(results: list[tuple[NDArrays, int]]) -> list[NDArray]:
+    """One ``(clients, *shape)`` array per layer, after checking the results agree."""
+    if not results:
+        raise ValueError("the rule needs at least one result")
+    first = results[0][0]
+    for index, (layers, _) in enumerate(results):
+        if len(layers) != len(first):
+            raise ValueError(f"result {index} has {len(layers)} layers, expected {len(first)}")
+        for k, (layer, ref) in enumerate(zip(layers, first, strict=True)):
+            if layer.shape != ref.shape:
+                raise ValueError(
+                    f"result {index} layer {k} has shape {layer.shape}, expected {ref.shape}")
+    return [np.stack(column) for column in zip(*(layers for layers, _ in results), strict=True)]
+
+
+def aggregate_median(results: list[tuple[NDArrays, int]]) -> NDArrays:
+    """Coordinate-wise median of the client models (Yin et al., 2018); example counts unused."""
+    return [np.median(stacked, axis=0) for stacked in _stack_layers(results)]
+
+
+def aggregate_trimmed_mean(
+    results: list[tuple[NDArrays, int]], proportion_to_cut: float
+) -> NDArrays:
+    """Coordinate-wise mean after dropping the ``floor(beta * n)`` lowest and highest values.
+
+    Yin et al. (2018); example counts unused. ``proportion_to_cut`` must lie in [0, 0.5).
+    """
+    if not 0.0 <= proportion_to_cut < 0.5:
+        raise ValueError(f"proportion_to_cut must be in [0, 0.5), got {proportion_to_cut}")
+    trimmed: NDArrays = []
+    for stacked in _stack_layers(results):
+        n = stacked.shape[0]
+        cut = int(proportion_to_cut * n)
+        ordered = np.sort(stacked, axis=0)
+        trimmed.append(np.mean(ordered[cut:n - cut], axis=0))
+    return trimmed
+
+
+def _flatten(layers: NDArrays) -> NDArray:
+    return np.concatenate([np.ravel(layer) for layer in layers]).astype(np.float64, copy=False)
+
+
+def pairwise_squared_distances(models: list[NDArrays]) -> NDArray:
+    """``D[i, j] = ||w_i - w_j||^2`` over all layers, in float64."""
+    flat = np.stack([_flatten(layers) for layers in models])
+    distances = np.zeros((len(models), len(models)))
+    for i in range(len(models)):
+        diff = flat - flat[i]
+        distances[i] = np.einsum("ij,ij->i", diff, diff)
+    return distances
+
+
+def krum_scores(distances: NDArray, num_malicious: int) -> NDArray:
+    """Krum score of each model: the sum of its squared distances to its ``n - f - 2``
+    nearest other models (at least one), Blanchard et al. (2017)."""
+    n = distances.shape[0]
+    num_closest = max(1, n - num_malicious - 2)
+    scores = np.empty(n)
+    for i in range(n):
+        others = np.sort(np.delete(distances[i], i))
+        scores[i] = float(np.sum(others[:num_closest]))
+    return scores
+
+
+def aggregate_krum(
+    results: list[tuple[NDArrays, int]], num_malicious: int, num_to_keep: int = 0
+) -> NDArrays:
+    """Krum: the model with the lowest Krum score; with ``num_to_keep > 0`` (Multi-Krum),
+    the example-weighted mean of the ``num_to_keep`` lowest-scoring models."""
+    if not results:
+        raise ValueError("Krum needs at least one result")
+    _stack_layers(results[:1])
+    scores = krum_scores(pairwise_squared_distances([m for m, _ in results]), num_malicious)
+    if num_to_keep > 0:
+        best = np.argsort(scores, kind="stable")[:num_to_keep]
+        return aggregate_weighted_mean([results[i] for i in best])
+    return [np.array(layer) for layer in results[int(np.argmin(scores))][0]]
+
+
+def aggregate_bulyan(results: list[tuple[NDArrays, int]], num_malicious: int) -> NDArrays:
+    """Bulyan (El Mhamdi et al., 2018) over Krum.
+
+    Krum picks ``theta = n - 2f`` models one at a time, each from the models not picked yet;
+    then each coordinate is the mean of the ``beta = theta - 2f`` picked values closest to
+    the picked models' coordinate-wise median. Needs ``n >= 4f + 3``.
+    """
+    n = len(results)
+    if n < 4 * num_malicious + 3:
+        raise ValueError(
+            f"Bulyan needs at least 4 * num_malicious + 3 = {4 * num_malicious + 3} results, "
+            f"got {n}; lower num_malicious_clients or sample more clients")
+    _stack_layers(results)
+    distances = pairwise_squared_distances([m for m, _ in results])
+    theta = n - 2 * num_malicious
+    beta = theta - 2 * num_malicious
+    remaining = list(range(n))
+    picked: list[int] = []
+    for _ in range(theta):
+        sub = distances[np.ix_(remaining, remaining)]
+        best = remaining[int(np.argmin(krum_scores(sub, num_malicious)))]
+        picked.append(best)
+        remaining.remove(best)
+    selected = [results[i] for i in picked]
+    aggregated: NDArrays = []
+    for stacked in _stack_layers(selected):
+        median = np.median(stacked, axis=0)
+        order = np.argsort(np.abs(stacked - median), axis=0, kind="stable")[:beta]
+        aggregated.append(np.mean(np.take_along_axis(stacked, order, axis=0), axis=0))
+    return aggregated
+
+
+# Fair aggregation ------------------------------------------------------------------------
+
+
+def aggregate_qffl(
+    weights_before: NDArrays,
+    client_weights: list[NDArrays],
+    losses: list[float],
+    q: float,
+    learning_rate: float,
+) -> NDArrays:
+    """q-FedAvg (Li et al., 2020): one q-FFL step from ``weights_before``.
+
+    With ``L = 1 / learning_rate``, client k's update ``dw_k = L (w - w_k)``, ``D_k =
+    F_k^q dw_k`` and ``h_k = q F_k^(q-1) ||dw_k||^2 + L F_k^q``; the new model is
+    ``w - sum_k D_k / sum_k h_k``. ``losses`` holds each client's ``F_k`` at ``w``.
+    """
+    if len(client_weights) != len(losses) or not client_weights:
+        raise ValueError("q-FedAvg needs one loss per client model and at least one model")
+    lipschitz = 1.0 / learning_rate
+    delta_sum: NDArrays = [np.zeros(layer.shape, dtype=np.float64) for layer in weights_before]
+    h_sum = 0.0
+    for layers, loss in zip(client_weights, losses, strict=True):
+        base = float(loss) + 1e-10
+        grads = [lipschitz * (w0.astype(np.float64) - w) for w0, w in
+                 zip(weights_before, layers, strict=True)]
+        for acc, grad in zip(delta_sum, grads, strict=True):
+            acc += np.float_power(base, q) * grad
+        squared_norm = float(sum(np.sum(np.square(g)) for g in grads))
+        h_sum += (q * np.float_power(base, q - 1) * squared_norm
+                  + lipschitz * np.float_power(base, q))
+    return [(w0 - d / h_sum).astype(_float_dtype(w0), copy=False)
+            for w0, d in zip(weights_before, delta_sum, strict=True)]
+
+
+# Server optimizers: one step from the averaged model ---------------------------------------
+
+
+def fedavgm_step(
+    current: NDArrays,
+    averaged: NDArrays,
+    momentum: NDArrays | None,
+    server_learning_rate: float,
+    server_momentum: float,
+) -> tuple[NDArrays, NDArrays | None]:
+    """FedAvgM (Hsu et al., 2019): ``v <- beta v + (w - avg)``, ``w <- w - lr v``.
+
+    ``momentum`` is None before the first step (then ``v = w - avg``); with
+    ``server_momentum == 0`` no momentum is kept and None is returned for it.
+    """
+    pseudo_gradient = [w - a for w, a in zip(current, averaged, strict=True)]
+    if server_momentum > 0.0:
+        if momentum is None:
+            momentum = pseudo_gradient
+        else:
+            momentum = [server_momentum * v + g
+                        for v, g in zip(momentum, pseudo_gradient, strict=True)]
+        pseudo_gradient = momentum
+    else:
+        momentum = None
+    new = [w - server_learning_rate * g for w, g in zip(current, pseudo_gradient, strict=True)]
+    return new, momentum
+
+
+OptimizerStep = tuple[NDArrays, NDArrays, NDArrays]
+
+
+def _first_moment(m_t: NDArrays | None, delta: NDArrays, beta_1: float) -> NDArrays:
+    previous = m_t if m_t else [np.zeros_like(d) for d in delta]
+    return [beta_1 * m + (1 - beta_1) * d for m, d in zip(previous, delta, strict=True)]
+
+
+def _zeros_if_none(v_t: NDArrays | None, like: NDArrays) -> NDArrays:
+    return v_t if v_t else [np.zeros_like(d) for d in like]
+
+
+def fedadagrad_step(
+    current: NDArrays, averaged: NDArrays, m_t: NDArrays | None, v_t: NDArrays | None,
+    *, eta: float, beta_1: float, tau: float,
+) -> OptimizerStep:
+    """FedAdagrad (Reddi et al., 2021): ``v <- v + delta^2``, ``w <- w + eta m / (sqrt v + tau)``
+    with ``delta = avg - w`` and ``m <- beta_1 m + (1 - beta_1) delta``."""
+    delta = [a - w for a, w in zip(averaged, current, strict=True)]
+    m_new = _first_moment(m_t, delta, beta_1)
+    v_new = [v + d * d for v, d in zip(_zeros_if_none(v_t, delta), delta, strict=True)]
+    new = [w + eta * m / (np.sqrt(v) + tau)
+           for w, m, v in zip(current, m_new, v_new, strict=True)]
+    return new, m_new, v_new
+
+
+def fedadam_step(
+    current: NDArrays, averaged: NDArrays, m_t: NDArrays | None, v_t: NDArrays | None,
+    *, server_round: int, eta: float, beta_1: float, beta_2: float, tau: float,
+) -> OptimizerStep:
+    """FedAdam (Reddi et al., 2021): Adam moments of ``delta = avg - w``.
+
+    The step size carries Adam's bias correction as Flower computes it, with exponent
+    ``server_round + 1``: ``eta sqrt(1 - beta_2^(t+1)) / (1 - beta_1^(t+1))``.
+    """
+    delta = [a - w for a, w in zip(averaged, current, strict=True)]
+    m_new = _first_moment(m_t, delta, beta_1)
+    v_new = [beta_2 * v + (1 - beta_2) * d * d
+             for v, d in zip(_zeros_if_none(v_t, delta), delta, strict=True)]
+    step = (eta * np.sqrt(1 - np.power(beta_2, server_round + 1.0))
+            / (1 - np.power(beta_1, server_round + 1.0)))
+    new = [w + step * m / (np.sqrt(v) + tau)
+           for w, m, v in zip(current, m_new, v_new, strict=True)]
+    return new, m_new, v_new
+
+
+def fedyogi_step(
+    current: NDArrays, averaged: NDArrays, m_t: NDArrays | None, v_t: NDArrays | None,
+    *, eta: float, beta_1: float, beta_2: float, tau: float,
+) -> OptimizerStep:
+    """FedYogi (Reddi et al., 2021): ``v <- v - (1 - beta_2) delta^2 sign(v - delta^2)``,
+    ``w <- w + eta m / (sqrt v + tau)``."""
+    delta = [a - w for a, w in zip(averaged, current, strict=True)]
+    m_new = _first_moment(m_t, delta, beta_1)
+    v_new = [v - (1.0 - beta_2) * d * d * np.sign(v - d * d)
+             for v, d in zip(_zeros_if_none(v_t, delta), delta, strict=True)]
+    new = [w + eta * m / (np.sqrt(v) + tau)
+           for w, m, v in zip(current, m_new, v_new, strict=True)]
+    return new, m_new, v_new
+
+
+# Differential privacy ----------------------------------------------------------------------
+
+
+def gaussian_noise_stddev(
+    noise_multiplier: float, clipping_norm: float, num_sampled_clients: int
+) -> float:
+    """Std of the noise added to the mean of ``num_sampled_clients`` clipped updates:
+    ``z C / m`` (the mean's sensitivity is ``C / m``)."""
+    return float(noise_multiplier * clipping_norm / num_sampled_clients)
+
+
+def add_gaussian_noise(
+    arrays: NDArrays, stddev: float, rng: np.random.Generator
+) -> NDArrays:
+    """``arrays`` plus independent N(0, stddev^2) noise per coordinate, in the input dtypes."""
+    return [(a + rng.normal(0.0, stddev, size=a.shape)).astype(_float_dtype(a), copy=False)
+            for a in arrays]
+
+
+def adaptive_clip_norm_step(
+    clipping_norm: float, clipped_fraction: float, target_quantile: float, learning_rate: float
+) -> float:
+    """Geometric update of the clipping norm toward a target quantile of update norms
+    (Andrew et al., 2021): ``C <- C exp(-lr (b - gamma))`` with ``b`` the (noised)
+    fraction of clipped updates."""
+    return float(clipping_norm * np.exp(-learning_rate * (clipped_fraction - target_quantile)))
+
+
+def adaptive_noise_split(
+    noise_multiplier: float, num_sampled_clients: int, clipped_count_stddev: float | None
+) -> tuple[float, float]:
+    """Split a total noise multiplier ``z`` between the clipped count and the updates.
+
+    Returns ``(sigma_b, z_delta)`` with ``z_delta = (z^-2 - (2 sigma_b)^-2)^(-1/2)`` so that
+    releasing both costs the privacy of one Gaussian mechanism with multiplier ``z``
+    (Andrew et al., 2021). ``sigma_b`` defaults to ``m / 20``.
+    """
+    if noise_multiplier <= 0:
+        return (0.0 if clipped_count_stddev is None else clipped_count_stddev), 0.0
+    sigma_b = num_sampled_clients / 20 if clipped_count_stddev is None else clipped_count_stddev
+    if noise_multiplier >= 2 * sigma_b:
+        raise ValueError(
+            f"clipped_count_stddev {sigma_b} is too small for noise_multiplier "
+            f"{noise_multiplier}: it must exceed noise_multiplier / 2; raise "
+            "clipped_count_stddev (default num_sampled_clients / 20) or lower noise_multiplier")
+    return sigma_b, float((noise_multiplier ** -2 - (2 * sigma_b) ** -2) ** -0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any, TypedDict
 
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import (
@@ -28,11 +29,35 @@ from fedsilo.server.strategy.strategy import FitAccumulator, Strategy
 
 log = logging.getLogger("fedsilo.server")
 
-__all__ = ["FedAvg"]
+__all__ = ["EvaluateFn", "FedAvg", "FedAvgOptions", "SamplingOptions",
+           "WeightedMeanAccumulator"]
 
 EvaluateFn = Callable[
     [int, NDArrays, dict[str, Scalar]], tuple[float, dict[str, Scalar]] | None
 ]
+
+
+class SamplingOptions(TypedDict, total=False):
+    """FedAvg's keyword arguments but ``initial_parameters`` (required by FedOpt)."""
+
+    fraction_fit: float
+    fraction_evaluate: float
+    min_fit_clients: int
+    min_evaluate_clients: int
+    min_available_clients: int
+    evaluate_fn: EvaluateFn | None
+    on_fit_config_fn: Callable[[int], dict[str, Scalar]] | None
+    on_evaluate_config_fn: Callable[[int], dict[str, Scalar]] | None
+    accept_failures: bool
+    fit_metrics_aggregation_fn: MetricsAggregationFn | None
+    evaluate_metrics_aggregation_fn: MetricsAggregationFn | None
+    inplace: bool
+
+
+class FedAvgOptions(SamplingOptions, total=False):
+    """FedAvg's keyword arguments, which every strategy built on it accepts."""
+
+    initial_parameters: Parameters | None
 
 
 class FedAvg(Strategy):
@@ -135,22 +160,54 @@ class FedAvg(Strategy):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if not results:
-            return None, {}
-        if failures and not self.accept_failures:
+        return self.aggregate_fit_with(self.fit_rule(), server_round, results, failures)
+
+    def fit_rule(self) -> Callable[[list[tuple[NDArrays, int]]], NDArrays]:
+        """The aggregation rule over ``[(arrays, num_examples)]``: the weighted mean here.
+
+        A subclass with another rule overrides this; a rule other than the mean needs every
+        result at once, so such a subclass does not stream.
+        """
+        return aggregate_weighted_mean
+
+    def aggregate_fit_with(
+        self,
+        rule: Callable[[list[tuple[NDArrays, int]]], NDArrays],
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Apply ``rule`` to every result and hand its output to :meth:`conclude_fit`.
+
+        Rules that need all results at once (median, Krum, ...) aggregate through here.
+        """
+        if not self.accepts_round(results, failures):
             return None, {}
         weighted = [(parameters_to_ndarrays(res.parameters), res.num_examples)
                     for _, res in results]
-        aggregated = ndarrays_to_parameters(aggregate_weighted_mean(weighted))
-        return aggregated, self.aggregate_metrics_fit(results)
+        return self.conclude_fit(server_round, rule(weighted), results)
+
+    def accepts_round(
+        self,
+        results: list[tuple[ClientProxy, FitRes]] | list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[Any],
+    ) -> bool:
+        """Whether a round with these results and failures is aggregated at all."""
+        return bool(results) and (self.accept_failures or not failures)
+
+    def conclude_fit(
+        self, server_round: int, aggregate: NDArrays, results: list[tuple[ClientProxy, FitRes]]
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Turn the rule's aggregate into the new global model; server optimizers step here."""
+        return ndarrays_to_parameters(aggregate), self.aggregate_metrics_fit(results)
 
     def fit_accumulator(
         self, server_round: int, parameters: Parameters
     ) -> FitAccumulator | None:
         # A subclass that overrides aggregate_fit must see every result itself.
-        if type(self).aggregate_fit is not FedAvg.aggregate_fit:
+        if overrides_aggregate_fit(self, FedAvg) or type(self).fit_rule is not FedAvg.fit_rule:
             return None
-        return WeightedMeanAccumulator(self)
+        return WeightedMeanAccumulator(self, server_round)
 
     def aggregate_metrics_fit(self, results: list[tuple[ClientProxy, FitRes]]) -> dict[str, Scalar]:
         """Fit metrics through ``fit_metrics_aggregation_fn`` (empty without one)."""
@@ -165,9 +222,7 @@ class FedAvg(Strategy):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        if not results:
-            return None, {}
-        if failures and not self.accept_failures:
+        if not self.accepts_round(results, failures):
             return None, {}
         loss = weighted_loss_avg([(res.num_examples, res.loss) for _, res in results])
         metrics: dict[str, Scalar] = {}
@@ -181,8 +236,9 @@ class FedAvg(Strategy):
 class WeightedMeanAccumulator(FitAccumulator):
     """FedAvg's streaming form: running float64 sums weighted by example counts."""
 
-    def __init__(self, strategy: FedAvg) -> None:
+    def __init__(self, strategy: FedAvg, server_round: int) -> None:
         self.strategy = strategy
+        self.server_round = server_round
         self.sums_: NDArrays = []
         self.like_: NDArrays = []
         self.total_ = 0
@@ -198,10 +254,16 @@ class WeightedMeanAccumulator(FitAccumulator):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if not results:
-            return None, {}
-        if failures and not self.strategy.accept_failures:
+        if not self.strategy.accepts_round(results, failures) or not self.sums_:
             return None, {}
         mean = weighted_mean_from_sums(self.sums_, self.total_, self.like_)
         self.sums_ = []
-        return ndarrays_to_parameters(mean), self.strategy.aggregate_metrics_fit(results)
+        return self.strategy.conclude_fit(self.server_round, mean, results)
+
+
+def overrides_aggregate_fit(strategy: Strategy, streaming_class: type[Strategy]) -> bool:
+    """Whether ``strategy``'s class replaced the ``aggregate_fit`` of ``streaming_class``.
+
+    Such a subclass must see every result itself, so it does not stream.
+    """
+    return type(strategy).aggregate_fit is not streaming_class.aggregate_fit
