@@ -42,7 +42,8 @@ class SampleLog(fl.server.strategy.FedAvg):
     def __init__(self, crash_in_round: int | None = None) -> None:
         super().__init__(fraction_fit=0.3, fraction_evaluate=0.3, min_fit_clients=2,
                          min_evaluate_clients=2, min_available_clients=N_CLIENTS,
-                         initial_parameters=ndarrays_to_parameters([np.zeros(2)]))
+                         initial_parameters=ndarrays_to_parameters([np.zeros(2)]),
+                         evaluate_fn=lambda r, arrays, config: (float(arrays[0].sum()), {}))
         self.crash_in_round = crash_in_round
         self.drawn: dict[int, list[str]] = {}
 
@@ -84,7 +85,10 @@ def test_a_resumed_run_samples_the_clients_of_an_uninterrupted_one(tmp_path: Pat
     np.testing.assert_array_equal(parameters_to_ndarrays(resumed.parameters)[0],
                                   parameters_to_ndarrays(whole.parameters)[0])
     assert history.losses_distributed == whole_history.losses_distributed
+    assert history.losses_centralized == whole_history.losses_centralized
     assert [r for r, _ in history.losses_distributed] == list(range(1, ROUNDS + 1))
+    # Round 0 (the initial model's evaluation) is recorded once, not again on resume.
+    assert [r for r, _ in history.losses_centralized] == list(range(0, ROUNDS + 1))
 
 
 def test_restarting_the_same_seed_without_a_checkpoint_draws_differently() -> None:
