@@ -45,7 +45,8 @@ class DyadicClient(fl.client.NumPyClient):
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]
                  ) -> tuple[float, int, dict[str, Scalar]]:
-        loss = float(parameters[0][0]) + delta_of(self.cid)
+        # A float32 loss: the wire carries losses as float32 (Flower's protocol).
+        loss = float(parameters[0][0] + np.float32(delta_of(self.cid)))
         return loss, examples_of(self.cid), {"score": float(int(self.cid) % 3)}
 
 
@@ -110,3 +111,19 @@ class CountingClient(DyadicClient):
         self.times_trained += 1
         updated, n, metrics = super().fit(parameters, config)
         return updated, n, {**metrics, "times_trained": self.times_trained}
+
+
+class ResourceReportingClient(DyadicClient):
+    """Reports the CPUs Ray assigned to its actor and when it trained."""
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]
+            ) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        import ray
+
+        started = time.time()
+        time.sleep(0.3)  # long enough for clients on different actors to overlap
+        updated, n, metrics = super().fit(parameters, config)
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+        node = ray.get_runtime_context().get_node_id()
+        return updated, n, {**metrics, "cpus": float(cpus), "node": str(node),
+                            "started": started, "ended": time.time()}

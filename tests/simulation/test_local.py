@@ -1,0 +1,157 @@
+"""start_simulation on the local process pool: results, failures, replaced workers, state."""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+import fedsilo as fl
+import fedsilo.simulation as sim
+from fedsilo.common.exceptions import ClientDisconnected, ClientReportedError, ClientTimeout
+from tests.simulation.clients import (
+    N_PARAMS,
+    CountingClient,
+    MisbehavingClient,
+    delta_of,
+    dyadic_client_fn,
+    dyadic_strategy,
+    examples_of,
+)
+from tests.simulation.recording import RecordingStrategy, round_config
+
+
+def expected_losses(num_clients: int, k: int, rounds: int, seed: int) -> list[tuple[int, float]]:
+    """FedAvg over dyadic clients, worked out by hand: the sample, the mean, the loss."""
+    rng = random.Random(seed)
+    model = np.zeros(N_PARAMS, dtype=np.float32)
+    losses = []
+    for server_round in range(1, rounds + 1):
+        fit_ids = [str(i) for i in rng.sample(range(num_clients), k)]
+        total = sum(examples_of(c) for c in fit_ids)
+        sums = np.zeros(N_PARAMS, dtype=np.float64)
+        for c in fit_ids:
+            sums += examples_of(c) * (model + np.float32(delta_of(c))).astype(np.float64)
+        model = (sums / total).astype(np.float32)
+        eval_ids = [str(i) for i in rng.sample(range(num_clients), k)]
+        loss = sum(examples_of(c) * float(model[0] + np.float32(delta_of(c))) for c in eval_ids)
+        losses.append((server_round, loss / sum(examples_of(c) for c in eval_ids)))
+    return losses
+
+
+def test_seeded_simulation_matches_fedavg_worked_out_by_hand() -> None:
+    history = sim.start_simulation(
+        client_fn=dyadic_client_fn, num_clients=40,
+        config=fl.server.ServerConfig(num_rounds=3),
+        strategy=dyadic_strategy(fraction=0.25, min_clients=2),
+        client_manager=sim.VirtualClientManager(seed=7), num_workers=2)
+    assert history.losses_distributed == expected_losses(40, 10, 3, seed=7)
+
+
+def test_raising_client_and_failing_client_fn_are_failures_with_their_reason() -> None:
+    strategy = RecordingStrategy(min_fit_clients=4, min_available_clients=4,
+                                 fraction_evaluate=0.0, on_fit_config_fn=round_config)
+    history = sim.start_simulation(
+        client_fn=functools.partial(_raising_or_refusing, raise_cid="2", refuse_cid="3"),
+        num_clients=4, config=fl.server.ServerConfig(num_rounds=1), strategy=strategy,
+        num_workers=2)
+    assert history is not None
+    failures = {f.cid: f for f in strategy.fit_failures[1]}  # type: ignore[attr-defined]
+    assert set(failures) == {"2", "3"}
+    assert isinstance(failures["2"], ClientReportedError)
+    assert "client 2 has no data" in failures["2"].reason
+    assert isinstance(failures["3"], ClientReportedError)
+    assert "client_fn('3') raised" in failures["3"].reason and "no such site" in \
+        failures["3"].reason
+    assert set(strategy.fit_metrics[1]) == {"0", "1"}
+
+
+def _raising_or_refusing(cid: str, *, raise_cid: str, refuse_cid: str) -> fl.client.Client:
+    if cid == refuse_cid:
+        raise LookupError("no such site")
+    return MisbehavingClient(cid, raise_cid=raise_cid).to_client()
+
+
+def test_crashed_worker_is_a_failure_and_the_next_round_runs_on_a_fresh_worker(
+        tmp_path: Path) -> None:
+    pid_file = tmp_path / "crashed.pid"
+    strategy = RecordingStrategy(min_fit_clients=6, min_available_clients=6,
+                                 fraction_evaluate=0.0, on_fit_config_fn=round_config)
+    client_fn = functools.partial(_misbehaving, crash_cid="3", crash_round=1,
+                                  pid_file=str(pid_file))
+    sim.start_simulation(client_fn=client_fn, num_clients=6,
+                         config=fl.server.ServerConfig(num_rounds=2),
+                         strategy=strategy, num_workers=2)
+    [failure] = strategy.fit_failures[1]
+    assert isinstance(failure, ClientDisconnected) and failure.cid == "3"
+    assert "worker process died (exit code 3)" in failure.reason
+    assert set(strategy.fit_metrics[1]) == {"0", "1", "2", "4", "5"}
+    # Round 2: every client trained, none on the dead worker, which is gone.
+    crashed_pid = int(pid_file.read_text())
+    assert strategy.fit_failures[2] == []
+    assert set(strategy.fit_metrics[2]) == {str(i) for i in range(6)}
+    round2_pids = {m["pid"] for m in strategy.fit_metrics[2].values()}
+    assert crashed_pid not in round2_pids and 1 <= len(round2_pids) <= 2
+    assert not psutil.pid_exists(crashed_pid) or \
+        psutil.Process(crashed_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def _misbehaving(cid: str, **kwargs: object) -> fl.client.Client:
+    return MisbehavingClient(cid, **kwargs).to_client()  # type: ignore[arg-type]
+
+
+def test_client_over_its_time_is_a_timeout_and_the_round_goes_on() -> None:
+    strategy = RecordingStrategy(min_fit_clients=4, min_available_clients=4,
+                                 fraction_evaluate=0.0, on_fit_config_fn=round_config)
+    started = time.monotonic()
+    sim.start_simulation(
+        client_fn=functools.partial(_misbehaving, sleep_cid="1", sleep_s=60.0), num_clients=4,
+        config=fl.server.ServerConfig(num_rounds=2, round_timeout=3.0), strategy=strategy,
+        num_workers=2)
+    assert time.monotonic() - started < 30
+    for server_round in (1, 2):
+        [failure] = strategy.fit_failures[server_round]
+        assert isinstance(failure, ClientTimeout) and failure.cid == "1"
+        assert "no reply within 3 s" in failure.reason
+        assert set(strategy.fit_metrics[server_round]) == {"0", "2", "3"}
+
+
+def test_client_state_is_kept_on_disk_and_loaded_only_when_sampled(tmp_path: Path) -> None:
+    strategy = RecordingStrategy(fraction_fit=0.3, min_fit_clients=3, min_available_clients=3,
+                                 fraction_evaluate=0.0, on_fit_config_fn=round_config)
+    state_dir = tmp_path / "state"
+    sim.start_simulation(
+        client_fn=lambda cid: CountingClient(cid),  # a lambda: sent with cloudpickle
+        num_clients=10, config=fl.server.ServerConfig(num_rounds=4), strategy=strategy,
+        client_manager=sim.VirtualClientManager(seed=3), num_workers=2,
+        client_state_dir=state_dir)
+    seen: dict[str, int] = {}
+    for server_round in range(1, 5):
+        for cid, metrics in strategy.fit_metrics[server_round].items():
+            seen[cid] = seen.get(cid, 0) + 1
+            assert metrics["times_trained"] == seen[cid]
+    assert max(seen.values()) >= 2  # some client was sampled twice: state was reloaded
+    assert {p.stem for p in state_dir.glob("*.npz")} == set(seen)
+    store = sim.ClientStateStore(state_dir)
+    for cid, times in seen.items():
+        state = store.load(cid)
+        assert state is not None and int(state["times_trained"]) == times
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({}, "give num_clients or clients_ids"),
+    ({"num_clients": 3, "clients_ids": ["a", "b"]}, "num_clients is 3 but clients_ids holds 2"),
+    ({"clients_ids": ["a", "b", "a"]}, "'a' is listed twice"),
+    ({"num_clients": 0}, "num_clients must be a positive int"),
+    ({"num_clients": 2, "backend": "dask"}, "backend must be 'local' or 'ray'"),
+    ({"num_clients": 2, "client_resources": {"cpus": 1}}, "takes num_cpus and num_gpus"),
+    ({"num_clients": 2, "client_resources": {"num_gpus": 1}}, "use backend='ray'"),
+])
+def test_bad_arguments_get_a_clear_error(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        sim.start_simulation(client_fn=dyadic_client_fn, **kwargs)  # type: ignore[arg-type]
