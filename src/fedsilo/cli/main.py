@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fedsilo import __version__
-from fedsilo.cli import demo, server
+from fedsilo.cli import certs, demo, federate, server, site
 
 app = typer.Typer(
     name="fedsilo",
@@ -14,6 +14,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(name="demo")(demo.demo)
+app.add_typer(site.app, name="site")
+app.add_typer(certs.app, name="certs")
+app.command(name="federate")(federate.federate)
 app.command(name="server")(server.server)
 
 

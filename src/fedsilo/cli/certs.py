@@ -1,0 +1,57 @@
+"""``fedsilo certs``: the federation's CA, the server's certificate, callers' certificates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Certificates for the federation's TLS and identities.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write the files.")],
+    name: Annotated[str, typer.Option(help="The federation's name, in the CA's subject.")] = (
+        "federation"),
+    host: Annotated[list[str], typer.Option(
+        help="Names and IPs the server certificate is valid for.")] = ["127.0.0.1", "localhost"],  # noqa: B006
+) -> None:
+    """Create ca.pem/ca.key and server.pem/server.key (for the federation server)."""
+    from fedsilo.deploy.certs import write_authority, write_server_certificate
+
+    if (directory / "ca.key").exists():
+        raise typer.BadParameter(f"{directory} already holds a CA (ca.key)")
+    ca = write_authority(directory, name)
+    cert, key = write_server_certificate(directory, ca, "server", tuple(host))
+    typer.echo(f"CA {directory / 'ca.pem'}; server certificate {cert} for {', '.join(host)}")
+
+
+@app.command()
+def client(
+    directory: Annotated[Path, typer.Argument(help="The directory holding ca.pem and ca.key.")],
+    name: Annotated[str, typer.Argument(help="The client's name (file names and subject).")],
+) -> None:
+    """Issue a client certificate <name>.pem/<name>.key from the CA; print its fingerprints."""
+    from cryptography import x509
+
+    from fedsilo.deploy.certs import load_authority, write_client_certificate
+    from fedsilo.deploy.identity import fingerprint
+
+    cert, key = write_client_certificate(directory, load_authority(directory), name)
+    parsed = x509.load_pem_x509_certificate(cert.read_bytes())
+    typer.echo(f"{cert} ({key})")
+    typer.echo(f"  key fingerprint          {fingerprint(parsed.public_key())}")  # type: ignore[arg-type]
+    typer.echo(f"  certificate fingerprint  {fingerprint(parsed)}")
+
+
+@app.command("fingerprint")
+def show_fingerprint(
+    path: Annotated[Path, typer.Argument(help="A PEM certificate or public key.")],
+) -> None:
+    """Print the fingerprint a site's trust policy names this key by."""
+    from fedsilo.deploy.identity import fingerprint, load_public_key
+
+    typer.echo(fingerprint(load_public_key(path.read_bytes())))

@@ -1,0 +1,179 @@
+"""The site agent: an HTTPS service (FastAPI on uvicorn) through which others run jobs here.
+
+Routes (the OpenAPI description is served at ``/openapi.json``)::
+
+    GET  /health                    the site's name; no credentials needed
+    POST /sts/assume-role           AssumeRole, signed by the caller (see fedsilo.deploy.sts)
+    POST /jobs                      CreateTrainingJob     job:CreateTrainingJob + iam:PassRole
+    GET  /jobs                      ListTrainingJobs      job:ListTrainingJobs
+    GET  /jobs/{name}               DescribeTrainingJob   job:DescribeTrainingJob
+    POST /jobs/{name}/stop          StopTrainingJob       job:StopTrainingJob
+    POST /jobs/{name}/update        UpdateTrainingJob     job:UpdateTrainingJob
+    GET  /jobs/{name}/logs          GetLogEvents          logs:GetLogEvents (only if granted)
+
+Every route but the first two needs ``Authorization: Bearer <SessionToken>`` and is checked
+against the session's role before the request is even parsed. No route reads a channel, the
+code store or an artifact: the answers carry job state and artifact locations only. Errors are
+JSON ``{"code": ..., "message": ...}`` with the status of :mod:`fedsilo.deploy.errors`.
+The agent speaks TLS only, with the site's certificate from ``tls/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+import fedsilo
+from fedsilo.deploy.authz import Authorizer, Session
+from fedsilo.deploy.errors import DeployError, NotFound, ValidationError
+from fedsilo.deploy.jobspec import parse_job_request
+from fedsilo.deploy.roles import RoleStore, job_arn
+from fedsilo.deploy.runner import JobRunner
+from fedsilo.deploy.site import SiteLayout
+from fedsilo.deploy.sts import SIGNATURE_HEADER, AssumeRoleService
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("fedsilo.deploy.agent")
+
+# Idle keep-alive connections must not hold a stopping agent; jobs run on without it.
+GRACEFUL_SHUTDOWN_S = 2
+
+_JOB_EXAMPLE = {
+    "TrainingJobName": "fl-site1-1",
+    "HyperParameters": {"server-address": "10.0.0.5:8080", "sagemaker_program": "client.py",
+                        "sagemaker_submit_directory": "fraud/source.tar.gz"},
+    "AlgorithmSpecification": {"TrainingImage": "python", "TrainingInputMode": "File"},
+    "RoleArn": "arn:fedsilo:iam::site1:role/service-role/FL-execution",
+    "InputDataConfig": [{"ChannelName": "train",
+                         "DataSource": {"SiteDataSource": {"Path": "train"}}}],
+    "OutputDataConfig": {"OutputPath": "fl"},
+    "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
+    "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+}
+
+
+def create_app(site: SiteLayout, runner: JobRunner | None = None) -> FastAPI:
+    """The agent's application for ``site`` (its runner starts with it, reading the records)."""
+    name = site.name
+    roles = RoleStore(site.roles_path)
+    key = site.signing_key()
+    sts = AssumeRoleService(name, roles, key)
+    authz = Authorizer(name, roles, key.public_key())
+    jobs = runner if runner is not None else JobRunner(site)
+    app = FastAPI(title=f"fedsilo site agent ({name})", version=fedsilo.__version__,
+                  description="Start, watch and stop training jobs at this site through a "
+                              "role it trusts you to assume. The site's data is never served.")
+    app.state.runner = jobs
+
+    @app.exception_handler(DeployError)
+    async def deploy_error(request: Request, exc: DeployError) -> JSONResponse:
+        return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=exc.status)
+
+    def session(authorization: str | None, action: str, resource: str) -> Session:
+        current = authz.session(authorization)
+        authz.check(current, action, resource)
+        return current
+
+    @app.get("/health", summary="The site's name and the agent's version")
+    def health() -> dict[str, str]:
+        return {"site": name, "version": fedsilo.__version__}
+
+    @app.post("/sts/assume-role", summary="AssumeRole: signed, expiring session credentials",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {"type": "object", "required": [
+                      "RoleArn", "RoleSessionName", "Audience", "Timestamp"]}}}}})
+    async def assume_role(
+        request: Request,
+        signature: str | None = Header(default=None, alias=SIGNATURE_HEADER),
+    ) -> dict[str, Any]:
+        return sts.assume_role(await request.body(), signature)
+
+    @app.post("/jobs", summary="CreateTrainingJob")
+    def create_training_job(
+        body: Annotated[dict[str, Any], Body(openapi_examples={"job": {"value": _JOB_EXAMPLE}})],
+        authorization: str | None = Header(default=None),
+    ) -> dict[str, str]:
+        job = str(body.get("TrainingJobName", ""))
+        current = session(authorization, "job:CreateTrainingJob", job_arn(name, job))
+        role = str(body.get("RoleArn", ""))
+        authz.check(current, "iam:PassRole", role)
+        roles.execution_role(role)
+        spec = parse_job_request(site, body)
+        record = jobs.create(spec)
+        log.info("job %s created by %s (%s)", job, current.claims.principal,
+                 current.claims.session_name)
+        return {"TrainingJobArn": record.arn}
+
+    @app.get("/jobs", summary="ListTrainingJobs")
+    def list_training_jobs(authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        session(authorization, "job:ListTrainingJobs", job_arn(name, "*"))
+        return {"TrainingJobSummaries": jobs.list()}
+
+    @app.get("/jobs/{job}", summary="DescribeTrainingJob")
+    def describe_training_job(job: str,
+                              authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        session(authorization, "job:DescribeTrainingJob", job_arn(name, job))
+        return jobs.describe(job)
+
+    @app.post("/jobs/{job}/stop", summary="StopTrainingJob")
+    def stop_training_job(job: str,
+                          authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        current = session(authorization, "job:StopTrainingJob", job_arn(name, job))
+        log.info("job %s stop asked by %s", job, current.claims.principal)
+        return jobs.stop(job)
+
+    @app.post("/jobs/{job}/update", summary="UpdateTrainingJob (StoppingCondition only)")
+    def update_training_job(
+        job: str,
+        body: Annotated[dict[str, Any], Body(openapi_examples={"longer": {"value": {
+            "StoppingCondition": {"MaxRuntimeInSeconds": 7200}}}})],
+        authorization: str | None = Header(default=None),
+    ) -> dict[str, Any]:
+        session(authorization, "job:UpdateTrainingJob", job_arn(name, job))
+        condition = body.get("StoppingCondition")
+        if not isinstance(condition, dict):
+            raise ValidationError("UpdateTrainingJob needs a StoppingCondition object")
+        return jobs.update(job, condition)
+
+    @app.get("/jobs/{job}/logs", summary="GetLogEvents: the job's output, where granted")
+    def get_log_events(job: str, start: int = Query(0, ge=0), limit: int = Query(1000, ge=1,
+                                                                                 le=10000),
+                       authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        session(authorization, "logs:GetLogEvents", job_arn(name, job))
+        return jobs.logs(job, start, limit)
+
+    return app
+
+
+def serve(site: SiteLayout, *, host: str | None = None, port: int | None = None,
+          log_level: str = "warning") -> None:
+    """Run the agent until interrupted; TLS with the site's certificate, always."""
+    import uvicorn
+
+    config = site.config()
+    cert, key = site.tls / "agent.pem", site.tls / "agent.key"
+    if not cert.is_file() or not key.is_file():
+        raise NotFound(f"{site.tls} lacks agent.pem/agent.key; the agent serves TLS only")
+    app = create_app(site)
+    uvicorn.run(app, host=host or str(config.get("host", "127.0.0.1")),
+                port=port if port is not None else int(config.get("port", 8443)),
+                ssl_certfile=str(cert), ssl_keyfile=str(key), log_level=log_level,
+                access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+
+
+def openapi_document(site: SiteLayout) -> str:
+    """The agent's OpenAPI description as JSON text (for publishing without a server)."""
+    return json.dumps(create_app(site, runner=_NoJobs(site)).openapi(), indent=2)
+
+
+class _NoJobs(JobRunner):
+    """A runner that does not read records: building the app only to describe it."""
+
+    def __init__(self, site: SiteLayout) -> None:  # noqa: D107 - deliberately skips the parent
+        self.site = site
+        self.site_name = site.name

@@ -1,0 +1,159 @@
+"""The site agent as a real HTTPS service: TLS, credentials, policy, jobs, restarts, no data."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+
+import httpx
+import pytest
+
+from fedsilo.deploy.client import SiteSession
+from fedsilo.deploy.credentials import issue_session_token
+from fedsilo.deploy.errors import (
+    AccessDenied,
+    NotFound,
+    UnsafePathError,
+    ValidationError,
+)
+from fedsilo.deploy.identity import Identity, generate_signing_key
+
+from .conftest import AgentProcess, SiteFactory, job_request, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _session(agent: AgentProcess, caller: Identity) -> SiteSession:
+    return agent.client().assume_role(caller, agent.site.launch_role_arn(), "fl-test")
+
+
+def _raw(agent: AgentProcess, method: str, path: str, token: str | None = None,
+         **kwargs: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    context = ssl.create_default_context(cafile=str(agent.site.ca_path))
+    with httpx.Client(verify=context) as http:
+        return http.request(method, agent.endpoint + path, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+
+def _ended(session: SiteSession, name: str) -> dict[str, object]:
+    return wait_for(lambda: (d := session.describe_training_job(name))["TrainingJobStatus"]
+                    in ("Completed", "Failed", "Stopped") and d, 30, f"job {name}")
+
+
+def test_tls_only_and_the_sites_ca_is_required(make_site: SiteFactory, start_agent) -> None:  # type: ignore[no-untyped-def]
+    agent = start_agent(make_site())
+    with pytest.raises(httpx.HTTPError):  # plain text gets no answer
+        httpx.get(f"http://127.0.0.1:{agent.port}/health", timeout=5)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{agent.endpoint}/health", timeout=5)  # a CA that never signed the agent
+    assert _raw(agent, "GET", "/health").json()["site"] == "site1"
+
+
+def test_trust_policy_credentials_and_denied_actions(make_site: SiteFactory,  # type: ignore[no-untyped-def]
+                                                     start_agent, caller: Identity) -> None:
+    site = make_site()
+    other = make_site("site2")
+    agent, other_agent = start_agent(site), start_agent(other)
+    client = agent.client()
+    with pytest.raises(AccessDenied, match="trust policy"):
+        client.assume_role(Identity(generate_signing_key()), site.launch_role_arn(), "intruder")
+    session = client.assume_role(caller, site.launch_role_arn(), "fl-test")
+    assert session.list_training_jobs() == {"TrainingJobSummaries": []}
+
+    # No token, a forged one, one from another site, an expired one: 401 with the reason.
+    assert _raw(agent, "GET", "/jobs").status_code == 401
+    token = session.credentials["SessionToken"]
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert "altered" in _raw(agent, "GET", "/jobs", forged).json()["message"]
+    foreign = _session(other_agent, caller).credentials["SessionToken"]
+    response = _raw(agent, "GET", "/jobs", foreign)
+    assert response.status_code == 401 and response.json()["code"] == "InvalidClientTokenId"
+    expired, _ = issue_session_token(site.signing_key(), site="site1",
+                                     role_arn=site.launch_role_arn(), session_name="old",
+                                     principal=caller.key_fingerprint, duration_s=900,
+                                     now=time.time() - 2000)
+    assert "expired" in _raw(agent, "GET", "/jobs", expired).json()["message"]
+
+    # Actions outside the policy: logs (not granted), PassRole of another role.
+    session.create_training_job(job_request("job-1"))
+    with pytest.raises(AccessDenied, match="logs:GetLogEvents"):
+        session.get_log_events("job-1")
+    with pytest.raises(AccessDenied, match="iam:PassRole"):
+        session.create_training_job(job_request(
+            "job-2", role="arn:fedsilo:iam::site1:role/service-role/admin"))
+    assert _ended(session, "job-1")["TrainingJobStatus"] == "Completed"
+
+
+def test_no_route_returns_the_sites_data(make_site: SiteFactory, start_agent,  # type: ignore[no-untyped-def]
+                                        caller: Identity) -> None:
+    site = make_site(allow_logs=True)
+    agent = start_agent(site)
+    session = _session(agent, caller)
+    session.create_training_job(job_request("job-1"))
+    _ended(session, "job-1")
+    token = session.credentials["SessionToken"]
+    secret = "secret-site1-"
+    spec = _raw(agent, "GET", "/openapi.json").json()
+    routes = sorted(spec["paths"])
+    assert routes == ["/health", "/jobs", "/jobs/{job}", "/jobs/{job}/logs",
+                      "/jobs/{job}/stop", "/jobs/{job}/update", "/sts/assume-role"]
+    probes = [path.replace("{job}", "job-1") for path in routes] + [
+        "/channels/train", "/channels/train/rows.csv", "/jobs/..%2Fchannels%2Ftrain",
+        "/jobs/job-1/..%2F..%2Fchannels%2Ftrain%2Frows.csv", "/artifacts", "/code",
+        "/jobs/job-1/logs?start=0", "/docs", "/static/rows.csv"]
+    for path in probes:
+        for method in ("GET", "POST"):
+            response = _raw(agent, method, path, token, json={})
+            assert secret not in response.text, f"{method} {path} returned site data"
+    log = session.get_log_events("job-1")  # granted: the program's own output only
+    assert [e["message"] for e in log["events"]] == ["trained on 5 rows"]
+
+
+def test_requests_that_leave_the_site_are_refused(make_site: SiteFactory, start_agent,  # type: ignore[no-untyped-def]
+                                                  caller: Identity) -> None:
+    site = make_site()
+    make_site("site2")
+    session = _session(start_agent(site), caller)
+    with pytest.raises(UnsafePathError, match="'..'"):
+        session.create_training_job(job_request(
+            "job-x", channels={"train": "../../site2/channels/train"}))
+    with pytest.raises(UnsafePathError, match="absolute"):
+        session.create_training_job(job_request("job-y", output="/tmp"))
+    with pytest.raises(ValidationError, match="TrainingJobName"):
+        session.create_training_job(job_request("bad name"))
+    with pytest.raises(NotFound):
+        session.describe_training_job("job-never")
+    assert session.list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ignore[no-untyped-def]
+        make_site: SiteFactory, start_agent, caller: Identity) -> None:
+    site = make_site()
+    agent = start_agent(site)
+    session = _session(agent, caller)
+    session.create_training_job(job_request("job-ok"))
+    session.create_training_job(job_request("job-crash", program="crash.py"))
+    session.create_training_job(job_request("job-long", program="polite.py"))
+    done, crashed = _ended(session, "job-ok"), _ended(session, "job-crash")
+    assert done["TrainingJobStatus"] == "Completed"
+    assert (site.artifacts / "fl" / "job-ok" / "output" / "model.tar.gz").is_file()
+    assert crashed["FailureReason"] == "AlgorithmError: the program exited with code 3"
+    wait_for(lambda: session.describe_training_job("job-long")["SecondaryStatus"] == "Training")
+
+    agent.stop()
+    agent.start()  # same port, same site: a new process reads the records back
+    session = _session(agent, caller)
+    assert session.describe_training_job("job-ok") == done
+    assert session.describe_training_job("job-crash") == crashed
+    assert session.describe_training_job("job-long")["TrainingJobStatus"] == "InProgress"
+    assert session.stop_training_job("job-long")["TrainingJobStatus"] == "Stopping"
+    stopped = _ended(session, "job-long")
+    assert stopped["TrainingJobStatus"] == "Stopped"
+    pid = int((site.jobs / "job-long/output/data/pids").read_text())
+    import psutil
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    names = [j["TrainingJobName"] for j in session.list_training_jobs()["TrainingJobSummaries"]]
+    assert names == ["job-ok", "job-crash", "job-long"]
+    record = json.loads((site.jobs / "job-ok" / "record.json").read_text())
+    assert record["status"] == "Completed"
