@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Unpack
 
-from fedsilo.common.typing import Parameters
+from fedsilo.common.typing import NDArrays, Parameters
+from fedsilo.server.strategy.aggregate import OptimizerStep, fedadagrad_step
 from fedsilo.server.strategy.fedavg import SamplingOptions
 from fedsilo.server.strategy.fedopt import FedOpt
 
@@ -28,3 +29,7 @@ class FedAdagrad(FedOpt):
     ) -> None:
         super().__init__(initial_parameters=initial_parameters, eta=eta, eta_l=eta_l,
                          beta_1=0.0, beta_2=0.0, tau=tau, **kwargs)
+
+    def step(self, server_round: int, averaged: NDArrays) -> OptimizerStep:
+        return fedadagrad_step(self.current_weights, averaged, self.m_t, self.v_t,
+                               eta=self.eta, beta_1=self.beta_1, tau=self.tau)

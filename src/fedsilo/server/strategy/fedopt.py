@@ -12,14 +12,15 @@ from typing import Any, Unpack
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import FitRes, NDArrays, Parameters, Scalar
 from fedsilo.server.client_proxy import ClientProxy
-from fedsilo.server.strategy.aggregate import OptimizerStep, fedadagrad_step
+from fedsilo.server.strategy.aggregate import OptimizerStep
 from fedsilo.server.strategy.fedavg import FedAvg, SamplingOptions
 
 __all__ = ["FedOpt"]
 
 
 class FedOpt(FedAvg):
-    """Base of the adaptive server optimizers; on its own it steps like FedAdagrad.
+    """Base of the adaptive server optimizers. On its own it takes no optimizer step (the
+    new model is the mean, as in Flower); FedAdagrad, FedAdam and FedYogi define the step.
 
     ``eta`` is the server learning rate, ``eta_l`` the client learning rate (kept for the
     caller's configs, unused by the server), ``beta_1``/``beta_2`` the moment decays and
@@ -52,14 +53,14 @@ class FedOpt(FedAvg):
         return f"{type(self).__name__}(accept_failures={self.accept_failures})"
 
     def step(self, server_round: int, averaged: NDArrays) -> OptimizerStep:
-        """One optimizer step from ``current_weights`` toward ``averaged``."""
-        return fedadagrad_step(self.current_weights, averaged, self.m_t, self.v_t,
-                               eta=self.eta, beta_1=self.beta_1, tau=self.tau)
+        """One optimizer step from ``current_weights`` toward ``averaged`` (here: none)."""
+        return averaged, self.m_t or [], self.v_t or []
 
     def conclude_fit(
         self, server_round: int, aggregate: NDArrays, results: list[tuple[ClientProxy, FitRes]]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        self.current_weights, self.m_t, self.v_t = self.step(server_round, aggregate)
+        new, m_t, v_t = self.step(server_round, aggregate)
+        self.current_weights, self.m_t, self.v_t = new, m_t or None, v_t or None
         return ndarrays_to_parameters(self.current_weights), self.aggregate_metrics_fit(results)
 
     def state_dict(self) -> dict[str, Any]:
