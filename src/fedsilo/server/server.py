@@ -134,7 +134,15 @@ class Server:
             strategy_state=self.strategy.state_dict(),
             client_manager_state=self._client_manager.state_dict(),
         )
-        path = save_checkpoint(self.checkpoint_dir, state, keep=self.checkpoint_keep)
+        try:
+            path = save_checkpoint(self.checkpoint_dir, state, keep=self.checkpoint_keep)
+        except OSError as exc:
+            if server_round == 0:  # a directory that cannot be written: say so before training
+                raise
+            # A full disk must not end a long run: the next round writes a complete one again.
+            log.error("round %d: checkpoint not written (%s); the run goes on, the next round "
+                      "tries again", server_round, exc)
+            return
         log.debug("round %d checkpointed in %s", server_round, path)
 
     def _resume(self) -> RoundCheckpoint | None:
