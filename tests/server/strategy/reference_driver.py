@@ -11,6 +11,7 @@ norm where the strategy has them.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from typing import Any
@@ -19,10 +20,7 @@ import numpy as np
 
 
 def run(impl: str, spec: dict[str, Any], inputs: Any) -> dict[str, np.ndarray]:
-    if impl == "fedsilo":
-        import fedsilo as fl
-    else:
-        import flwr as fl
+    fl: Any = importlib.import_module("fedsilo" if impl == "fedsilo" else "flwr")
     common = fl.common
     out: dict[str, np.ndarray] = {}
     for case in spec["cases"]:
@@ -70,4 +68,4 @@ if __name__ == "__main__":
     impl, spec_path, inputs_path, outputs_path = sys.argv[1:5]
     with open(spec_path) as handle:
         loaded = json.load(handle)
-    np.savez(outputs_path, **run(impl, loaded, np.load(inputs_path)))
+    np.savez(outputs_path, **run(impl, loaded, np.load(inputs_path)))  # type: ignore[arg-type]

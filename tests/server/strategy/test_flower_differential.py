@@ -82,7 +82,7 @@ def test_strategies_match_flower_on_random_results(
     spec, arrays = make_inputs(np.random.default_rng(20240611))
     spec_path, inputs_path = tmp_path / "spec.json", tmp_path / "inputs.npz"
     spec_path.write_text(json.dumps(spec))
-    np.savez(inputs_path, **arrays)
+    np.savez(inputs_path, **arrays)  # type: ignore[arg-type]
     flower_out = tmp_path / "flwr.npz"
     done = subprocess.run(
         [flwr_newest_env.python, str(DRIVER), "flwr", str(spec_path), str(inputs_path),
