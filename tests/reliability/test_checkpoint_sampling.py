@@ -6,6 +6,7 @@ holds only if the checkpoint carries the sampling generator's state.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,13 @@ def test_resuming_with_another_strategy_is_refused(tmp_path: Path) -> None:
     plain = fl.server.strategy.FedAvg(min_available_clients=N_CLIENTS)
     with pytest.raises(CheckpointError, match="SampleLog strategy.*FedAvg"):
         server(plain, tmp_path).fit(2, timeout=10)
+
+
+def test_the_sampling_generator_state_survives_json_exactly() -> None:
+    used = SimpleClientManager(seed=3)
+    used._random.random()
+    used._random.gauss(0.0, 1.0)  # leaves a cached second normal in the state
+    other = SimpleClientManager(seed=99)
+    other.load_state_dict(json.loads(json.dumps(used.state_dict())))
+    assert other._random.getstate() == used._random.getstate()
+    assert [other._random.random() for _ in range(3)] == [used._random.random() for _ in range(3)]

@@ -124,12 +124,15 @@ class SimpleClientManager(ClientManager):
         return self._random.sample(candidates, num_clients)
 
     def state_dict(self) -> dict[str, Any]:
-        """The sampling generator's position (Mersenne Twister state, JSON-ready)."""
+        """The sampling generator's position: its Mersenne Twister words as one hex string."""
         version, internal, gauss_next = self._random.getstate()
-        return {"random_state": [version, list(internal), gauss_next]}
+        words = "".join(f"{word:08x}" for word in internal)
+        return {"random_state": {"version": version, "words": words, "gauss_next": gauss_next}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "random_state" not in state:
             return  # written by a manager without a generator: keep this one's seed
-        version, internal, gauss_next = state["random_state"]
-        self._random.setstate((version, tuple(internal), gauss_next))
+        saved = state["random_state"]
+        hexed = saved["words"]
+        words = tuple(int(hexed[i:i + 8], 16) for i in range(0, len(hexed), 8))
+        self._random.setstate((saved["version"], words, saved["gauss_next"]))
