@@ -1,0 +1,90 @@
+"""The launcher interface: one job definition, a Popen-like handle on the running job."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedsilo.deploy.errors import JobError
+
+__all__ = ["TERMINAL", "JobDefinition", "JobHandle", "Launcher"]
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    """What to run at a site, whatever runs it.
+
+    ``source`` and ``channels`` are where the site keeps them: paths in the site's code store
+    and channel directories for a local site, ``s3://`` URIs for SageMaker. ``output`` likewise.
+    """
+
+    name: str
+    program: str
+    source: str
+    channels: dict[str, str]
+    output: str
+    execution_role_arn: str
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    max_runtime_s: int = 86400
+    instance_type: str = "ml.m5.xlarge"
+    training_image: str = "python"
+    vpc_config: dict[str, Any] | None = None
+
+
+class JobHandle(ABC):
+    """A launched job: ask its state, wait for its end, stop it."""
+
+    def __init__(self, site: str, name: str) -> None:
+        self.site = site
+        self.name = name
+        self.last_: dict[str, Any] = {}
+
+    @abstractmethod
+    def _describe(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Ask the site to stop the job (it ends Stopped after its grace period)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The job's DescribeTrainingJob answer (kept as ``last_``)."""
+        self.last_ = self._describe()
+        return self.last_
+
+    def poll(self) -> str | None:
+        """The final status once the job has ended, else None."""
+        status = str(self.describe()["TrainingJobStatus"])
+        return status if status in TERMINAL else None
+
+    def wait(self, timeout: float, interval: float = 0.5) -> dict[str, Any]:
+        """Wait for the job to end and return its description; TimeoutError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.site}: job {self.name} still "
+                                   f"{self.last_.get('TrainingJobStatus')} after {timeout:.0f} s")
+            time.sleep(interval)
+        return self.last_
+
+    def check(self) -> None:
+        """Raise JobError if the job, as last described, ended Failed or Stopped."""
+        status = self.last_.get("TrainingJobStatus")
+        if status in ("Failed", "Stopped"):
+            reason = self.last_.get("FailureReason") or self.last_.get("SecondaryStatus", "")
+            raise JobError(self.site, self.name, str(status), str(reason))
+
+
+class Launcher(ABC):
+    """Starts jobs at one site under a role assumed there."""
+
+    site: str
+
+    @abstractmethod
+    def launch(self, definition: JobDefinition) -> JobHandle: ...
+
+    def close(self) -> None:  # noqa: B027 - most launchers hold nothing to release
+        """Release connections; running jobs are not affected."""

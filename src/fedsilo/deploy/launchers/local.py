@@ -1,0 +1,77 @@
+"""The local launcher: a site agent over HTTPS, reached with a role assumed there."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fedsilo.deploy.client import SiteClient, SiteSession
+from fedsilo.deploy.identity import Identity
+from fedsilo.deploy.launchers.base import JobDefinition, JobHandle, Launcher
+
+__all__ = ["LocalLauncher", "LocalJob"]
+
+RENEW_BEFORE_S = 60.0
+
+
+class LocalLauncher(Launcher):
+    """Launches on a site agent at ``endpoint`` whose TLS certificate ``ca`` vouches for."""
+
+    def __init__(self, *, site: str, endpoint: str, ca: str | Path, role_arn: str,
+                 identity: Identity, session_name: str = "fedsilo-federation",
+                 duration_s: int = 3600) -> None:
+        self.site = site
+        self.role_arn = role_arn
+        self.identity = identity
+        self.session_name = session_name
+        self.duration_s = duration_s
+        self.client = SiteClient(endpoint, ca, site=site)
+        self._session: SiteSession | None = None
+        self._renew_at = 0.0
+
+    def session(self) -> SiteSession:
+        """The current session, assuming the role again shortly before it expires."""
+        if self._session is None or time.monotonic() > self._renew_at:
+            self._session = self.client.assume_role(self.identity, self.role_arn,
+                                                    self.session_name, self.duration_s)
+            self._renew_at = time.monotonic() + self.duration_s - RENEW_BEFORE_S
+        return self._session
+
+    def request(self, definition: JobDefinition) -> dict[str, Any]:
+        """The CreateTrainingJob request a site agent takes for ``definition``."""
+        return {
+            "TrainingJobName": definition.name,
+            "HyperParameters": {**definition.hyperparameters,
+                                "sagemaker_program": definition.program,
+                                "sagemaker_submit_directory": definition.source},
+            "AlgorithmSpecification": {"TrainingImage": definition.training_image,
+                                       "TrainingInputMode": "File"},
+            "RoleArn": definition.execution_role_arn,
+            "InputDataConfig": [{"ChannelName": name,
+                                 "DataSource": {"SiteDataSource": {"Path": path}}}
+                                for name, path in definition.channels.items()],
+            "OutputDataConfig": {"OutputPath": definition.output},
+            "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1,
+                               "VolumeSizeInGB": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": definition.max_runtime_s},
+        }
+
+    def launch(self, definition: JobDefinition) -> LocalJob:
+        self.session().create_training_job(self.request(definition))
+        return LocalJob(self, definition.name)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class LocalJob(JobHandle):
+    def __init__(self, launcher: LocalLauncher, name: str) -> None:
+        super().__init__(launcher.site, name)
+        self.launcher = launcher
+
+    def _describe(self) -> dict[str, Any]:
+        return self.launcher.session().describe_training_job(self.name)
+
+    def stop(self) -> None:
+        self.launcher.session().stop_training_job(self.name)

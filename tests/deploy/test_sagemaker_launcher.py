@@ -1,0 +1,133 @@
+"""The SageMaker launcher against moto's server mode: STS, S3, create and describe.
+
+moto records training jobs without running them (a job is Completed the moment it is
+created) and does not implement StopTrainingJob; what only a real account shows is listed in
+docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from fedsilo.deploy.errors import DeployError, ValidationError
+from fedsilo.deploy.launchers import JobDefinition, SageMakerLauncher
+from fedsilo.deploy.launchers.sagemaker import SageMakerJob
+from tests.conftest import free_port
+
+from .conftest import PROGRAMS, wait_for
+
+pytestmark = pytest.mark.slow
+
+CLIENT_ACCOUNT = "111122223333"
+LAUNCH_ROLE = f"arn:aws:iam::{CLIENT_ACCOUNT}:role/FL-kickoff-client-job"
+EXECUTION_ROLE = f"arn:aws:iam::{CLIENT_ACCOUNT}:role/service-role/AmazonSageMaker-ExecutionRole-1"
+BASE = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")),
+                                    "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=handle, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"moto_server exited: {log.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 30, "moto_server")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _client_account_buckets(endpoint: str) -> tuple[str, str]:
+    """The client account's code and data, uploaded to S3 as the seed lays them out."""
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint, **BASE)
+    s3.create_bucket(Bucket="client-code")
+    s3.create_bucket(Bucket="client-data")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = PROGRAMS["train.py"].encode()
+        info = tarfile.TarInfo("client.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    s3.put_object(Bucket="client-code", Key="client_code/source.tar.gz",
+                  Body=buffer.getvalue())
+    s3.put_object(Bucket="client-data", Key="data_prep/train.csv", Body=b"a,b\n1,0\n")
+    return ("s3://client-code/client_code/source.tar.gz", "s3://client-data/data_prep/")
+
+
+def test_assume_role_then_create_and_describe_in_the_clients_account(
+        moto_endpoint: str) -> None:
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=moto_endpoint, **BASE)
+    iam.create_role(RoleName="FL-kickoff-client-job", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "sts:AssumeRole", "Condition": {}}]}))
+    source, data = _client_account_buckets(moto_endpoint)
+
+    launcher = SageMakerLauncher(site="client-a", role_arn=LAUNCH_ROLE, region=REGION,
+                                 endpoint_url=moto_endpoint, base_credentials=BASE)
+    assert launcher.assumed_role_arn.startswith(
+        f"arn:aws:sts::{CLIENT_ACCOUNT}:assumed-role/FL-kickoff-client-job/")
+    definition = JobDefinition(
+        name="fl-client-a-1", program="client.py", source=source, channels={"train": data},
+        output="s3://client-artifacts/client_artifact/", execution_role_arn=EXECUTION_ROLE,
+        hyperparameters={"penalty": "l2", "max-iter": "10", "server-address": "10.0.0.5:8080"},
+        max_runtime_s=86400, training_image="sklearn-image:1.2-1",
+        vpc_config={"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]})
+    job = launcher.launch(definition)
+
+    described = job.describe()
+    assert described["TrainingJobName"] == "fl-client-a-1"
+    assert described["TrainingJobArn"].split(":")[4] == CLIENT_ACCOUNT  # the data's account
+    assert described["RoleArn"] == EXECUTION_ROLE
+    assert described["HyperParameters"] == {
+        "penalty": "l2", "max-iter": "10", "server-address": "10.0.0.5:8080",
+        "sagemaker_program": "client.py", "sagemaker_submit_directory": source}
+    assert described["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == data
+    assert described["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
+    assert job.wait(timeout=10)["TrainingJobStatus"] == "Completed"  # moto: at once
+
+    # The server account's own SageMaker sees no job: it was created in the client account.
+    own = boto3.client("sagemaker", region_name=REGION, endpoint_url=moto_endpoint, **BASE)
+    assert own.list_training_jobs()["TrainingJobSummaries"] == []
+
+    with pytest.raises(ValidationError, match="client-a: DescribeTrainingJob failed"):
+        SageMakerJob(launcher, "fl-client-a-missing").describe()
+
+
+def test_botocore_errors_become_deploy_errors(moto_endpoint: str) -> None:
+    launcher = SageMakerLauncher(site="client-a", role_arn=LAUNCH_ROLE, region=REGION,
+                                 endpoint_url=moto_endpoint, base_credentials=BASE)
+    definition = JobDefinition(name="fl-client-a-0", program="client.py", source="s3://x/y",
+                               channels={}, output="s3://x/", execution_role_arn=EXECUTION_ROLE)
+    with pytest.raises(ValidationError, match="(?s)client-a: .*InputDataConfig"):
+        launcher.launch(definition)  # botocore checks the request against the API's shapes
+    job = launcher.launch(JobDefinition(
+        name="fl-client-a-2", program="client.py", source="s3://x/y",
+        channels={"train": "s3://x/train/"},
+        output="s3://x/", execution_role_arn=EXECUTION_ROLE))
+    with pytest.raises(DeployError, match="StopTrainingJob"):  # moto has no StopTrainingJob
+        job.stop()
