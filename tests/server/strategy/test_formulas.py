@@ -122,8 +122,10 @@ def test_clipping_scales_to_the_norm_and_keeps_small_updates() -> None:
 
 def test_noise_and_adaptive_clipping_formulas() -> None:
     assert agg.gaussian_noise_stddev(2.0, 0.5, 10) == pytest.approx(0.1)  # z C / m
-    # C exp(-lr (b - gamma)) = exp(-0.2 * 0.5)
-    assert agg.adaptive_clip_norm_step(1.0, 1.0, 0.5, 0.2) == pytest.approx(math.exp(-0.1))
+    # All clipped (c = 1), target 0.5: C exp(lr (c - gamma)) = exp(0.2 * 0.5), C grows;
+    # none clipped: C shrinks by exp(-0.1).
+    assert agg.adaptive_clip_norm_step(1.0, 1.0, 0.5, 0.2) == pytest.approx(math.exp(0.1))
+    assert agg.adaptive_clip_norm_step(1.0, 0.0, 0.5, 0.2) == pytest.approx(math.exp(-0.1))
     # m = 100 -> sigma_b = 5; z_delta = (1 - (2 * 5)^-2)^(-1/2)
     sigma_b, z_delta = agg.adaptive_noise_split(1.0, 100, None)
     assert sigma_b == 5.0 and z_delta == pytest.approx((1 - 0.01) ** -0.5)

@@ -352,10 +352,13 @@ def add_gaussian_noise(
 def adaptive_clip_norm_step(
     clipping_norm: float, clipped_fraction: float, target_quantile: float, learning_rate: float
 ) -> float:
-    """Geometric update of the clipping norm toward a target quantile of update norms
-    (Andrew et al., 2021): ``C <- C exp(-lr (b - gamma))`` with ``b`` the (noised)
-    fraction of clipped updates."""
-    return float(clipping_norm * np.exp(-learning_rate * (clipped_fraction - target_quantile)))
+    """Geometric update of the clipping norm so that a ``target_quantile`` share of updates
+    gets clipped: ``C <- C exp(lr (c - gamma))`` with ``c`` the (noised) clipped fraction.
+
+    This is Andrew et al. (2021)'s ``C exp(-lr (b - q))`` written for the clipped share
+    ``c = 1 - b`` and ``gamma = 1 - q``: too many clipped updates raise ``C``.
+    """
+    return float(clipping_norm * np.exp(learning_rate * (clipped_fraction - target_quantile)))
 
 
 def adaptive_noise_split(

@@ -1,9 +1,11 @@
 """Differential privacy with a clipping norm that adapts to a quantile of update norms.
 
 Andrew et al. (2021), "Differentially Private Learning with Adaptive Clipping": each round
-the (noised) fraction ``b`` of clipped updates moves ``C <- C exp(-lr (b - gamma))`` toward
-the ``gamma`` quantile. Counting clipped updates costs privacy too, so the total noise
-multiplier ``z`` is split between the count (std ``sigma_b``) and the model (``z_delta``).
+the (noised) fraction ``c`` of clipped updates moves ``C <- C exp(lr (c - gamma))``, so that
+in the long run a ``gamma`` share (``target_clipped_quantile``) of updates is clipped.
+Flower's wrappers apply this step with the opposite sign (``exp(-lr (c - gamma))``), which
+shrinks ``C`` further whenever too many updates are clipped; fedsilo follows the paper.
+Counting clipped updates costs privacy too, so the total noise multiplier ``z`` is split between the count (std ``sigma_b``) and the model (``z_delta``).
 """
 
 from __future__ import annotations
