@@ -5,7 +5,8 @@ the (noised) fraction ``c`` of clipped updates moves ``C <- C exp(lr (c - gamma)
 in the long run a ``gamma`` share (``target_clipped_quantile``) of updates is clipped.
 Flower's wrappers apply this step with the opposite sign (``exp(-lr (c - gamma))``), which
 shrinks ``C`` further whenever too many updates are clipped; fedsilo follows the paper.
-Counting clipped updates costs privacy too, so the total noise multiplier ``z`` is split between the count (std ``sigma_b``) and the model (``z_delta``).
+Counting clipped updates costs privacy too, so the total noise multiplier ``z`` is split
+between the count (std ``sigma_b``) and the model (``z_delta``).
 """
 
 from __future__ import annotations
