@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import fedsilo as fl
+if "--flower" in sys.argv:  # the same client on Flower, run from a Flower venv
+    import flwr as fl  # type: ignore[import-not-found, unused-ignore]
+else:
+    import fedsilo as fl
 
 POISON = 1e6
 
@@ -64,10 +68,11 @@ def main() -> None:
     parser.add_argument("--release-file", default="release")
     parser.add_argument("--poison", action="store_true")
     parser.add_argument("--max-wait-time", type=float, default=60.0)
+    parser.add_argument("--flower", action="store_true", help="run on flwr, not fedsilo")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"{args.name} %(levelname)s %(message)s")
-    fl.client.start_numpy_client(server_address=args.address, client=ScriptedClient(args),
-                                 max_wait_time=args.max_wait_time)
+    fl.client.start_client(server_address=args.address, client=ScriptedClient(args).to_client(),
+                           insecure=True, max_wait_time=args.max_wait_time)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ import pytest
 from fedsilo.common import parameters_to_ndarrays
 from fedsilo.server.checkpoint import RoundCheckpoint, latest_round, load_latest
 from tests.conftest import free_port
-from tests.interop.harness import ProcessGroup, wait_until
+from tests.interop.conftest import build_or_fail
+from tests.interop.flower_envs import FLWR_NEWEST
+from tests.interop.harness import Process, ProcessGroup, wait_until
 from tests.reliability.momentum_strategy import initial_arrays
 from tests.reliability.processes import (
     assert_all_exit_cleanly,
@@ -50,28 +54,50 @@ def expected_parameters() -> list[np.ndarray]:
     return current
 
 
-def run_federation(workdir: Path, kill_in_round_3: bool) -> RoundCheckpoint:
+@dataclass
+class ClientKind:
+    """How to start the scripted clients, and whether they rejoin a restarted server."""
+
+    python: str = sys.executable
+    env: dict[str, str] = field(default_factory=environ)
+    flags: tuple[str, ...] = ()
+    reconnects: bool = True
+
+
+def run_federation(workdir: Path, kill_in_round_3: bool,
+                   kind: ClientKind | None = None) -> RoundCheckpoint:
+    kind = kind or ClientKind()
     workdir.mkdir()
-    port, checkpoints, env = free_port(), workdir / "checkpoints", environ()
+    port, checkpoints = free_port(), workdir / "checkpoints"
     address = f"127.0.0.1:{port}"
     # Interrupted run: every client stops inside its round-3 fit until the release file appears.
-    block = ["--block-round", "3"] if kill_in_round_3 else []
+    block = ("--block-round", "3") if kill_in_round_3 else ()
+
+    def start_clients(group: ProcessGroup, suffix: str) -> list[Process]:
+        return [group.start(f"client-{name}{suffix}",
+                            [kind.python, *client_argv(address, name, offset, n, workdir,
+                                                       *block, *kind.flags)[1:]], kind.env)
+                for name, (offset, n) in CLIENTS.items()]
+
     with ProcessGroup(workdir) as group:
-        first = group.start("server", server_options(port, checkpoints), env)
-        for name, (offset, n) in CLIENTS.items():
-            group.start(f"client-{name}", client_argv(address, name, offset, n, workdir, *block),
-                        env)
+        first = group.start("server", server_options(port, checkpoints), environ())
+        clients = start_clients(group, "")
         if kill_in_round_3:
             wait_until(lambda: all((workdir / f"{name}.round3").exists() for name in CLIENTS),
-                       60, "every client to be training in round 3")
+                       120, "every client to be training in round 3")
             assert latest_round(checkpoints) == 2, "round 2 must be checkpointed before round 3"
             os.kill(first.popen.pid, signal.SIGKILL)
             assert first.popen.wait(10) == -signal.SIGKILL
             group.processes.remove(first)
             resumed = group.start("server-resumed", server_options(port, checkpoints,
-                                                                   "--resume"), env)
+                                                                   "--resume"), environ())
             (workdir / "release").write_text("go")  # their round-3 replies meet a dead stream
-        assert_all_exit_cleanly(group, 90)
+            if not kind.reconnects:  # they end with the stream; their operator restarts them
+                for client in clients:
+                    assert client.popen.wait(60) != 0, client.output()
+                    group.processes.remove(client)
+                start_clients(group, "-restarted")
+        assert_all_exit_cleanly(group, 120)
         if kill_in_round_3:
             assert "resuming from the checkpoint of round 2" in resumed.output()
     final = load_latest(checkpoints)
@@ -102,3 +128,20 @@ def test_server_killed_in_round_3_resumes_to_the_uninterrupted_result(tmp_path: 
     np.testing.assert_allclose(resumed.strategy_state["velocity"][0],
                                reference.strategy_state["velocity"][0], rtol=1e-12, atol=1e-12)
 
+
+
+@pytest.mark.flwr
+def test_flower_clients_restarted_after_the_crash_finish_the_resumed_run(tmp_path: Path) -> None:
+    """Flower's own clients (newest release) end when the server's stream drops; started again
+    by their operator, they join the resumed server, which finishes the run it checkpointed."""
+    flower = build_or_fail(FLWR_NEWEST)
+    kind = ClientKind(python=flower.python, env=flower.environ(), flags=("--flower",),
+                      reconnects=False)
+    resumed = run_federation(tmp_path / "flower", kill_in_round_3=True, kind=kind)
+
+    rounds = list(range(1, ROUNDS + 1))
+    assert [r for r, _ in resumed.history.losses_distributed] == rounds
+    assert resumed.history.metrics_distributed_fit["rounds_aggregated"] == [(r, r) for r in rounds]
+    for got, formula in zip(parameters_to_ndarrays(resumed.parameters), expected_parameters(),
+                            strict=True):
+        np.testing.assert_allclose(got, formula, rtol=1e-12, atol=1e-12)
