@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 
 def federate(
     config: Annotated[Path, typer.Argument(help="The federation.toml to run.")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server log.")] = False,
 ) -> None:
     """Start the server, launch a training job at each site, federate, save, clean up."""
-    raise typer.Exit(code=2)
+    from fedsilo.deploy.errors import DeployError, JobError
+    from fedsilo.deploy.federation_config import load_federation_config
+    from fedsilo.deploy.orchestrator import run_federation
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    console = Console()
+    try:
+        result = run_federation(load_federation_config(config), console)
+    except JobError as exc:
+        console.print(f"[bold red]site {exc.site} failed:[/] job {exc.job} {exc.job_status}: "
+                      f"{exc.reason}", highlight=False)
+        raise typer.Exit(code=1) from exc
+    except (DeployError, OSError) as exc:
+        console.print(f"[bold red]federation failed:[/] {exc}", highlight=False)
+        raise typer.Exit(code=1) from exc
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    console.print(f"final model on the server's test set: {figures}", highlight=False)
+    for name, job in result.jobs.items():
+        artifact = job.get("ModelArtifacts", {}).get("S3ModelArtifacts", "-")
+        console.print(f"  {name}: {job['TrainingJobStatus']}, {artifact}", highlight=False)
+    console.print(f"wrote {', '.join(result.files.values())} ({result.elapsed_s:.1f} s)",
+                  highlight=False)

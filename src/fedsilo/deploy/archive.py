@@ -63,6 +63,8 @@ def pack_directory(directory: Path, archive: Path) -> Path:
             for path in sorted(directory.rglob("*")):
                 if path.is_symlink() or not (path.is_file() or path.is_dir()):
                     continue
+                if "__pycache__" in path.parts or path.suffix == ".pyc":
+                    continue
                 if any(p.is_symlink() for p in path.relative_to(directory).parents
                        if p != Path(".") and (directory / p).is_symlink()):
                     continue

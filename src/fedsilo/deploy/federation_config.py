@@ -1,0 +1,203 @@
+"""``federation.toml``: the server, its strategy and test data, and the sites to launch on.
+
+::
+
+    [server]
+    address = "127.0.0.1:0"          # where the FL server listens; port 0: a free one
+    public_address = ""              # what the sites dial (default: address, as chosen)
+    rounds = 3
+    round_timeout = 60
+    connect_timeout = 60             # how long the server waits for the sites' clients
+    certificates = "certs"           # ca.pem, server.pem, server.key from `fedsilo certs init`
+    output = "run"                   # model.joblib, history.json, federation.json
+
+    [strategy]
+    name = "FedAvg"
+    min_sites = 3                    # go on while this many sites remain (default: all)
+
+    [evaluation]
+    example = "fraud"                # the server side of the shipped fraud example
+    test_data = "server"             # directory holding test.csv
+    penalty = "l2"
+    max_iter = 10
+
+    [identity]                       # the key sites trust, with its certificate if any
+    key = "certs/orchestrator.key"
+    certificate = "certs/orchestrator.pem"
+
+    [[sites]]
+    name = "site1"
+    launcher = "local"               # or "sagemaker"
+    endpoint = "https://127.0.0.1:8443"
+    ca = "sites/site1/tls/ca.pem"
+    role = "arn:fedsilo:iam::site1:role/FL-kickoff-client-job"
+    execution_role = "arn:fedsilo:iam::site1:role/service-role/FL-execution"
+    program = "client.py"
+    source = "fraud/source.tar.gz"   # in the site's code store (or s3://... on SageMaker)
+    output = "fl"                    # under the site's artifacts (or s3://...)
+    max_runtime = 3600
+    channels = { train = "train" }
+    hyperparameters = { penalty = "l2", max-iter = "10" }
+    # SageMaker only: region, endpoint_url, training_image, instance_type, vpc_config
+
+Relative paths are relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedsilo.deploy.errors import ValidationError
+
+__all__ = ["FederationConfig", "SiteConfig", "load_federation_config"]
+
+LAUNCHERS = ("local", "sagemaker")
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One site to launch a training job on."""
+
+    name: str
+    launcher: str
+    role: str
+    execution_role: str
+    program: str
+    source: str
+    output: str
+    channels: dict[str, str]
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    max_runtime: int = 3600
+    endpoint: str = ""
+    ca: Path | None = None
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    training_image: str = "python"
+    instance_type: str = "ml.m5.xlarge"
+    vpc_config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The whole run; see the module's docstring for the file's shape."""
+
+    address: str
+    rounds: int
+    certificates: Path
+    output: Path
+    test_data: Path
+    identity_key: Path
+    sites: tuple[SiteConfig, ...]
+    public_address: str = ""
+    round_timeout: float = 60.0
+    connect_timeout: float = 60.0
+    strategy: str = "FedAvg"
+    min_sites: int = 0
+    example: str = "fraud"
+    penalty: str = "l2"
+    max_iter: int = 10
+    identity_certificate: Path | None = None
+
+    @property
+    def required_sites(self) -> int:
+        return self.min_sites or len(self.sites)
+
+
+def load_federation_config(path: Path) -> FederationConfig:
+    """Read and check ``path``; errors name the table and key to fix."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValidationError(f"{path}: {exc}") from exc
+    base = Path(path).resolve().parent
+    server, strategy = _table(raw, "server"), raw.get("strategy", {})
+    evaluation, identity = _table(raw, "evaluation"), _table(raw, "identity")
+    sites = tuple(_site(s, base, i) for i, s in enumerate(raw.get("sites", [])))
+    if not sites:
+        raise ValidationError(f"{path}: add at least one [[sites]] table")
+    names = [s.name for s in sites]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"{path}: site names must be unique, got {names}")
+    config = FederationConfig(
+        address=str(server.get("address", "127.0.0.1:0")),
+        public_address=str(server.get("public_address", "")),
+        rounds=_int(server, "rounds", "server", 3),
+        round_timeout=float(server.get("round_timeout", 60.0)),
+        connect_timeout=float(server.get("connect_timeout", 60.0)),
+        certificates=base / _str(server, "certificates", "server"),
+        output=base / str(server.get("output", "run")),
+        strategy=str(strategy.get("name", "FedAvg")),
+        min_sites=int(strategy.get("min_sites", 0)),
+        example=str(evaluation.get("example", "fraud")),
+        test_data=base / _str(evaluation, "test_data", "evaluation"),
+        penalty=str(evaluation.get("penalty", "l2")),
+        max_iter=int(evaluation.get("max_iter", 10)),
+        identity_key=base / _str(identity, "key", "identity"),
+        identity_certificate=(base / identity["certificate"]) if "certificate" in identity
+        else None,
+        sites=sites,
+    )
+    if config.rounds < 1:
+        raise ValidationError("server.rounds must be at least 1")
+    if not 0 <= config.min_sites <= len(sites):
+        raise ValidationError(f"strategy.min_sites must be 0 (all) to {len(sites)}")
+    if config.strategy != "FedAvg" or config.example != "fraud":
+        raise ValidationError("this version federates the fraud example with FedAvg: set "
+                              "strategy.name = 'FedAvg' and evaluation.example = 'fraud'")
+    return config
+
+
+def _site(raw: Any, base: Path, index: int) -> SiteConfig:
+    where = f"sites[{index}]"
+    if not isinstance(raw, dict):
+        raise ValidationError(f"{where} must be a table")
+    launcher = str(raw.get("launcher", "local"))
+    if launcher not in LAUNCHERS:
+        raise ValidationError(f"{where}.launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    if launcher == "local":
+        for key in ("endpoint", "ca"):
+            _str(raw, key, where)
+    channels = raw.get("channels", {})
+    hps = raw.get("hyperparameters", {})
+    if not isinstance(channels, dict) or not isinstance(hps, dict):
+        raise ValidationError(f"{where}.channels and .hyperparameters must be tables")
+    return SiteConfig(
+        name=_str(raw, "name", where), launcher=launcher, role=_str(raw, "role", where),
+        execution_role=_str(raw, "execution_role", where),
+        program=str(raw.get("program", "client.py")), source=_str(raw, "source", where),
+        output=str(raw.get("output", "fl")),
+        channels={str(k): str(v) for k, v in channels.items()},
+        hyperparameters={str(k): str(v) for k, v in hps.items()},
+        max_runtime=int(raw.get("max_runtime", 3600)),
+        endpoint=str(raw.get("endpoint", "")),
+        ca=(base / raw["ca"]) if "ca" in raw else None,
+        region=str(raw.get("region", "us-east-1")),
+        endpoint_url=raw.get("endpoint_url"),
+        training_image=str(raw.get("training_image", "python")),
+        instance_type=str(raw.get("instance_type", "ml.m5.xlarge")),
+        vpc_config=raw.get("vpc_config"),
+    )
+
+
+def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    if not isinstance(value, dict):
+        raise ValidationError(f"federation.toml needs a [{name}] table")
+    return value
+
+
+def _str(raw: dict[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{where}.{key} is required (a string)")
+    return value
+
+
+def _int(raw: dict[str, Any], key: str, where: str, default: int) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int):
+        raise ValidationError(f"{where}.{key} must be an integer")
+    return value

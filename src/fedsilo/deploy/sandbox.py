@@ -1,0 +1,167 @@
+"""A whole cross-site federation on one machine: certificates, sites, agents, federation.toml.
+
+:func:`lay_out_fraud_federation` builds, under one work directory::
+
+    certs/                     the federation CA, the server's and the orchestrator's certs
+    server/test.csv            the server's test set (never given to a site)
+    sites/<site>/              one site each (see fedsilo.deploy.site): its channel
+                               channels/train, the fraud program in code/fraud/source.tar.gz,
+                               a launch role that trusts the orchestrator's certificate
+    federation.toml            the run: server, strategy, evaluation, identity, [[sites]]
+    run/                       (after the run) model.joblib, history.json, federation.json
+
+and :class:`SiteAgentProcess` runs each site's agent as its own process, as separate
+organisations would. The demo and the end-to-end tests use both.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fedsilo.examples.fraud as fraud_example
+from fedsilo.deploy.archive import pack_directory
+from fedsilo.deploy.certs import (
+    write_authority,
+    write_client_certificate,
+    write_server_certificate,
+)
+from fedsilo.deploy.client import SiteClient
+from fedsilo.deploy.identity import fingerprint, load_public_key
+from fedsilo.deploy.site import SiteLayout, init_site
+
+__all__ = ["FRAUD_PROGRAM_DIR", "SiteAgentProcess", "lay_out_fraud_federation"]
+
+FRAUD_PROGRAM_DIR = Path(fraud_example.__file__).parent / "site_program"
+SOURCE = "fraud/source.tar.gz"
+
+
+class SiteAgentProcess:
+    """``fedsilo site serve`` for one site, in a process of its own, on ``port``."""
+
+    def __init__(self, site: SiteLayout, port: int, log_path: Path) -> None:
+        self.site = site
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> SiteAgentProcess:
+        """Start the agent and wait until it answers over TLS (RuntimeError if it exits)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fedsilo.cli.main", "site", "serve", str(self.site.root),
+                 "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the agent of {self.site.name} exited: "
+                                       f"{self.log_path.read_text()[-1500:]}")
+                try:
+                    if client.health()["site"] == self.site.name:
+                        return self
+                except ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the agent of {self.site.name} did not answer within "
+                                       f"{timeout:.0f} s")
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def client(self) -> SiteClient:
+        return SiteClient(self.endpoint, self.site.ca_path, site=self.site.name)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Terminate the agent (its jobs are the orchestrator's to stop, not the agent's)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(grace)
+
+
+def lay_out_fraud_federation(
+    work: Path,
+    channels: dict[str, Path],
+    test_dir: Path,
+    ports: dict[str, int],
+    *,
+    rounds: int = 3,
+    penalty: str = "l2",
+    max_iter: int = 10,
+    min_sites: int = 0,
+    round_timeout: float = 60.0,
+    connect_timeout: float = 60.0,
+) -> Path:
+    """Create certificates and sites for ``channels`` (site name to a channel directory to
+    copy in); return the path of ``federation.toml``. ``test_dir`` holds the server's
+    ``test.csv``; ``ports`` gives each site agent's port."""
+    import shutil
+
+    certs = work / "certs"
+    ca = write_authority(certs, "federation")
+    write_server_certificate(certs, ca, "server")
+    orchestrator_cert, _ = write_client_certificate(certs, ca, "orchestrator")
+    key_fingerprint = fingerprint(load_public_key(orchestrator_cert.read_bytes()))
+    sites_toml = []
+    for name, channel in channels.items():
+        site = init_site(work / "sites" / name, name, trusted={"Key": [key_fingerprint]},
+                         port=ports[name])
+        shutil.copytree(channel, site.channels / "train")
+        pack_directory(FRAUD_PROGRAM_DIR, site.code / SOURCE)
+        sites_toml.append(f"""
+[[sites]]
+name = "{name}"
+launcher = "local"
+endpoint = "https://127.0.0.1:{ports[name]}"
+ca = "sites/{name}/tls/ca.pem"
+role = "{site.launch_role_arn()}"
+execution_role = "{site.execution_role_arn()}"
+program = "client.py"
+source = "{SOURCE}"
+output = "fl"
+max_runtime = 900
+channels = {{ train = "train" }}
+hyperparameters = {{ penalty = "{penalty}", max-iter = "{max_iter}" }}
+""")
+    server_dir = work / "server"
+    if test_dir.resolve() != server_dir.resolve():
+        shutil.copytree(test_dir, server_dir)
+    path = work / "federation.toml"
+    path.write_text(f"""# {len(channels)} sites on this machine: fedsilo federate {path.name}
+[server]
+address = "127.0.0.1:0"
+rounds = {rounds}
+round_timeout = {round_timeout}
+connect_timeout = {connect_timeout}
+certificates = "certs"
+output = "run"
+
+[strategy]
+name = "FedAvg"
+min_sites = {min_sites}
+
+[evaluation]
+example = "fraud"
+test_data = "server"
+penalty = "{penalty}"
+max_iter = {max_iter}
+
+[identity]
+key = "certs/orchestrator.key"
+certificate = "certs/orchestrator.pem"
+""" + "".join(sites_toml))
+    return path

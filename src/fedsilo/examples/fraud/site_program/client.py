@@ -1,0 +1,65 @@
+"""The site's training program: join the federation as this site's client (script mode).
+
+The site runs it as a training job: hyperparameters arrive as ``--key value`` options, the
+``train`` channel and the model directory as ``SM_CHANNEL_TRAIN`` and ``SM_MODEL_DIR``. It
+connects to the federation server over TLS (``--root-certificates`` holds the federation CA's
+PEM text, as a hyperparameter can carry it), trains on the channel each round, and when the
+federation ends saves ``model.joblib`` in the model directory, which the site packs into
+``model.tar.gz``. On failure it writes the reason to ``$SM_OUTPUT_DIR/failure`` for the site to
+report, and exits non-zero. Only parameters, example counts and metrics leave the site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import utils  # the program's own module, next to this file in the source tarball
+
+import fedsilo as fl
+from fedsilo.examples.fraud.client import FraudClient
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Federated fraud model: one site's client.")
+    parser.add_argument("--server-address", required=True)
+    parser.add_argument("--penalty", default="l2")
+    parser.add_argument("--max-iter", type=int, default=10)
+    parser.add_argument("--root-certificates", default=None,
+                        help="PEM text of the federation CA; without it, plain text")
+    parser.add_argument("--max-wait-time", type=float, default=60.0)
+    parser.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN"))
+    parser.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    output_dir = os.environ.get("SM_OUTPUT_DIR")
+    try:
+        args = parse_args(argv)
+        if not args.train:
+            raise ValueError("no train channel: set SM_CHANNEL_TRAIN or pass --train")
+        site = utils.load_data(args.train)
+        model = utils.initial_model(args.penalty, args.max_iter, site.X_train.shape[1])
+        client = FraudClient(site, model)
+        certificates = args.root_certificates.encode() if args.root_certificates else None
+        fl.client.start_numpy_client(server_address=args.server_address, client=client,
+                                     root_certificates=certificates,
+                                     insecure=certificates is None,
+                                     max_wait_time=args.max_wait_time)
+        if args.model_dir:
+            path = utils.save_model(args.model_dir, client.model)
+            logging.info("%s: model saved to %s", site.name, path)
+    except Exception as exc:
+        utils.write_failure(output_dir, f"{type(exc).__name__}: {exc}")
+        logging.exception("the site's client failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
