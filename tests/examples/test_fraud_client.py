@@ -12,10 +12,16 @@ from sklearn.metrics import log_loss
 import fedsilo as fl
 from fedsilo.examples.fraud.client import FraudClient, main
 from fedsilo.examples.fraud.launch import ClientProcessError, SiteProcess
-from fedsilo.examples.fraud.model import load_model, new_model, set_initial_params
+from fedsilo.examples.fraud.model import (
+    fit_proximal,
+    get_model_parameters,
+    load_model,
+    new_model,
+    set_initial_params,
+)
 from fedsilo.examples.fraud.prepare import FederatedSplit, SiteData, write_site_channel
-from fedsilo.examples.fraud.server_side import build_strategy
-from tests.conftest import free_port
+from fedsilo.examples.fraud.server_side import build_strategy, get_evaluate_fn, initial_model
+from tests.conftest import LocalFederation, free_port
 
 
 @pytest.fixture
@@ -119,3 +125,38 @@ def test_a_failing_client_process_is_reported_with_its_site_and_output(tmp_path:
         assert "exited with code 2" in str(caught.value)
     finally:
         process.stop()
+
+
+def test_fit_applies_the_proximal_term_that_fedprox_sends(site: SiteData) -> None:
+    start = FraudClient(site, new_model(max_iter=30)).fit(zeros(site.X_train.shape[1]), {})[0]
+    loose, _, _ = FraudClient(site, new_model(max_iter=30)).fit(start, {"proximal_mu": 0.0})
+    tight, _, metrics = FraudClient(site, new_model(max_iter=30)).fit(
+        start, {"proximal_mu": 100.0})
+    moved = [float(np.linalg.norm(np.concatenate([a.ravel() - b.ravel()
+                                                  for a, b in zip(p, start, strict=True)])))
+             for p in (loose, tight)]
+    assert moved[0] > 10 * moved[1] > 0
+    # The client trained exactly FedProx's local objective from the global parameters.
+    direct = fit_proximal(new_model(max_iter=30), site.X_train, site.y_train, start,
+                          proximal_mu=100.0)
+    np.testing.assert_allclose(tight[0], direct.coef_)
+    assert float(metrics["train_loss"]) > 0
+    with pytest.raises(ValueError, match="proximal_mu"):
+        FraudClient(site).fit(start, {"proximal_mu": "lots"})
+
+
+@pytest.mark.slow
+def test_fedprox_federation_over_grpc_learns(split: FederatedSplit) -> None:
+    federation = LocalFederation()
+    for site in split.sites:
+        federation.start_client(FraudClient(site, new_model(max_iter=50)))
+    server_model = initial_model(split.X_test.shape[1])
+    strategy = fl.server.strategy.FedProx(
+        proximal_mu=0.1, min_fit_clients=3, min_evaluate_clients=3, min_available_clients=3,
+        evaluate_fn=get_evaluate_fn(server_model, split.X_test, split.y_test),
+        initial_parameters=fl.common.ndarrays_to_parameters(get_model_parameters(server_model)))
+    history = federation.run_server(strategy, num_rounds=3)
+    federation.join_clients()
+    losses = [loss for _, loss in history.losses_centralized]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert float(history.metrics_centralized["accuracy"][-1][1]) > 0.6

@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from fedsilo.examples.fraud.model import (
     PENALTIES,
+    fit_proximal,
     get_model_parameters,
     load_model,
     new_model,
@@ -117,3 +118,55 @@ def test_loading_something_else_is_refused(tmp_path: Path) -> None:
     joblib.dump({"not": "a model"}, tmp_path / "model.joblib")
     with pytest.raises(TypeError, match="dict"):
         load_model(tmp_path)
+
+
+def prox_objective(theta: np.ndarray, anchor: np.ndarray, mu: float, c: float) -> float:
+    """FedProx's local objective written out: mean log loss + L2 / (2 C n) + prox term."""
+    w, b = theta[:-1], theta[-1]
+    z = X @ w + b
+    log_loss_mean = float(np.mean(np.logaddexp(0.0, z) - Y * z))
+    return (log_loss_mean + float(w @ w) / (2 * c * len(X))
+            + mu / 2 * float(np.sum((theta - anchor) ** 2)))
+
+
+def as_theta(model: LogisticRegression) -> np.ndarray:
+    return np.concatenate([model.coef_[0], model.intercept_])
+
+
+def test_fit_proximal_without_the_term_reaches_sklearns_l2_optimum() -> None:
+    reference = LogisticRegression(C=1.0, max_iter=1000, tol=1e-10).fit(X, Y)
+    model = set_initial_params(new_model("l2", max_iter=1), n_features=4)
+    fit_proximal(model, X, Y, [np.zeros((1, 4)), np.zeros(1)], proximal_mu=0.0,
+                 max_iter=20_000)
+    np.testing.assert_allclose(as_theta(model), as_theta(reference), atol=1e-4)
+
+
+def test_fit_proximal_stops_at_the_prox_objectives_minimum() -> None:
+    anchor = np.array([0.5, 0.5, -1.0, 2.0, 0.3])
+    model = set_initial_params(new_model("l2", max_iter=1), n_features=4)
+    fit_proximal(model, X, Y, [anchor[:4].reshape(1, 4), anchor[4:]], proximal_mu=0.5,
+                 max_iter=5000)
+    theta = as_theta(model)
+    # Central finite differences of the objective vanish at its minimum.
+    eps = 1e-6
+    grad = [(prox_objective(theta + eps * e, anchor, 0.5, 1.0)
+             - prox_objective(theta - eps * e, anchor, 0.5, 1.0)) / (2 * eps)
+            for e in np.eye(5)]
+    np.testing.assert_allclose(grad, 0.0, atol=1e-6)
+
+
+def test_a_larger_proximal_mu_keeps_the_model_nearer_the_global_one() -> None:
+    anchor = [np.array([[2.0, 2.0, 2.0, 2.0]]), np.array([1.0])]
+    distances = []
+    for mu in (0.0, 0.1, 1.0, 10.0, 1e4):
+        model = set_initial_params(new_model("l2", max_iter=200), n_features=4)
+        fit_proximal(model, X, Y, anchor, proximal_mu=mu)
+        distances.append(float(np.linalg.norm(as_theta(model) - np.array([2, 2, 2, 2, 1.0]))))
+    assert distances == sorted(distances, reverse=True) and distances[0] > 1.0
+    assert distances[-1] < 1e-3
+
+
+def test_fit_proximal_refuses_l1_penalties() -> None:
+    model = set_initial_params(new_model("l1", max_iter=5), n_features=4)
+    with pytest.raises(ValueError, match="l2 and none"):
+        fit_proximal(model, X, Y, get_model_parameters(model), proximal_mu=0.1)

@@ -34,6 +34,7 @@ import fedsilo as fl
 from fedsilo.common import NDArrays, Scalar
 from fedsilo.examples.fraud.model import (
     PENALTIES,
+    fit_proximal,
     get_model_parameters,
     new_model,
     save_model,
@@ -62,11 +63,22 @@ class FraudClient(fl.client.NumPyClient):
     def fit(
         self, parameters: NDArrays, config: dict[str, Scalar]
     ) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        """Continue from the global ``parameters`` for ``max_iter`` iterations on local rows."""
-        set_model_params(self.model, parameters)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # few iterations per round do not converge, by design
-            self.model.fit(self.site.X_train, self.site.y_train)
+        """Continue from the global ``parameters`` for ``max_iter`` iterations on local rows.
+
+        A ``proximal_mu`` in the config (sent by FedProx) switches to FedProx's local
+        objective, trained by :func:`fit_proximal`; without it, scikit-learn's solver runs.
+        """
+        if "proximal_mu" in config:
+            mu = config["proximal_mu"]
+            if isinstance(mu, bool) or not isinstance(mu, int | float):
+                raise ValueError(f"proximal_mu must be a number, got {mu!r}")
+            fit_proximal(self.model, self.site.X_train, self.site.y_train, parameters,
+                         proximal_mu=float(mu))
+        else:
+            set_model_params(self.model, parameters)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # few iterations a round do not converge
+                self.model.fit(self.site.X_train, self.site.y_train)
         train_loss = log_loss(self.site.y_train, self.model.predict_proba(self.site.X_train),
                               labels=self.model.classes_)
         metrics: dict[str, Scalar] = {
