@@ -10,8 +10,8 @@ import pytest
 
 import fedsilo as fl
 from fedsilo.common.typing import FitIns
-from fedsilo.simulation.local import SharedMemoryPublisher, SharedParametersHandle
 from fedsilo.simulation.runtime import ClientRuntime, ParametersHandle, Task
+from fedsilo.simulation.shared import SharedMemoryPublisher, SharedParametersHandle
 from tests.simulation.clients import dyadic_client_fn
 
 

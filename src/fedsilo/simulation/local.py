@@ -5,32 +5,32 @@ inherited from the server) and receive ``client_fn`` once, pickled (with
 ``cloudpickle`` when plain pickle cannot: closures, lambdas). The round's
 parameters go into one ``multiprocessing.shared_memory`` block per version;
 each worker copies them out once and then serves every client it runs with
-them. Results come back through the worker's pipe as soon as each client ends.
+them. A result's tensors come back through the worker's shared-memory outbox
+(:mod:`.shared`) as soon as the client ends; the pipe carries only the rest.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import signal
-import threading
-from dataclasses import dataclass
-from multiprocessing.shared_memory import SharedMemory
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fedsilo.common.exceptions import ClientDisconnected, ClientFailure, ClientTimeout
-from fedsilo.common.typing import Parameters
-from fedsilo.simulation.engine import Engine, ParameterPublisher, WorkerSlot
-from fedsilo.simulation.runtime import ClientFn, ClientRuntime, Outcome, ParametersHandle, Task
+from fedsilo.common.serde import ClientReply
+from fedsilo.common.typing import FitRes, GetParametersRes, Parameters
+from fedsilo.simulation.engine import Engine, WorkerSlot
+from fedsilo.simulation.runtime import ClientFn, ClientRuntime, Outcome, Task
+from fedsilo.simulation.shared import Bounds, Outbox, OutboxWriter, SharedMemoryPublisher
 
 log = logging.getLogger("fedsilo.simulation")
 
-__all__ = ["SharedMemoryPublisher", "default_num_workers", "local_engine"]
+__all__ = ["ProcessSlot", "default_num_workers", "local_engine"]
 
 WORKER_START_S = 120.0  # importing numpy, fedsilo and the user's modules in a fresh process
 
@@ -69,105 +69,6 @@ def _pickle_client_fn(client_fn: ClientFn) -> bytes:
         return bytes(cloudpickle.dumps(client_fn))
 
 
-# Parameters in shared memory ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SharedParametersHandle(ParametersHandle):
-    """A shared-memory block holding the tensors back to back, and where each one lies."""
-
-    key: str
-    tensor_type: str
-    block: str
-    bounds: tuple[tuple[int, int], ...]
-
-    def load(self) -> list[bytes]:
-        shm = SharedMemory(name=self.block)
-        try:
-            buffer = shm.buf
-            assert buffer is not None
-            return [bytes(buffer[start:end]) for start, end in self.bounds]
-        finally:
-            shm.close()
-
-
-@dataclass
-class _Block:
-    shm: SharedMemory
-    source: Parameters
-    handle: SharedParametersHandle
-    in_flight: int = 0
-
-
-class SharedMemoryPublisher(ParameterPublisher):
-    """One block per published version; a block is freed once it is neither current nor used.
-
-    A strategy that sends the same parameters to every client (FedAvg) publishes once per
-    round. Publishing equal tensors again reuses the current block.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._blocks: dict[str, _Block] = {}
-        self._current: _Block | None = None
-        self._versions = itertools.count(1)
-
-    def publish(self, parameters: Parameters) -> ParametersHandle:
-        with self._lock:
-            current = self._current
-            if current is not None and (current.source is parameters or (
-                    current.source.tensor_type == parameters.tensor_type
-                    and current.source.tensors == parameters.tensors)):
-                current.in_flight += 1
-                return current.handle
-            block = self._write(parameters)
-            block.in_flight += 1
-            self._blocks[block.handle.block] = block
-            self._current = block
-            if current is not None and current.in_flight == 0:
-                self._free(current)
-            return block.handle
-
-    def release(self, handle: ParametersHandle) -> None:
-        assert isinstance(handle, SharedParametersHandle)
-        with self._lock:
-            block = self._blocks.get(handle.block)
-            if block is None:
-                return
-            block.in_flight -= 1
-            if block.in_flight == 0 and block is not self._current:
-                self._free(block)
-
-    def close(self) -> None:
-        with self._lock:
-            for block in list(self._blocks.values()):
-                self._free(block)
-            self._current = None
-
-    def _write(self, parameters: Parameters) -> _Block:
-        total = sum(len(t) for t in parameters.tensors)
-        shm = SharedMemory(create=True, size=max(total, 1))
-        buffer = shm.buf
-        assert buffer is not None
-        bounds = []
-        offset = 0
-        for tensor in parameters.tensors:
-            buffer[offset:offset + len(tensor)] = tensor
-            bounds.append((offset, offset + len(tensor)))
-            offset += len(tensor)
-        handle = SharedParametersHandle(f"{os.getpid()}-{next(self._versions)}",
-                                        parameters.tensor_type, shm.name, tuple(bounds))
-        return _Block(shm, parameters, handle)
-
-    def _free(self, block: _Block) -> None:
-        self._blocks.pop(block.handle.block, None)
-        block.shm.close()
-        try:
-            block.shm.unlink()
-        except FileNotFoundError:
-            pass
-
-
 # Worker processes -----------------------------------------------------------------------
 
 
@@ -183,6 +84,7 @@ class ProcessSlot(WorkerSlot):
         self._payload = payload
         self._state_dir = state_dir
         self._index = index
+        self._outbox = Outbox()
         self._spawn()
 
     @property
@@ -204,6 +106,7 @@ class ProcessSlot(WorkerSlot):
         if self._process.is_alive():
             self._process.kill()
         self._process.join(5)
+        self._outbox.close()  # the dead worker may have left it half written
         self._spawn()
 
     def _wait_ready(self) -> None:
@@ -232,18 +135,22 @@ class ProcessSlot(WorkerSlot):
             self._wait_ready()
         except WorkerStartError as exc:
             raise ClientFailure(task.cid, str(exc)) from exc
-        self._conn.send(task)
+        self._conn.send((task, self._outbox.name))
         if not self._conn.poll(timeout):
             self._replace()
             raise ClientTimeout(task.cid, f"{kind} gave no reply within {timeout:g} s; its "
                                           "worker process was stopped and replaced")
         try:
-            outcome: Outcome = self._conn.recv()
+            outcome, bounds, size = self._conn.recv()
         except (EOFError, OSError):
             code = self._exit_code()
             self._replace()
             raise ClientDisconnected(task.cid, f"its worker process died ({code}) during "
                                                f"{kind}; a fresh worker replaces it") from None
+        if bounds is not None:
+            assert outcome.reply is not None
+            outcome = Outcome(_with_tensors(outcome.reply, self._outbox.read(bounds)))
+        self._outbox.ensure(size)  # the next result of this size goes through shared memory
         return outcome
 
     def _exit_code(self) -> str:
@@ -268,6 +175,7 @@ class ProcessSlot(WorkerSlot):
             self._process.kill()
             self._process.join(5)
         self._conn.close()
+        self._outbox.close()
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, payload: bytes,
@@ -280,11 +188,34 @@ def _worker_main(conn: multiprocessing.connection.Connection, payload: bytes,
         conn.send(f"{type(exc).__name__}: {exc}")
         return
     conn.send("")
+    outbox = OutboxWriter()
     while True:
         try:
-            task = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return  # the server went away
-        if task is None:
+        if message is None:
             return
-        conn.send(runtime.run(task))
+        task, outbox_name = message
+        outcome = runtime.run(task)
+        tensors = _tensors(outcome.reply)
+        bounds: Bounds | None = None
+        if tensors:
+            outbox.attach(outbox_name)
+            bounds = outbox.write(tensors)
+            if bounds is not None:
+                assert outcome.reply is not None
+                outcome = Outcome(_with_tensors(outcome.reply, []))
+        conn.send((outcome, bounds, sum(map(len, tensors))))
+
+
+def _tensors(reply: ClientReply | None) -> list[bytes]:
+    if isinstance(reply, FitRes | GetParametersRes):
+        return reply.parameters.tensors
+    return []
+
+
+def _with_tensors(reply: ClientReply, tensors: list[bytes]) -> ClientReply:
+    """``reply`` (a FitRes or GetParametersRes) holding ``tensors`` instead of its own."""
+    assert isinstance(reply, FitRes | GetParametersRes)
+    return replace(reply, parameters=Parameters(tensors, reply.parameters.tensor_type))

@@ -40,8 +40,10 @@ __all__ = [
     "SiteData",
     "load_site_channel",
     "load_test_set",
+    "partition_providers",
     "partition_states",
     "prepare_federation",
+    "prepare_many_sites",
     "write_site_channel",
     "write_test_set",
 ]
@@ -129,6 +131,80 @@ def partition_states(states: pd.Series, n_sites: int) -> list[tuple[str, ...]]:
         cuts.append(min(max(cut, low), high))
     bounds = [0, *cuts, len(ordered)]
     return [tuple(ordered[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def prepare_many_sites(
+    df: pd.DataFrame,
+    n_sites: int = 100,
+    seed: int = 0,
+    *,
+    test_size: float = 0.2,
+    val_size: float = 0.2,
+    smote: bool = True,
+) -> FederatedSplit:
+    """Like :func:`prepare_federation`, for more sites than states: see
+    :func:`partition_providers`."""
+    if n_sites < 1:
+        raise ValueError(f"n_sites must be at least 1, got {n_sites}")
+    rest, test = train_test_split(df, test_size=test_size, stratify=df[LABEL],
+                                  random_state=seed)
+    sites = [
+        _prepare_site(f"site{i + 1}", states, rest.loc[index], seed + i, val_size, smote)
+        for i, (states, index) in enumerate(partition_providers(rest, n_sites))
+    ]
+    return FederatedSplit(
+        sites=sites,
+        X_test=scale_features(test),
+        y_test=test[LABEL].to_numpy(dtype=np.int64),
+        test_provider_ids=test["provider_id"].astype(str).tolist(),
+    )
+
+
+def partition_providers(
+    rows: pd.DataFrame, n_sites: int
+) -> list[tuple[tuple[str, ...], pd.Index]]:
+    """Cut providers into ``n_sites`` sites: ``(states, row index)`` per site.
+
+    Up to one site per state, sites are runs of neighbouring states (:func:`partition_states`).
+    With more sites than states each state holds sites in proportion to its providers (at
+    least one), and a state's providers, ordered by specialty, are cut into equal runs: sites
+    differ by region through their state and, within a state, by their mix of specialties,
+    as a hospital group differs from a cardiology network next door.
+    """
+    counts = rows["state"].value_counts()
+    if n_sites <= len(counts):
+        groups = partition_states(rows["state"], n_sites)
+        return [(g, rows.index[rows["state"].isin(g)]) for g in groups]
+    known = [s.code for s in STATES if s.code in counts.index]
+    ordered = known + sorted(set(counts.index) - set(known))
+    shares = _largest_remainder([int(counts[s]) for s in ordered], n_sites)
+    sites: list[tuple[tuple[str, ...], pd.Index]] = []
+    for state, share in zip(ordered, shares, strict=True):
+        in_state = rows[rows["state"] == state].sort_values(["specialty", "provider_id"])
+        for part in np.array_split(np.arange(len(in_state)), share):
+            sites.append(((state,), in_state.index[part]))
+    return sites
+
+
+def _largest_remainder(sizes: list[int], seats: int) -> list[int]:
+    """``seats`` split in proportion to ``sizes``, at least one each (Hamilton's method)."""
+    if seats < len(sizes):
+        raise ValueError(f"{seats} seats cannot give each of {len(sizes)} groups one")
+    total = sum(sizes)
+    quotas = [seats * size / total for size in sizes]
+    given = [max(1, int(q)) for q in quotas]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: quotas[i] - int(quotas[i]),
+                          reverse=True)
+    while sum(given) < seats:
+        for i in by_remainder:
+            if sum(given) == seats:
+                break
+            given[i] += 1
+    while sum(given) > seats:  # the minimum of one pushed small groups above their quota
+        i = max((i for i in range(len(sizes)) if given[i] > 1),
+                key=lambda i: given[i] - quotas[i])
+        given[i] -= 1
+    return given
 
 
 def _prepare_site(
