@@ -23,6 +23,7 @@ channel. The server's test set is ``test.csv`` in the server's directory.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,15 +91,31 @@ def prepare_federation(
     smote: bool = True,
 ) -> FederatedSplit:
     """Split ``df`` into the server's test set and ``n_sites`` sites grouped by state."""
+
+    def by_states(rest: pd.DataFrame) -> list[tuple[tuple[str, ...], pd.Index]]:
+        groups = partition_states(rest["state"], n_sites)
+        return [(g, rest.index[rest["state"].isin(g)]) for g in groups]
+
+    return _split(df, n_sites, seed, test_size, val_size, smote, by_states)
+
+
+def _split(
+    df: pd.DataFrame,
+    n_sites: int,
+    seed: int,
+    test_size: float,
+    val_size: float,
+    smote: bool,
+    partition: Callable[[pd.DataFrame], list[tuple[tuple[str, ...], pd.Index]]],
+) -> FederatedSplit:
+    """The server's stratified test set, and sites cut from the rest by ``partition``."""
     if n_sites < 1:
         raise ValueError(f"n_sites must be at least 1, got {n_sites}")
     rest, test = train_test_split(df, test_size=test_size, stratify=df[LABEL],
                                   random_state=seed)
-    groups = partition_states(rest["state"], n_sites)
     sites = [
-        _prepare_site(f"site{i + 1}", states, rest[rest["state"].isin(states)], seed + i,
-                      val_size, smote)
-        for i, states in enumerate(groups)
+        _prepare_site(f"site{i + 1}", states, rest.loc[index], seed + i, val_size, smote)
+        for i, (states, index) in enumerate(partition(rest))
     ]
     return FederatedSplit(
         sites=sites,
@@ -144,20 +161,8 @@ def prepare_many_sites(
 ) -> FederatedSplit:
     """Like :func:`prepare_federation`, for more sites than states: see
     :func:`partition_providers`."""
-    if n_sites < 1:
-        raise ValueError(f"n_sites must be at least 1, got {n_sites}")
-    rest, test = train_test_split(df, test_size=test_size, stratify=df[LABEL],
-                                  random_state=seed)
-    sites = [
-        _prepare_site(f"site{i + 1}", states, rest.loc[index], seed + i, val_size, smote)
-        for i, (states, index) in enumerate(partition_providers(rest, n_sites))
-    ]
-    return FederatedSplit(
-        sites=sites,
-        X_test=scale_features(test),
-        y_test=test[LABEL].to_numpy(dtype=np.int64),
-        test_provider_ids=test["provider_id"].astype(str).tolist(),
-    )
+    return _split(df, n_sites, seed, test_size, val_size, smote,
+                  lambda rest: partition_providers(rest, n_sites))
 
 
 def partition_providers(
