@@ -1,5 +1,5 @@
 """Faults around writing checkpoints: a writer SIGKILLed mid-write, a directory that cannot be
-written, a disk that fills up during the run."""
+written, a disk that fills up during the run, two runs on one directory."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 import fedsilo as fl
 from fedsilo.common import ndarrays_to_parameters, parameters_to_ndarrays
+from fedsilo.common.exceptions import CheckpointError
 from fedsilo.server import Server, SimpleClientManager
 from fedsilo.server import server as server_module
 from fedsilo.server.checkpoint import latest_round, load_latest
@@ -73,7 +74,7 @@ def test_a_checkpoint_directory_that_cannot_be_written_stops_the_run_before_trai
     federation = server(blocker)
     with pytest.raises(OSError):
         federation.fit(3, timeout=10)
-    np.testing.assert_array_equal(parameters_to_ndarrays(federation.parameters)[0], [0.0])
+    assert federation.parameters.tensors == []  # not even initialized: no round ran
 
 
 def test_a_disk_full_in_one_round_is_logged_and_the_next_round_checkpoints_again(
@@ -94,3 +95,30 @@ def test_a_disk_full_in_one_round_is_logged_and_the_next_round_checkpoints_again
     loaded = load_latest(tmp_path)
     assert loaded is not None and loaded.server_round == 4
     np.testing.assert_array_equal(parameters_to_ndarrays(loaded.parameters)[0], [4.0])
+
+
+HOLD_LOCK = """
+import sys, time
+from fedsilo.server.checkpoint import lock_directory
+with lock_directory(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_the_same_directory_is_refused_until_the_first_dies(
+    tmp_path: Path,
+) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    with ProcessGroup(tmp_path) as group:
+        holder = group.start("holder", [sys.executable, "-c", HOLD_LOCK, str(checkpoints)],
+                             environ())
+        wait_until(lambda: "locked" in holder.output(), 30, "the first run to hold the lock")
+        with pytest.raises(CheckpointError, match=f"in use .*pid {holder.popen.pid}"):
+            server(checkpoints).fit(2, timeout=10)
+        assert latest_round(checkpoints) is None  # the refused run wrote nothing
+        os.kill(holder.popen.pid, signal.SIGKILL)  # a crash: the kernel drops its lock
+        holder.popen.wait(10)
+    history, _ = server(checkpoints).fit(2, timeout=10)
+    assert [r for r, _ in history.losses_distributed] == [1, 2]
+    assert latest_round(checkpoints) == 2

@@ -16,6 +16,8 @@ complete new checkpoint or none, never half of one. Arrays are stored as plain
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import logging
@@ -42,6 +44,7 @@ __all__ = [
     "RoundCheckpoint",
     "latest_round",
     "load_latest",
+    "lock_directory",
     "save_checkpoint",
 ]
 
@@ -51,6 +54,7 @@ _NAME = re.compile(r"^round-(\d{6,})$")
 _ARRAY_REF = "__ndarray__"
 _BYTES_REF = "__bytes__"
 _NUMPY_TENSORS = "numpy.ndarray"
+_LOCK_NAME = ".lock"
 
 
 @dataclass
@@ -63,6 +67,39 @@ class RoundCheckpoint:
     strategy_type: str = ""
     strategy_state: dict[str, Any] = field(default_factory=dict)
     client_manager_state: dict[str, Any] = field(default_factory=dict)
+
+
+# One run per directory --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lock_directory(directory: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``directory`` for one run; a second run on it is refused instead of interleaving.
+
+    The lock is an ``flock`` on ``.lock``: the kernel drops it when its holder dies, so a
+    run restarted after a crash (even SIGKILL) never finds a stale lock.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / _LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise CheckpointError(
+                f"{root} is in use by a running federation ({holder}); stop it first, or "
+                "give this run its own checkpoint directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # Saving ---------------------------------------------------------------------

@@ -24,7 +24,13 @@ from fedsilo.common.typing import (
     ReconnectIns,
     Scalar,
 )
-from fedsilo.server.checkpoint import DEFAULT_KEEP, RoundCheckpoint, load_latest, save_checkpoint
+from fedsilo.server.checkpoint import (
+    DEFAULT_KEEP,
+    RoundCheckpoint,
+    load_latest,
+    lock_directory,
+    save_checkpoint,
+)
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
 from fedsilo.server.history import History
@@ -85,6 +91,12 @@ class Server:
         the round it records instead of starting over; a checkpoint is written
         after the initial parameters (round 0) and after every round.
         """
+        if self.checkpoint_dir is None:
+            return self._fit(num_rounds, timeout)
+        with lock_directory(self.checkpoint_dir):
+            return self._fit(num_rounds, timeout)
+
+    def _fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         started = time.monotonic()
         resumed = self._resume()
         if resumed is None:
