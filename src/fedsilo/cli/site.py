@@ -51,7 +51,8 @@ def init(
         site = init_site(directory, name, trusted=_fingerprints(trust_key, trust_cert),
                          host=host, port=port, tls_hosts=tuple(tls_host), allow_logs=allow_logs)
     except DeployError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
     typer.echo(f"site {name} laid out in {directory}")
     typer.echo(f"  launch role   {site.launch_role_arn()}")
     typer.echo(f"  give callers  {site.ca_path} (the agent's CA)")
@@ -93,17 +94,23 @@ def add_channel(
 @app.command("add-code")
 def add_code(
     directory: SiteDir,
-    source: Annotated[Path, typer.Argument(help="Directory with the program files.")],
+    source: Annotated[Path | None, typer.Argument(
+        help="Directory with the program files (default: the shipped fraud program).")] = None,
     name: Annotated[str, typer.Option(help="Path of the tarball in code/.")] = "source.tar.gz",
 ) -> None:
     """Pack a program directory into the site's code store as a source tarball."""
     from fedsilo.deploy.archive import pack_directory
+    from fedsilo.deploy.sandbox import FRAUD_PROGRAM_DIR
     from fedsilo.deploy.site import SiteLayout
 
     site = SiteLayout(directory)
+    site.config()
+    program = source if source is not None else FRAUD_PROGRAM_DIR
+    if not program.is_dir():
+        raise typer.BadParameter(f"{program} is not a directory")
     target = site.inside(site.code, name, "tarball")
-    pack_directory(source, target)
-    typer.echo(f"code store: {target}")
+    pack_directory(program, target)
+    typer.echo(f"code store: {target} (from {program})")
 
 
 @app.command()

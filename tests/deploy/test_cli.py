@@ -1,0 +1,83 @@
+"""The site and certs commands, run through the ``fedsilo`` Typer application."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fedsilo.cli.main import app
+from fedsilo.deploy.federation_config import load_federation_config
+from fedsilo.deploy.identity import Identity, fingerprint, load_public_key
+from fedsilo.deploy.site import SiteLayout, trusted_principals
+
+runner = CliRunner()
+
+
+def _ok(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_certs_then_a_site_that_trusts_the_orchestrator(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    _ok("certs", "init", str(certs), "--host", "127.0.0.1", "--host", "fl.example.org")
+    out = _ok("certs", "client", str(certs), "orchestrator")
+    cert = certs / "orchestrator.pem"
+    key_fp = fingerprint(load_public_key(cert.read_bytes()))
+    assert key_fp in out
+    assert _ok("certs", "fingerprint", str(cert)).strip() == key_fp
+    Identity.load(certs / "orchestrator.key", cert)  # the pair matches
+    assert (certs / "orchestrator.key").stat().st_mode & 0o077 == 0
+
+    site_dir = tmp_path / "site1"
+    _ok("site", "init", str(site_dir), "--name", "site1", "--trust-key", str(cert),
+        "--port", "9443")
+    site = SiteLayout(site_dir)
+    assert site.config()["port"] == 9443
+    assert trusted_principals(site) == {"Key": [key_fp]}
+    for sub in ("channels", "code", "artifacts", "jobs"):
+        assert (site_dir / sub).is_dir()
+    assert (site.signing_key_path.stat().st_mode & 0o077) == 0
+
+    other = tmp_path / "other.pem"
+    _ok("certs", "client", str(certs), "other")
+    _ok("site", "trust", str(site_dir), "--cert", str(certs / "other.pem"))
+    assert len(trusted_principals(site)["Certificate"]) == 1
+    del other
+
+    data = tmp_path / "rows"
+    data.mkdir()
+    (data / "train.csv").write_text("a\n1\n")
+    _ok("site", "add-channel", str(site_dir), "train", str(data))
+    assert (site.channels / "train" / "train.csv").read_text() == "a\n1\n"
+    _ok("site", "add-code", str(site_dir), "--name", "fraud/source.tar.gz")
+    with tarfile.open(site.code / "fraud" / "source.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["client.py", "requirements.txt", "utils.py"]
+
+    spec = json.loads(_ok("site", "openapi", str(site_dir)))
+    assert "/jobs/{job}" in spec["paths"] and spec["info"]["title"].endswith("(site1)")
+
+
+def test_bad_input_is_refused_with_a_message(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["site", "init", str(tmp_path / "s"), "--name", "Bad_Name"])
+    assert result.exit_code != 0 and "site name" in result.output
+    _ok("site", "init", str(tmp_path / "s"), "--name", "ok")
+    result = runner.invoke(app, ["site", "init", str(tmp_path / "s"), "--name", "ok"])
+    assert result.exit_code != 0 and "already a site" in result.output
+    result = runner.invoke(app, ["site", "add-channel", str(tmp_path / "s"), "../x",
+                                 str(tmp_path)])
+    assert result.exit_code != 0
+
+
+def test_the_shipped_example_federation_file_reads(tmp_path: Path) -> None:
+    import fedsilo.examples.fraud as fraud
+
+    config = load_federation_config(Path(fraud.__file__).parent / "federation.toml")
+    assert [s.name for s in config.sites] == ["site1", "site2", "site3"]
+    assert config.required_sites == 3 and config.rounds == 5
+    assert config.sites[0].hyperparameters == {"penalty": "l2", "max-iter": "10"}
+    assert config.identity_certificate is not None
