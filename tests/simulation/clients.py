@@ -127,3 +127,16 @@ class ResourceReportingClient(DyadicClient):
         node = ray.get_runtime_context().get_node_id()
         return updated, n, {**metrics, "cpus": float(cpus), "node": str(node),
                             "started": started, "ended": time.time()}
+
+
+class LoadsNowhere:
+    """A client_fn that pickles fine but cannot be loaded in a worker."""
+
+    def __init__(self) -> None:
+        self.model_path = "/nonexistent/model.bin"
+
+    def __call__(self, cid: str) -> fl.client.Client:
+        return DyadicClient(cid).to_client()
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        raise FileNotFoundError(state["model_path"])

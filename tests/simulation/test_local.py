@@ -14,9 +14,11 @@ import pytest
 import fedsilo as fl
 import fedsilo.simulation as sim
 from fedsilo.common.exceptions import ClientDisconnected, ClientReportedError, ClientTimeout
+from fedsilo.simulation.engine import WorkerStartError
 from tests.simulation.clients import (
     N_PARAMS,
     CountingClient,
+    LoadsNowhere,
     MisbehavingClient,
     delta_of,
     dyadic_client_fn,
@@ -141,6 +143,15 @@ def test_client_state_is_kept_on_disk_and_loaded_only_when_sampled(tmp_path: Pat
     for cid, times in seen.items():
         state = store.load(cid)
         assert state is not None and int(state["times_trained"]) == times
+
+
+def test_client_fn_that_no_worker_can_load_fails_the_simulation_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(WorkerStartError, match="could not load client_fn: FileNotFoundError: "
+                                               "/nonexistent/model.bin"):
+        sim.start_simulation(client_fn=LoadsNowhere(), num_clients=1000, num_workers=2,
+                             config=fl.server.ServerConfig(num_rounds=3))
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -104,6 +104,7 @@ def start_simulation(
         engine = ray_engine(client_fn, client_resources=resources, num_workers=num_workers,
                             state_dir=client_state_dir, actor_scheduling=actor_scheduling)
     try:
+        engine.wait_ready()
         _attach(server.client_manager(), ids, engine)
         log.info("simulation: %d clients, %d workers (%s backend), %d rounds", len(ids),
                  engine.num_workers, backend, config.num_rounds)

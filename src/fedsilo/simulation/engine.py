@@ -27,7 +27,13 @@ from fedsilo.simulation.runtime import Outcome, ParametersHandle, Task, with_par
 
 log = logging.getLogger("fedsilo.simulation")
 
-__all__ = ["Engine", "ParameterPublisher", "VirtualClientProxy", "WorkerSlot"]
+__all__ = [
+    "Engine",
+    "ParameterPublisher",
+    "VirtualClientProxy",
+    "WorkerSlot",
+    "WorkerStartError",
+]
 
 T = TypeVar("T")
 
@@ -41,8 +47,17 @@ class WorkerSlot(ABC):
         or overruns ``timeout``."""
 
     @abstractmethod
+    def wait_ready(self) -> None:
+        """Block until the worker has loaded ``client_fn``; raise ``WorkerStartError`` if it
+        cannot."""
+
+    @abstractmethod
     def close(self) -> None:
         """Stop the worker for good."""
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start or load ``client_fn``; the message holds its error."""
 
 
 class ParameterPublisher(ABC):
@@ -81,6 +96,12 @@ class Engine:
     @property
     def num_workers(self) -> int:
         return len(self.slots)
+
+    def wait_ready(self) -> None:
+        """Block until every worker is up: a ``client_fn`` that cannot load fails here, once,
+        rather than once per client."""
+        for slot in self.slots:
+            slot.wait_ready()
 
     def call(self, cid: str, ins: ServerInstruction, timeout: float | None) -> Outcome:
         """Queue ``ins`` for client ``cid`` and wait for its outcome."""

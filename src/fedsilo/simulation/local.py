@@ -24,7 +24,7 @@ from typing import Any
 from fedsilo.common.exceptions import ClientDisconnected, ClientFailure, ClientTimeout
 from fedsilo.common.serde import ClientReply
 from fedsilo.common.typing import FitRes, GetParametersRes, Parameters
-from fedsilo.simulation.engine import Engine, WorkerSlot
+from fedsilo.simulation.engine import Engine, WorkerSlot, WorkerStartError
 from fedsilo.simulation.runtime import ClientFn, ClientRuntime, Outcome, Task
 from fedsilo.simulation.shared import Bounds, Outbox, OutboxWriter, SharedMemoryPublisher
 
@@ -72,10 +72,6 @@ def _pickle_client_fn(client_fn: ClientFn) -> bytes:
 # Worker processes -----------------------------------------------------------------------
 
 
-class WorkerStartError(RuntimeError):
-    """A worker process could not load ``client_fn``; the message holds its error."""
-
-
 class ProcessSlot(WorkerSlot):
     """One worker process; replaced by a fresh one when it dies or overruns."""
 
@@ -109,7 +105,7 @@ class ProcessSlot(WorkerSlot):
         self._outbox.close()  # the dead worker may have left it half written
         self._spawn()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         """The worker's first message says whether it could load ``client_fn``."""
         if self._ready:
             return
@@ -132,7 +128,7 @@ class ProcessSlot(WorkerSlot):
         if not self._process.is_alive():
             self._replace()  # died while idle: not this client's fault
         try:
-            self._wait_ready()
+            self.wait_ready()
         except WorkerStartError as exc:
             raise ClientFailure(task.cid, str(exc)) from exc
         self._conn.send((task, self._outbox.name))

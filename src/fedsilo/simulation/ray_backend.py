@@ -21,12 +21,14 @@ from typing import Any
 
 from fedsilo.common.exceptions import ClientDisconnected, ClientTimeout
 from fedsilo.common.typing import Parameters
-from fedsilo.simulation.engine import Engine, ParameterPublisher, WorkerSlot
+from fedsilo.simulation.engine import Engine, ParameterPublisher, WorkerSlot, WorkerStartError
 from fedsilo.simulation.runtime import ClientFn, ClientRuntime, Outcome, ParametersHandle, Task
 
 log = logging.getLogger("fedsilo.simulation")
 
 __all__ = ["import_ray", "ray_engine", "ray_pool_size"]
+
+ACTOR_START_S = 300.0  # a busy cluster may take a while to place and start an actor
 
 
 def import_ray() -> Any:
@@ -152,6 +154,13 @@ class RayActorSlot(WorkerSlot):
     def _spawn(self) -> None:
         self.actor = self._actor_class.options(**self._options).remote(
             [self._client_fn_ref], self._state_dir)
+
+    def wait_ready(self) -> None:
+        try:
+            self._ray.get(self.actor.pid.remote(), timeout=ACTOR_START_S)
+        except Exception as exc:
+            raise WorkerStartError(f"a Ray actor could not load client_fn: "
+                                   f"{_first_line(exc)}") from exc
 
     def run(self, task: Task, timeout: float | None) -> Outcome:
         kind = type(task.instruction).__name__.removesuffix("Ins").lower()
