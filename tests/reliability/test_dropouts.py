@@ -123,7 +123,7 @@ def test_round_timeout_bounds_a_slow_client_and_its_late_reply_is_discarded(
 ) -> None:
     """The slow client answers round 1 (with 1e6 everywhere) only once round 2 has begun."""
     caplog.set_level(logging.WARNING, logger="fedsilo")
-    port, timeout = free_port(), 3.0
+    port, timeout = free_port(), 5.0
     address = f"127.0.0.1:{port}"
     fate = {"fast1": (1.0, 10), "fast2": (2.0, 20), "slow": (5.0, 50)}
     release = tmp_path / "release"
