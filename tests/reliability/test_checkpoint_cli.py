@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from fedsilo.cli import server as cli_server
 from fedsilo.cli.main import app
-from fedsilo.common import ndarrays_to_parameters
+from fedsilo.common import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.server import History
-from fedsilo.server.checkpoint import RoundCheckpoint, save_checkpoint
+from fedsilo.server.checkpoint import RoundCheckpoint, latest_round, load_latest, save_checkpoint
 from fedsilo.server.strategy import FedAvg
-from tests.reliability.momentum_strategy import MomentumFedAvg
+from tests.reliability.momentum_strategy import MomentumFedAvg, initial_arrays
 
 runner = CliRunner()
 
@@ -74,3 +74,23 @@ def test_the_strategy_option_takes_a_factory_a_class_or_an_instance() -> None:
         cli_server.build_strategy({**cli_server.DEFAULTS, "strategy": "fedsilo.server:Nope"})
     with pytest.raises(TypeError, match="not a Strategy"):
         cli_server.build_strategy({**cli_server.DEFAULTS, "strategy": "fedsilo.server:History"})
+
+
+def test_a_run_from_a_config_file_checkpoints_and_is_resumed_with_resume(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "runs" / "a"
+    config = tmp_path / "server.toml"
+    config.write_text(
+        'address = "127.0.0.1:0"\nrounds = 0\nseed = 7\n'
+        'strategy = "tests.reliability.momentum_strategy:make_strategy"\n'
+        f'checkpoint_dir = "{checkpoints}"\n')
+    first = runner.invoke(app, ["server", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    assert latest_round(checkpoints) == 0  # the initial model, from the strategy
+    again = runner.invoke(app, ["server", "--config", str(config)])
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, ["server", "--config", str(config), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    loaded = load_latest(checkpoints)
+    assert loaded is not None and loaded.strategy_type == "MomentumFedAvg"
+    np.testing.assert_array_equal(parameters_to_ndarrays(loaded.parameters)[0],
+                                  initial_arrays()[0])
