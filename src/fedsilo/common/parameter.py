@@ -52,7 +52,9 @@ def ndarray_to_bytes(ndarray: NDArray) -> bytes:
 def bytes_to_ndarray(tensor: bytes) -> NDArray:
     """Decode ``.npy`` bytes into a read-only array that shares memory with ``tensor``."""
     view = memoryview(tensor)
-    stream = io.BytesIO(view)
+    # Parse the header from a copy of the header alone: BytesIO over the whole tensor
+    # would copy the tensor's data too.
+    stream = io.BytesIO(bytes(view[:_header_end(view)]))
     try:
         version = npy_format.read_magic(stream)
         if version == (1, 0):
@@ -81,6 +83,19 @@ def bytes_to_ndarray(tensor: bytes) -> NDArray:
     array = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
     order = "F" if fortran_order else "C"
     return array.reshape(shape, order=order)  # type: ignore[call-overload,no-any-return]
+
+
+def _header_end(view: memoryview) -> int:
+    """Where the .npy header ends: magic (6), version (2), a 2- or 4-byte little-endian
+    header length (format 1.0 or 2.0/3.0), then the header. Junk yields a short prefix and
+    the parser below reports it."""
+    if len(view) < 10:
+        return len(view)
+    width = 2 if view[6] == 1 else 4
+    prefix_end = 8 + width
+    if len(view) < prefix_end:
+        return len(view)
+    return min(len(view), prefix_end + int.from_bytes(view[8:prefix_end], "little"))
 
 
 def ndarrays_to_parameters(ndarrays: NDArrays) -> Parameters:

@@ -8,11 +8,12 @@ helpers that go straight to and from wire bytes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import DecodeError
 
 from fedsilo.common import typing as t
+from fedsilo.common import wire
 from fedsilo.common.exceptions import ProtocolError
 from fedsilo.proto import transport_pb2 as pb
 
@@ -82,7 +83,8 @@ def _scalar_map_from_proto(values: Mapping[str, pb.Scalar]) -> dict[str, t.Scala
 
 
 def parameters_to_proto(parameters: t.Parameters) -> pb.Parameters:
-    return pb.Parameters(tensors=parameters.tensors, tensor_type=parameters.tensor_type)
+    tensors = [x if isinstance(x, bytes) else bytes(x) for x in parameters.tensors]
+    return pb.Parameters(tensors=tensors, tensor_type=parameters.tensor_type)
 
 
 def parameters_from_proto(message: pb.Parameters) -> t.Parameters:
@@ -127,6 +129,13 @@ def server_message_to_proto(ins: ServerInstruction) -> pb.ServerMessage:
 
 
 def server_message_to_bytes(ins: ServerInstruction) -> bytes:
+    if isinstance(ins, t.FitIns | t.EvaluateIns):
+        # The model is written straight into the output (fedsilo.common.wire): one copy.
+        kind, inner = (4, pb.ServerMessage.FitIns) if isinstance(ins, t.FitIns) \
+            else (5, pb.ServerMessage.EvaluateIns)
+        rest = inner(config=_scalar_map_to_proto(ins.config)).SerializeToString()
+        body = [*_parameters_field(1, ins.parameters), rest]
+        return b"".join(wire.encode_length_delimited(kind, body))
     return server_message_to_proto(ins).SerializeToString()
 
 
@@ -150,7 +159,15 @@ def server_message_from_proto(message: pb.ServerMessage) -> ServerInstruction:
 
 
 def server_message_from_bytes(data: bytes) -> ServerInstruction:
-    return server_message_from_proto(_parse(pb.ServerMessage, data))
+    split = _split(data, _SERVER_CARRIERS)
+    if split is None:
+        return server_message_from_proto(_parse(pb.ServerMessage, data))
+    parameters = _split_parameters(split)
+    if split.kind == 4:
+        fit = _parse(pb.ServerMessage.FitIns, split.rest)
+        return t.FitIns(parameters=parameters, config=_scalar_map_from_proto(fit.config))
+    evaluate = _parse(pb.ServerMessage.EvaluateIns, split.rest)
+    return t.EvaluateIns(parameters=parameters, config=_scalar_map_from_proto(evaluate.config))
 
 
 # Client -> server -------------------------------------------------------------
@@ -186,6 +203,17 @@ def client_message_to_proto(res: ClientReply) -> pb.ClientMessage:
 
 
 def client_message_to_bytes(res: ClientReply) -> bytes:
+    cm = pb.ClientMessage
+    if isinstance(res, t.FitRes):
+        head = cm.FitRes(status=status_to_proto(res.status)).SerializeToString()
+        tail = cm.FitRes(num_examples=res.num_examples,
+                         metrics=_scalar_map_to_proto(res.metrics)).SerializeToString()
+        body = [head, *_parameters_field(2, res.parameters), tail]
+        return b"".join(wire.encode_length_delimited(4, body))
+    if isinstance(res, t.GetParametersRes):
+        head = cm.GetParametersRes(status=status_to_proto(res.status)).SerializeToString()
+        body = [head, *_parameters_field(2, res.parameters)]
+        return b"".join(wire.encode_length_delimited(3, body))
     return client_message_to_proto(res).SerializeToString()
 
 
@@ -219,7 +247,39 @@ def client_message_from_proto(message: pb.ClientMessage) -> ClientReply:
 
 
 def client_message_from_bytes(data: bytes) -> ClientReply:
-    return client_message_from_proto(_parse(pb.ClientMessage, data))
+    split = _split(data, _CLIENT_CARRIERS)
+    if split is None:
+        return client_message_from_proto(_parse(pb.ClientMessage, data))
+    parameters = _split_parameters(split)
+    if split.kind == 4:
+        fit = _parse(pb.ClientMessage.FitRes, split.rest)
+        return t.FitRes(status=status_from_proto(fit.status), parameters=parameters,
+                        num_examples=fit.num_examples, metrics=_scalar_map_from_proto(fit.metrics))
+    got = _parse(pb.ClientMessage.GetParametersRes, split.rest)
+    return t.GetParametersRes(status=status_from_proto(got.status), parameters=parameters)
+
+
+# Messages that carry a model: envelope oneof field -> the inner message's Parameters field.
+_SERVER_CARRIERS = {4: 1, 5: 1}  # fit_ins.parameters, evaluate_ins.parameters
+_CLIENT_CARRIERS = {3: 2, 4: 2}  # get_parameters_res.parameters, fit_res.parameters
+
+
+def _split(data: bytes, carriers: dict[int, int]) -> wire.Split | None:
+    """The zero-copy split, or None to let protobuf parse (and judge) the bytes."""
+    try:
+        return wire.split_parameters(data, carriers)
+    except ProtocolError:
+        return None
+
+
+def _parameters_field(number: int, parameters: t.Parameters) -> list[bytes | memoryview]:
+    return wire.encode_length_delimited(
+        number, wire.encode_parameters(parameters.tensors, parameters.tensor_type))
+
+
+def _split_parameters(split: wire.Split) -> t.Parameters:
+    """Received tensors stay views of the message buffer: bytes-like and read-only."""
+    return t.Parameters(tensors=cast(list[bytes], split.tensors), tensor_type=split.tensor_type)
 
 
 def _parse(cls: Any, data: bytes) -> Any:
