@@ -17,11 +17,11 @@ import pytest
 import fedsilo as fl
 from fedsilo.common import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.exceptions import CheckpointError
-from fedsilo.server import Server, SimpleClientManager
+from fedsilo.server import Server
 from fedsilo.server import server as server_module
 from fedsilo.server.checkpoint import latest_round, load_latest
-from fedsilo.simulation.inprocess import InProcessClientProxy
 from tests.interop.harness import ProcessGroup, wait_until
+from tests.reliability.local_clients import AddOne, sites
 from tests.reliability.processes import HERE, environ
 
 
@@ -46,21 +46,8 @@ def test_a_writer_killed_at_any_moment_leaves_a_consistent_checkpoint(tmp_path: 
         assert loaded.history.losses_distributed == [(i, float(i)) for i in range(1, r + 1)]
 
 
-class Plus(fl.client.NumPyClient):
-    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
-        return [np.zeros(1)]
-
-    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
-        return [p + 1.0 for p in parameters], 1, {}
-
-    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
-        return 0.0, 1, {}
-
-
 def server(checkpoint_dir: Path) -> Server:
-    manager = SimpleClientManager()
-    for i in range(2):
-        manager.register(InProcessClientProxy(f"site-{i}", Plus().to_client()))
+    manager, _ = sites([AddOne(), AddOne()])
     strategy = fl.server.strategy.FedAvg(
         initial_parameters=ndarrays_to_parameters([np.zeros(1)]))
     return Server(client_manager=manager, strategy=strategy, checkpoint_dir=checkpoint_dir)

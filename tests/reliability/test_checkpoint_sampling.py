@@ -18,7 +18,7 @@ from fedsilo.common import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.exceptions import CheckpointError
 from fedsilo.server import Server, SimpleClientManager
 from fedsilo.server.checkpoint import latest_round
-from fedsilo.simulation.inprocess import InProcessClientProxy
+from tests.reliability.local_clients import sites
 
 N_CLIENTS, ROUNDS, SEED = 6, 6, 11
 
@@ -57,9 +57,7 @@ class SampleLog(fl.server.strategy.FedAvg):
 
 
 def server(strategy: fl.server.strategy.Strategy, checkpoint_dir: Path | None) -> Server:
-    manager = SimpleClientManager(seed=SEED)
-    for i in range(N_CLIENTS):
-        manager.register(InProcessClientProxy(f"site-{i}", Shift(float(i)).to_client()))
+    manager, _ = sites([Shift(float(i)) for i in range(N_CLIENTS)], seed=SEED)
     return Server(client_manager=manager, strategy=strategy, checkpoint_dir=checkpoint_dir)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import fedsilo as fl
 from fedsilo.common import ndarrays_to_parameters, parameters_to_ndarrays
-from fedsilo.server import History, Server, SimpleClientManager
+from fedsilo.server import History, Server
 from fedsilo.server.checkpoint import latest_round
 from fedsilo.server.strategy import (
     DifferentialPrivacyServerSideAdaptiveClipping,
@@ -25,7 +25,7 @@ from fedsilo.server.strategy import (
     FedYogi,
     Strategy,
 )
-from fedsilo.simulation.inprocess import InProcessClientProxy
+from tests.reliability.local_clients import sites
 
 N_CLIENTS, ROUNDS, CRASH_AFTER = 4, 6, 3
 
@@ -73,9 +73,7 @@ class Crash(Exception):
 
 def run(strategy: Strategy, checkpoint_dir: Path | None,
         crash_after: int | None = None) -> tuple[History, list[np.ndarray]]:
-    manager = SimpleClientManager(seed=1)
-    for i in range(N_CLIENTS):
-        manager.register(InProcessClientProxy(f"site-{i}", Pull(i).to_client()))
+    manager, _ = sites([Pull(i) for i in range(N_CLIENTS)], seed=1)
     server = Server(client_manager=manager, strategy=strategy, checkpoint_dir=checkpoint_dir)
 
     def crash(server_round: int, history: History) -> None:

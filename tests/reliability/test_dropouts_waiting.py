@@ -9,26 +9,13 @@ import numpy as np
 
 import fedsilo as fl
 from fedsilo.common import ndarrays_to_parameters
-from fedsilo.server import History, Server, SimpleClientManager
+from fedsilo.server import History, Server
 from fedsilo.simulation.inprocess import InProcessClientProxy
-
-
-class Echo(fl.client.NumPyClient):
-    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
-        return [np.zeros(1)]
-
-    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
-        return [p + 1.0 for p in parameters], 1, {}
-
-    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
-        return 0.0, 1, {}
+from tests.reliability.local_clients import AddOne, sites
 
 
 def federation(wait_timeout: float) -> tuple[Server, list[InProcessClientProxy], list[int]]:
-    manager = SimpleClientManager(wait_timeout=wait_timeout)
-    proxies = [InProcessClientProxy(f"site-{i}", Echo().to_client()) for i in range(3)]
-    for proxy in proxies:
-        manager.register(proxy)
+    manager, proxies = sites([AddOne(), AddOne(), AddOne()], wait_timeout=wait_timeout)
     trained: list[int] = []
 
     def count(replies: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
