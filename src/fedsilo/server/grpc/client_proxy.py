@@ -43,20 +43,21 @@ class _EncodedInstructions:
                build: Any = serde.server_message_to_bytes) -> Any:
         """``build(ins)``, computed once per (instruction, frame_size)."""
         key = (id(ins), frame_size)
+        # Built under the lock: the round loop asks for every client at once, and all but
+        # the first must wait for that one encoding instead of making their own.
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] is ins:
                 self._entries.move_to_end(key)
                 return entry[1]
-        data = build(ins)
-        with self._lock:
+            data = build(ins)
             self._entries[key] = (ins, data)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
         return data
 
 
-_ENCODED = _EncodedInstructions()
+_ENCODED = _EncodedInstructions(size=2)  # this round's FitIns and EvaluateIns
 _FRAMES = _EncodedInstructions(size=1)  # chunked models are large: keep one round's frames
 
 

@@ -7,6 +7,7 @@ import concurrent.futures
 import grpc
 
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
+from fedsilo.common.memory import limit_malloc_arenas
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.servicer import FederationServicer, add_servicer
@@ -50,6 +51,7 @@ def start_grpc_server(
     if require_client_certificate and certificates is None:
         raise ValueError("client certificates are checked over TLS: pass certificates=(ca, "
                          "server certificate, server key) as well")
+    limit_malloc_arenas()  # before gRPC starts its threads; see fedsilo.common.memory
     options = [
         ("grpc.max_send_message_length", max_message_length),
         ("grpc.max_receive_message_length", max_message_length),
