@@ -102,6 +102,7 @@ def test_federate_through_three_site_agents(tmp_path: Path, data: Path,
     history = json.loads((run / "history.json").read_text())
     assert [r for r, _ in history["losses_centralized"]] == list(range(ROUNDS + 1))
     summary = json.loads((run / "federation.json").read_text())
+    assert summary["transport"] == {"tls": True, "enrolled_sites": 3}  # mutual TLS, allowlist
     for name in SITES:
         job = summary["jobs"][name]
         assert job["TrainingJobStatus"] == "Completed"
@@ -116,7 +117,7 @@ def test_federate_through_three_site_agents(tmp_path: Path, data: Path,
         np.testing.assert_allclose(site_model.coef_, model.coef_, rtol=1e-12)
         # The server never wrote into a site, and no site holds another's data.
         assert sorted(p.name for p in (tmp_path / "sites" / name / "channels").iterdir()) == \
-            ["train"]
+            ["identity", "train"]
     assert not (tmp_path / "sites" / "site1" / "channels" / "test.csv").exists()
     assert "round 3/3" in result.stdout
 
@@ -125,7 +126,7 @@ def test_federate_through_three_site_agents(tmp_path: Path, data: Path,
                                [loss for _, loss in direct.losses_centralized], rtol=1e-6)
     for metric, series in direct.metrics_centralized.items():
         np.testing.assert_allclose([v for _, v in history["metrics_centralized"][metric]],
-                                   [v for _, v in series], rtol=1e-6, err_msg=metric)
+                                   [float(v) for _, v in series], rtol=1e-6, err_msg=metric)
 
 
 def test_a_failing_site_ends_the_run_with_its_reason(tmp_path: Path, data: Path,

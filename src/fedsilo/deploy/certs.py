@@ -28,11 +28,13 @@ __all__ = [
     "CertificateAuthority",
     "DEFAULT_HOSTS",
     "create_ca",
+    "create_self_signed_client_certificate",
     "issue_client_certificate",
     "issue_server_certificate",
     "load_authority",
     "write_authority",
     "write_client_certificate",
+    "write_pair",
     "write_server_certificate",
 ]
 
@@ -93,6 +95,27 @@ def issue_client_certificate(ca: CertificateAuthority, name: str,
     return _issue(ca, name, ExtendedKeyUsageOID.CLIENT_AUTH, days, None)
 
 
+def create_self_signed_client_certificate(
+        name: str, days: int = 365) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    """A client certificate no CA signs: a site makes its own, the federation enrols it.
+
+    The private key never leaves the site; the federation server admits the site by this
+    certificate's public key (``client_allowlist``), as a site trusts the federation's key.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - _DAY).not_valid_after(now + days * _DAY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key
+
+
 def _issue(ca: CertificateAuthority, common_name: str, usage: x509.ObjectIdentifier, days: int,
            san: x509.SubjectAlternativeName | None) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -117,7 +140,7 @@ def _issue(ca: CertificateAuthority, common_name: str, usage: x509.ObjectIdentif
 def write_authority(directory: Path, name: str) -> CertificateAuthority:
     """Create a CA and write ``ca.pem`` and ``ca.key`` (owner-only) in ``directory``."""
     ca = create_ca(name)
-    _write_pair(directory, "ca", ca.certificate_pem, ca.key)
+    write_pair(directory, "ca", ca.certificate_pem, ca.key)
     return ca
 
 
@@ -131,16 +154,16 @@ def load_authority(directory: Path) -> CertificateAuthority:
 def write_server_certificate(directory: Path, ca: CertificateAuthority, name: str = "server",
                              hosts: tuple[str, ...] = DEFAULT_HOSTS) -> tuple[Path, Path]:
     cert, key = issue_server_certificate(ca, hosts)
-    return _write_pair(directory, name, cert, key)
+    return write_pair(directory, name, cert, key)
 
 
 def write_client_certificate(directory: Path, ca: CertificateAuthority,
                              name: str) -> tuple[Path, Path]:
     cert, key = issue_client_certificate(ca, name)
-    return _write_pair(directory, name, cert, key)
+    return write_pair(directory, name, cert, key)
 
 
-def _write_pair(directory: Path, name: str, cert_pem: bytes,
+def write_pair(directory: Path, name: str, cert_pem: bytes,
                 key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"

@@ -36,11 +36,14 @@
     source = "fraud/source.tar.gz"   # in the site's code store (or s3://... on SageMaker)
     output = "fl"                    # under the site's artifacts (or s3://...)
     max_runtime = 3600
-    channels = { train = "train" }
+    channels = { train = "train", identity = "identity" }
     hyperparameters = { penalty = "l2", max-iter = "10" }
+    client_certificate = "sites/site1/tls/client.pem"   # enrol the site: mutual TLS
     # SageMaker only: region, endpoint_url, training_image, instance_type, vpc_config
 
-Relative paths are relative to the file's directory.
+Relative paths are relative to the file's directory. When every site names its
+``client_certificate``, the server admits only those sites' keys (mutual TLS with an
+allowlist); the site's job then presents the certificate and key of its ``identity`` channel.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class SiteConfig:
     training_image: str = "python"
     instance_type: str = "ml.m5.xlarge"
     vpc_config: dict[str, Any] | None = None
+    client_certificate: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,11 @@ class FederationConfig:
     @property
     def required_sites(self) -> int:
         return self.min_sites or len(self.sites)
+
+    @property
+    def enrolled_certificates(self) -> list[Path]:
+        """The sites' client certificates, when mutual TLS is on (every site names one)."""
+        return [s.client_certificate for s in self.sites if s.client_certificate is not None]
 
 
 def load_federation_config(path: Path) -> FederationConfig:
@@ -144,6 +153,10 @@ def load_federation_config(path: Path) -> FederationConfig:
         raise ValidationError("server.rounds must be at least 1")
     if not 0 <= config.min_sites <= len(sites):
         raise ValidationError(f"strategy.min_sites must be 0 (all) to {len(sites)}")
+    enrolled = len(config.enrolled_certificates)
+    if 0 < enrolled < len(sites):
+        raise ValidationError(f"{path}: {enrolled} of {len(sites)} sites name a "
+                              "client_certificate; mutual TLS needs one for every site")
     if config.strategy != "FedAvg" or config.example != "fraud":
         raise ValidationError("this version federates the fraud example with FedAvg: set "
                               "strategy.name = 'FedAvg' and evaluation.example = 'fraud'")
@@ -179,6 +192,8 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
         training_image=str(raw.get("training_image", "python")),
         instance_type=str(raw.get("instance_type", "ml.m5.xlarge")),
         vpc_config=raw.get("vpc_config"),
+        client_certificate=(base / raw["client_certificate"]) if "client_certificate" in raw
+        else None,
     )
 
 

@@ -2,7 +2,9 @@
 
 :func:`run_federation` does what the seed's server notebook does by hand:
 
-1. starts the federation server (TLS with the certificates of ``fedsilo certs``) in a thread;
+1. starts the federation server (TLS with the certificates of ``fedsilo certs``; mutual TLS
+   admitting only the enrolled sites when the sites name their client certificates) in a
+   thread;
 2. at each site assumes the launch role and creates a training job that runs the site's
    program against the server (the server's address and CA go as hyperparameters);
 3. follows the rounds and each job's status until the server finishes; a job that fails ends
@@ -38,6 +40,7 @@ from fedsilo.deploy.launchers import (
     SageMakerLauncher,
 )
 from fedsilo.deploy.progress import FederationProgress
+from fedsilo.server.grpc.auth import ClientAllowlist
 
 __all__ = ["FederationError", "FederationResult", "run_federation"]
 
@@ -111,6 +114,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         elapsed = round(time.monotonic() - started, 2)
         summary_path.write_text(json.dumps({
             "metrics": metrics, "rounds": config.rounds, "elapsed_s": elapsed,
+            "transport": {"tls": True, "enrolled_sites": len(config.enrolled_certificates)},
             "jobs": {name: _public(d) for name, d in jobs.items()}}, indent=2) + "\n")
         files = {"model": str(model_path), "history": str(history_path),
                  "summary": str(summary_path)}
@@ -231,6 +235,7 @@ class _ServerRun(threading.Thread):
                 client_manager=fl.server.SimpleClientManager(
                     wait_timeout=self.config.connect_timeout),
                 certificates=self.certificates,
+                client_allowlist=_allowlist(self.config),
             )
         except BaseException as exc:  # handed to the caller's thread by result()
             self._error = exc
@@ -244,6 +249,12 @@ class _ServerRun(threading.Thread):
                 from self._error
         assert self._history is not None
         return self._history
+
+
+def _allowlist(config: FederationConfig) -> ClientAllowlist | None:
+    """The enrolled sites' keys, or None when the server takes any client the CA vouches for."""
+    enrolled = config.enrolled_certificates
+    return ClientAllowlist.from_pem(enrolled) if enrolled else None
 
 
 def _addresses(config: FederationConfig) -> tuple[str, str]:

@@ -6,7 +6,8 @@
     server/test.csv            the server's test set (never given to a site)
     sites/<site>/              one site each (see fedsilo.deploy.site): its channel
                                channels/train, the fraud program in code/fraud/source.tar.gz,
-                               a launch role that trusts the orchestrator's certificate
+                               a launch role that trusts the orchestrator's certificate,
+                               its own client certificate, enrolled by the server
     federation.toml            the run: server, strategy, evaluation, identity, [[sites]]
     run/                       (after the run) model.joblib, history.json, federation.json
 
@@ -134,8 +135,9 @@ program = "client.py"
 source = "{SOURCE}"
 output = "fl"
 max_runtime = 900
-channels = {{ train = "train" }}
+channels = {{ train = "train", identity = "identity" }}
 hyperparameters = {{ penalty = "{penalty}", max-iter = "{max_iter}" }}
+client_certificate = "sites/{name}/tls/client.pem"
 """)
     server_dir = work / "server"
     if test_dir.resolve() != server_dir.resolve():

@@ -10,7 +10,9 @@
       jobs/<job>/          one job: record.json, output.log, code/, model/, output/
       policy/roles.json    the launch role (trust + permissions) and the execution role
       keys/signing.key     Ed25519 key that signs session credentials (owner-only)
-      tls/                 the site's CA (ca.pem, handed to callers) and the agent's certificate
+      tls/                 the site's CA (ca.pem, handed to callers), the agent's certificate,
+                           client.pem: the site's own client certificate, for the federation
+                           to enrol (its key is in channels/identity/, for the site's jobs)
 
 Every path a request names is resolved against one of these directories by
 :meth:`SiteLayout.inside`, which refuses absolute paths, ``..`` and links that lead out.
@@ -25,13 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fedsilo.deploy.certs import DEFAULT_HOSTS, write_authority, write_server_certificate
+from fedsilo.deploy.certs import (
+    DEFAULT_HOSTS,
+    create_self_signed_client_certificate,
+    write_authority,
+    write_pair,
+    write_server_certificate,
+)
 from fedsilo.deploy.errors import NotFound, UnsafePathError, ValidationError
 from fedsilo.deploy.identity import generate_signing_key, load_private_key, private_key_pem
 from fedsilo.deploy.roles import launch_role_policy, role_arn, trust_policy
 
 __all__ = [
     "EXECUTION_ROLE",
+    "IDENTITY_CHANNEL",
     "LAUNCH_ROLE",
     "SiteLayout",
     "add_trusted",
@@ -42,6 +51,7 @@ __all__ = [
 ]
 
 LAUNCH_ROLE = "FL-kickoff-client-job"
+IDENTITY_CHANNEL = "identity"
 EXECUTION_ROLE = "service-role/FL-execution"
 _SITE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
@@ -87,6 +97,11 @@ class SiteLayout:
     @property
     def ca_path(self) -> Path:
         return self.tls / "ca.pem"
+
+    @property
+    def client_certificate_path(self) -> Path:
+        """The site's client certificate (public), which a federation enrols."""
+        return self.tls / "client.pem"
 
     def config(self) -> dict[str, Any]:
         if not self.config_path.is_file():
@@ -156,6 +171,9 @@ def init_site(
         handle.write(private_key_pem(generate_signing_key()))
     ca = write_authority(site.tls, f"site {name}")
     write_server_certificate(site.tls, ca, "agent", tls_hosts)
+    client_cert, client_key = create_self_signed_client_certificate(f"site {name}")
+    write_pair(site.channels / IDENTITY_CHANNEL, "client", client_cert, client_key)
+    site.client_certificate_path.write_bytes(client_cert)
     site.config_path.write_text(json.dumps({"name": name, "host": host, "port": port},
                                            indent=2) + "\n")
     write_roles(site, trusted or {}, allow_logs=allow_logs, max_session_s=max_session_s)

@@ -3,8 +3,9 @@
 The site runs it as a training job: hyperparameters arrive as ``--key value`` options, the
 ``train`` channel and the model directory as ``SM_CHANNEL_TRAIN`` and ``SM_MODEL_DIR``. It
 connects to the federation server over TLS (``--root-certificates`` holds the federation CA's
-PEM text, as a hyperparameter can carry it), trains on the channel each round, and when the
-federation ends saves ``model.joblib`` in the model directory, which the site packs into
+PEM text, as a hyperparameter can carry it; with an ``identity`` channel, the site's own client
+certificate and key, for servers that admit enrolled sites only), trains on the channel each
+round, and when the federation ends saves ``model.joblib`` in the model directory, which the site packs into
 ``model.tar.gz``. On failure it writes the reason to ``$SM_OUTPUT_DIR/failure`` for the site to
 report, and exits non-zero. Only parameters, example counts and metrics leave the site.
 """
@@ -35,6 +36,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _client_identity() -> tuple[str, str] | None:
+    """The site's own certificate and key, when the site gives its job an identity channel."""
+    channel = os.environ.get("SM_CHANNEL_IDENTITY")
+    if not channel:
+        return None
+    return os.path.join(channel, "client.pem"), os.path.join(channel, "client.key")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -50,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         fl.client.start_numpy_client(server_address=args.server_address, client=client,
                                      root_certificates=certificates,
                                      insecure=certificates is None,
+                                     client_certificate=_client_identity(),
                                      max_wait_time=args.max_wait_time)
         if args.model_dir:
             path = utils.save_model(args.model_dir, client.model)
