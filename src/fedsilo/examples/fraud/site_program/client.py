@@ -2,12 +2,13 @@
 
 The site runs it as a training job: hyperparameters arrive as ``--key value`` options, the
 ``train`` channel and the model directory as ``SM_CHANNEL_TRAIN`` and ``SM_MODEL_DIR``. It
-connects to the federation server over TLS (``--root-certificates`` holds the federation CA's
-PEM text, as a hyperparameter can carry it; with an ``identity`` channel, the site's own client
-certificate and key, for servers that admit enrolled sites only), trains on the channel each
-round, and when the federation ends saves ``model.joblib`` in the model directory, which the site packs into
-``model.tar.gz``. On failure it writes the reason to ``$SM_OUTPUT_DIR/failure`` for the site to
-report, and exits non-zero. Only parameters, example counts and metrics leave the site.
+connects to the federation server over TLS: ``--root-certificates`` holds the federation CA's
+PEM text (a hyperparameter can carry it) and an ``identity`` channel, when the site gives one,
+the site's own client certificate and key for servers that admit enrolled sites only. It trains
+on the channel each round; when the federation ends it saves ``model.joblib`` in the model
+directory, which the site packs into ``model.tar.gz``. On failure it writes the reason to
+``$SM_OUTPUT_DIR/failure`` for the site to report and exits non-zero. Only parameters, example
+counts and metrics leave the site.
 """
 
 from __future__ import annotations
