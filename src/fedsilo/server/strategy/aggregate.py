@@ -62,11 +62,32 @@ def add_weighted(sums: NDArrays, layers: NDArrays, weight: float) -> NDArrays:
     for index, (acc, layer) in enumerate(zip(sums, layers, strict=True)):
         if layer.shape != acc.shape:
             raise ValueError(f"layer {index} has shape {layer.shape}, expected {acc.shape}")
-        if weight == 1:
-            acc += layer
-        else:
-            np.add(acc, np.multiply(layer, float(weight), dtype=np.float64), out=acc)
+        _fold(acc, layer, float(weight))
     return sums
+
+
+_FOLD_CHUNK = 1 << 15
+"""Elements per step when folding a layer: a float64 scratch of this size stays in cache."""
+
+
+def _fold(acc: NDArray, layer: NDArray, weight: float) -> None:
+    """``acc += weight * layer`` in float64, in cache-sized chunks.
+
+    Multiplying a whole layer at once would allocate a float64 temporary as large as the
+    model for every client (fresh pages, an extra pass over memory); one small scratch
+    buffer reused chunk by chunk keeps the fold near memory bandwidth.
+    """
+    flat_acc = acc.reshape(-1)
+    flat = np.asarray(layer).reshape(-1)
+    if flat.size <= _FOLD_CHUNK:
+        np.add(flat_acc, np.multiply(flat, weight, dtype=np.float64), out=flat_acc)
+        return
+    scratch = np.empty(_FOLD_CHUNK, dtype=np.float64)
+    for start in range(0, flat.size, _FOLD_CHUNK):
+        stop = min(start + _FOLD_CHUNK, flat.size)
+        part = scratch[:stop - start]
+        np.multiply(flat[start:stop], weight, out=part, dtype=np.float64)
+        np.add(flat_acc[start:stop], part, out=flat_acc[start:stop])
 
 
 def weighted_mean_from_sums(sums: NDArrays, total: float, like: NDArrays) -> NDArrays:
