@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import numpy as np
 
 import fedsilo as fl
-from fedsilo.common import ndarrays_to_parameters
+from fedsilo.common import (
+    Code,
+    DisconnectRes,
+    FitRes,
+    ReconnectIns,
+    Status,
+    ndarrays_to_parameters,
+    serde,
+)
 from fedsilo.server.client_manager import SimpleClientManager
 from fedsilo.server.client_proxy import ClientProxy
 
@@ -95,7 +103,8 @@ class RawPeer:
         self._cv = threading.Condition()
         join = self.channel.stream_stream(JOIN, request_serializer=None,
                                           response_deserializer=None)
-        self.responses = join(self._requests(), metadata=metadata or None)
+        self.responses = join(self._requests(), metadata=metadata or None, wait_for_ready=True)
+        self.ended: BaseException | None = None  # how serve_raw's stream ended
 
     def _requests(self) -> Iterator[bytes]:
         while True:
@@ -144,3 +153,32 @@ class ServerThread:
             raise self.error
         assert self.history is not None
         return self.history
+
+
+Answer = Callable[[Any], list[bytes]]
+
+
+def serve_raw(peer: RawPeer, answer: Answer) -> threading.Thread:
+    """Answer each instruction with ``answer(instruction)``'s byte strings until let go."""
+
+    def run() -> None:
+        while True:
+            try:
+                ins = serde.server_message_from_bytes(peer.receive())
+            except (StopIteration, grpc.RpcError) as exc:
+                peer.ended = exc
+                return
+            if isinstance(ins, ReconnectIns):
+                peer.send(serde.client_message_to_bytes(DisconnectRes("ACK")))
+                return
+            for data in answer(ins):
+                peer.send(data)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def fit_res_bytes(arrays: list[np.ndarray], num_examples: int) -> bytes:
+    return serde.client_message_to_bytes(
+        FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(arrays), num_examples, {}))

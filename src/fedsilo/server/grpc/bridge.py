@@ -49,6 +49,11 @@ class InstructionBridge:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def answering(self) -> bool:
+        """Whether an instruction was sent and its reply has not arrived."""
+        return self._in_flight is not None
+
     # Round-loop side --------------------------------------------------------
 
     def request(self, message: Outgoing, timeout: float | None) -> object:

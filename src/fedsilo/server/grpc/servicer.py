@@ -71,7 +71,7 @@ class FederationServicer:
                                 peer_limit=peer_limit)
         if not self.client_manager.register(proxy):
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f"client id {cid} is taken")
-        context.add_callback(lambda: self._release(proxy, "the client's stream ended"))
+        context.add_callback(lambda: self._release(proxy, self._ended(bridge)))
         violation: list[str] = []
         reader = threading.Thread(target=self._read_replies,
                                   args=(request_iterator, bridge, violation),
@@ -87,7 +87,7 @@ class FederationServicer:
                 else:
                     yield from outgoing
         finally:
-            self._release(proxy, "the client's stream ended")
+            self._release(proxy, self._ended(bridge))
         if violation:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, violation[0])
 
@@ -103,7 +103,7 @@ class FederationServicer:
         """Hand each reply to the bridge until the stream ends or breaks the protocol."""
         assembler = chunking.ChunkAssembler(serde.client_message_from_bytes,
                                             max_transfer=self.max_transfer)
-        reason = "the client closed its stream"
+        reason = None
         try:
             for data in requests:
                 reply: object = data
@@ -127,25 +127,26 @@ class FederationServicer:
                 if isinstance(reply, bytes) and reply.startswith(_DISCONNECT_RES_TAG):
                     bridge.close("the client disconnected at the server's request")
                     return
-        except grpc.RpcError as exc:
-            reason = _stream_failure(exc, self.max_message_length)
+                # Drop this thread's references before waiting for the next message: a
+                # model-sized reply must not stay alive for the whole next round.
+                del data, reply
         except Exception as exc:  # the stream is gone, whatever gRPC raised
-            reason = f"the client's stream failed: {type(exc).__name__}: {exc}"
-        bridge.stream_ended(reason)
+            code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
+            reason = f"{type(exc).__name__} {code or ''}".strip()
+        bridge.stream_ended(self._ended(bridge, reason))
+
+    def _ended(self, bridge: InstructionBridge, detail: str | None = None) -> str:
+        """Why the client's stream ended, in words that point at a fix."""
+        what = "the client's stream ended" + (f" ({detail})" if detail else "")
+        if not bridge.answering:
+            return what
+        return (f"{what} before it answered: the client crashed or lost its connection, or "
+                f"its reply exceeded the server's message limit of {self.max_message_length} "
+                "bytes (raise it with start_server(grpc_max_message_length=...))")
 
     def _release(self, proxy: GrpcClientProxy, reason: str) -> None:
         proxy.bridge.stream_ended(reason)
         self.client_manager.unregister(proxy)
-
-
-def _stream_failure(exc: grpc.RpcError, max_message_length: int) -> str:
-    code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return (f"the client sent a message over the server's limit of {max_message_length} "
-                "bytes; raise it with start_server(grpc_max_message_length=...) and the "
-                f"client's grpc_max_message_length ({details})")
-    return f"the client's stream failed: {code} {details}"
 
 
 def add_servicer(server: grpc.Server, servicer: FederationServicer) -> None:

@@ -1,0 +1,155 @@
+"""Every kind of unusable reply, sent over real gRPC beside two honest clients.
+
+Each is refused with its reason and counted as that client's failure; the round
+aggregates the honest clients only, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+import fedsilo as fl
+from fedsilo.common import (
+    ClientDisconnected,
+    ClientFailure,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    InvalidUpdate,
+    Status,
+    chunking,
+    serde,
+)
+from fedsilo.common.typing import Code
+from fedsilo.server.validation import MAX_NUM_EXAMPLES
+from tests.conftest import free_port
+from tests.reliability.peers import (
+    Honest,
+    RawPeer,
+    RecordingStrategy,
+    ServerThread,
+    expected_fedavg,
+    fit_res_bytes,
+    serve_raw,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+LIMIT = 1_000_000  # the server's message limit in these tests
+
+
+def chunked_fit_res(arrays: list[np.ndarray]) -> list[bytes]:
+    res = FitRes(Status(Code.OK, ""), fl.common.ndarrays_to_parameters(arrays), 5, {})
+    return chunking.encode_frames(res, max_length=3000, peer_limit=3000, what="test")
+
+
+def received(ins: FitIns) -> list[np.ndarray]:
+    return [a.copy() for a in fl.common.parameters_to_ndarrays(ins.parameters)]
+
+
+def with_value(ins: FitIns, value: float) -> list[np.ndarray]:
+    arrays = received(ins)
+    arrays[0][0, 0] = value
+    return arrays
+
+
+ANSWERS: dict[str, tuple[Any, type[ClientFailure], str]] = {
+    "wrong dtype": (lambda ins: [fit_res_bytes([a.astype(np.float32) for a in received(ins)], 5)],
+                    InvalidUpdate, "tensor 0 has dtype float32, the global model's is float64"),
+    "wrong shape": (lambda ins: [fit_res_bytes([np.zeros((3, 4)), np.zeros(3)], 5)],
+                    InvalidUpdate, "tensor 0 has shape (3, 4), the global model's is (4, 3)"),
+    "too few tensors": (lambda ins: [fit_res_bytes(received(ins)[:1], 5)],
+                        InvalidUpdate, "sent 1 tensors, the global model has 2"),
+    "NaN": (lambda ins: [fit_res_bytes(with_value(ins, np.nan), 5)],
+            InvalidUpdate, "tensor 0 holds NaN or Inf"),
+    "Inf": (lambda ins: [fit_res_bytes(with_value(ins, -np.inf), 5)],
+            InvalidUpdate, "tensor 0 holds NaN or Inf"),
+    "negative count": (lambda ins: [fit_res_bytes(received(ins), -1)],
+                       InvalidUpdate, "num_examples is negative (-1)"),
+    "absurd count": (lambda ins: [fit_res_bytes(received(ins), MAX_NUM_EXAMPLES + 1)],
+                     InvalidUpdate, f"exceeds the server's limit of {MAX_NUM_EXAMPLES}"),
+    "empty oneof": (lambda ins: [b""], InvalidUpdate, "ClientMessage holds no known reply"),
+    "not protobuf": (lambda ins: [b"\xff\xfe\xfd garbage"], InvalidUpdate, "unreadable reply"),
+    "wrong reply type": (
+        lambda ins: [serde.client_message_to_bytes(EvaluateRes(Status(Code.OK, ""), 0.1, 5, {}))],
+        InvalidUpdate, "answered FitIns with EvaluateRes"),
+    "over the size limit": (
+        lambda ins: [fit_res_bytes([np.zeros(LIMIT // 8 + 10), np.zeros(3)], 5)],
+        ClientDisconnected, f"exceeded the server's message limit of {LIMIT} bytes (raise it "
+                            "with start_server(grpc_max_message_length=...))"),
+    "chunk frames without their first": (
+        lambda ins: chunked_fit_res([np.zeros(2000)])[1:], InvalidUpdate,
+        "unreadable reply: a chunked message must start with frame 0"),
+    "junk in a chunk frame": (lambda ins: [b"\x7a\x05\x08\x01"], InvalidUpdate,
+                              "unreadable reply: unreadable chunk frame"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ANSWERS))
+def test_an_unusable_reply_is_a_failure_with_its_reason(kind: str) -> None:
+    answer, failure_type, reason = ANSWERS[kind]
+    address = f"127.0.0.1:{free_port()}"
+    honest = [Honest(1.0, 10), Honest(3.0, 30)]
+    strategy = RecordingStrategy(3)
+    server = ServerThread(server_address=address, strategy=strategy,
+                          config=fl.server.ServerConfig(num_rounds=1, round_timeout=20),
+                          grpc_max_message_length=LIMIT)
+    threads = [threading.Thread(
+        target=fl.client.start_numpy_client, daemon=True,
+        kwargs={"server_address": address, "client": c, "max_wait_time": 20}) for c in honest]
+    for thread in threads:
+        thread.start()
+    peer = RawPeer(address)
+    serve_raw(peer, answer)
+    server.join(40)
+    peer.close()
+    (failure,) = strategy.failures[1]
+    assert isinstance(failure, failure_type), failure
+    assert reason in str(failure)
+    assert strategy.results[1] == 2
+    for got, want in zip(strategy.aggregated[1], expected_fedavg(honest, 1), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+class ThreeThenTwo(RecordingStrategy):
+    """Round 1 waits for three clients (the duplicating peer too), later rounds for two."""
+
+    def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+        self.min_available_clients = self.min_fit_clients = 3 if server_round == 1 else 2
+        return super().configure_fit(server_round, parameters, client_manager)
+
+
+def test_a_duplicate_reply_is_refused_and_the_client_is_cut_off() -> None:
+    """Replies carry no request id: after a duplicate, later replies cannot be matched to
+    instructions, so the server closes that client's stream with the reason."""
+    address = f"127.0.0.1:{free_port()}"
+    honest = [Honest(1.0, 10), Honest(3.0, 30)]
+    strategy = ThreeThenTwo(2)
+    server = ServerThread(server_address=address, strategy=strategy,
+                          config=fl.server.ServerConfig(num_rounds=2, round_timeout=20))
+    threads = [threading.Thread(
+        target=fl.client.start_numpy_client, daemon=True,
+        kwargs={"server_address": address, "client": c, "max_wait_time": 20}) for c in honest]
+    for thread in threads:
+        thread.start()
+    peer = RawPeer(address)
+    raw = serve_raw(peer, lambda ins: [fit_res_bytes(received(ins), 5)] * 2)
+    server.join(40)
+    raw.join(10)
+    assert isinstance(peer.ended, grpc.RpcError)
+    assert peer.ended.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "duplicate or unsolicited reply" in peer.ended.details()
+    # A round never holds two results from one client. The copy is refused when it comes
+    # while no instruction is out; when round 2's instruction went out first, the copy is
+    # taken as that answer (nothing on the wire tells them apart) and the peer's next reply
+    # is the refused one. Either way round 2 ends with the honest clients' results, and
+    # the peer, if round 2 sampled it after it was cut off, is a failure with the reason.
+    assert strategy.results[1] == 3, strategy.failures
+    assert strategy.results[2] + len(strategy.failures[2]) in (2, 3)
+    assert all(isinstance(f, ClientDisconnected) and "duplicate" in str(f)
+               for f in strategy.failures[2])
