@@ -96,14 +96,15 @@ class RawPeer:
     """A gRPC peer that speaks bytes on ``Join``: it sends whatever the test puts in."""
 
     def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None,
-                 metadata: tuple[tuple[str, str], ...] = ()) -> None:
+                 metadata: tuple[tuple[str, str], ...] = (), wait_for_ready: bool = True) -> None:
         self.channel = (grpc.secure_channel(address, credentials) if credentials is not None
                         else grpc.insecure_channel(address))
         self._outgoing: list[bytes | None] = []
         self._cv = threading.Condition()
         join = self.channel.stream_stream(JOIN, request_serializer=None,
                                           response_deserializer=None)
-        self.responses = join(self._requests(), metadata=metadata or None, wait_for_ready=True)
+        self.responses = join(self._requests(), metadata=metadata or None,
+                              wait_for_ready=wait_for_ready)
         self.ended: BaseException | None = None  # how serve_raw's stream ended
 
     def _requests(self) -> Iterator[bytes]:

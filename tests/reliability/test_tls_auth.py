@@ -131,7 +131,7 @@ def test_start_client_reports_the_refusal_as_a_permission_error(guarded_server: 
 def test_a_client_without_a_certificate_fails_the_handshake(guarded_server: Guarded) -> None:
     g = guarded_server
     address, material, manager = g.address, g.material, g.manager
-    peer = RawPeer(address, credentials(material, None))
+    peer = RawPeer(address, credentials(material, None), wait_for_ready=False)
     with pytest.raises(grpc.RpcError) as caught:
         peer.receive()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -182,7 +182,8 @@ def test_mutual_tls_without_an_allowlist_admits_any_client_the_ca_signed() -> No
                                      certificates=material.server_certificates,
                                      require_client_certificate=True)
     try:
-        unsigned = RawPeer(f"127.0.0.1:{port}", credentials(material, self_signed_client("x")))
+        unsigned = RawPeer(f"127.0.0.1:{port}", credentials(material, self_signed_client("x")),
+                           wait_for_ready=False)
         with pytest.raises(grpc.RpcError):
             unsigned.receive()
         unsigned.close()
