@@ -65,6 +65,7 @@ def test_simulate_writes_the_demos_report_for_every_site(
     history = json.loads((output / "history.json").read_text())
     assert [r for r, _ in history["metrics_distributed_fit"]["train_loss"]] == [1, 2]
     assert "federated (FedAvg)" in printed and "mean of lone sites" in printed
+    assert "alone (best)" in printed and "alone (worst)" in printed
     # Federating beat training from nothing: the loss fell from the zero model's log(2).
     assert report["rounds"][-1]["loss"] < report["rounds"][0]["loss"] == pytest.approx(np.log(2))
 

@@ -37,6 +37,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+DRAIN_S = 10.0  # how long closing waits for running clients before stopping their workers
+
 
 class WorkerSlot(ABC):
     """One worker and the means to replace it."""
@@ -138,7 +140,7 @@ class Engine:
         for _ in self._drivers:
             self._queue.put(None)
         for driver in self._drivers:
-            driver.join()
+            driver.join(DRAIN_S)  # past it, closing the slots ends what still runs
         for slot in self.slots:
             slot.close()
         self.publisher.close()

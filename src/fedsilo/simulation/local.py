@@ -81,6 +81,7 @@ class ProcessSlot(WorkerSlot):
         self._state_dir = state_dir
         self._index = index
         self._outbox = Outbox()
+        self._closed = False
         self._spawn()
 
     @property
@@ -99,6 +100,10 @@ class ProcessSlot(WorkerSlot):
 
     def _replace(self) -> None:
         self._conn.close()
+        if self._closed:  # the engine is shutting down: no fresh worker
+            self._process.kill()
+            self._process.join(5)
+            return
         if self._process.is_alive():
             self._process.kill()
         self._process.join(5)
@@ -162,6 +167,7 @@ class ProcessSlot(WorkerSlot):
         return f"exit code {code}"
 
     def close(self) -> None:
+        self._closed = True
         try:
             self._conn.send(None)
         except (BrokenPipeError, OSError):

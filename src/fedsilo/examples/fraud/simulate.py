@@ -140,6 +140,6 @@ def _table_rows(report: dict[str, Any], split: FederatedSplit) -> dict[str, dict
         "federated (FedAvg)": report["federated"],
         "pooled": report["pooled"],
         "mean of lone sites": report["mean_site"],
-        f"best lone site ({best})": report["sites"][best],
-        f"worst lone site ({worst})": report["sites"][worst],
+        f"{best} alone (best)": report["sites"][best],
+        f"{worst} alone (worst)": report["sites"][worst],
     }
