@@ -80,6 +80,19 @@ class RecordingStrategy(fl.server.strategy.FedAvg):
         return parameters, metrics
 
 
+class FirstRoundWaitsForAll(RecordingStrategy):
+    """Round 1 waits for ``first`` clients (hostile peers too), later rounds for ``later``."""
+
+    def __init__(self, first: int, later: int, **kwargs: Any) -> None:
+        super().__init__(later, **kwargs)
+        self.first, self.later = first, later
+
+    def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+        wanted = self.first if server_round == 1 else self.later
+        self.min_available_clients = self.min_fit_clients = wanted
+        return super().configure_fit(server_round, parameters, client_manager)
+
+
 class RecordingClientManager(SimpleClientManager):
     """Remembers every client that was ever registered."""
 

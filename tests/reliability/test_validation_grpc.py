@@ -29,6 +29,7 @@ from fedsilo.common.typing import Code
 from fedsilo.server.validation import MAX_NUM_EXAMPLES
 from tests.conftest import free_port
 from tests.reliability.peers import (
+    FirstRoundWaitsForAll,
     Honest,
     RawPeer,
     RecordingStrategy,
@@ -116,20 +117,12 @@ def test_an_unusable_reply_is_a_failure_with_its_reason(kind: str) -> None:
         np.testing.assert_array_equal(got, want)
 
 
-class ThreeThenTwo(RecordingStrategy):
-    """Round 1 waits for three clients (the duplicating peer too), later rounds for two."""
-
-    def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
-        self.min_available_clients = self.min_fit_clients = 3 if server_round == 1 else 2
-        return super().configure_fit(server_round, parameters, client_manager)
-
-
 def test_a_duplicate_reply_is_refused_and_the_client_is_cut_off() -> None:
     """Replies carry no request id: after a duplicate, later replies cannot be matched to
     instructions, so the server closes that client's stream with the reason."""
     address = f"127.0.0.1:{free_port()}"
     honest = [Honest(1.0, 10), Honest(3.0, 30)]
-    strategy = ThreeThenTwo(2)
+    strategy = FirstRoundWaitsForAll(3, 2)
     server = ServerThread(server_address=address, strategy=strategy,
                           config=fl.server.ServerConfig(num_rounds=2, round_timeout=20))
     threads = [threading.Thread(
