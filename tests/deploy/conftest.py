@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -13,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from fedsilo.deploy.client import SiteClient
 from fedsilo.deploy.identity import Identity, generate_signing_key
+from fedsilo.deploy.sandbox import SiteAgentProcess as AgentProcess
 from fedsilo.deploy.site import SiteLayout, init_site
 
 
@@ -131,60 +129,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "i
         time.sleep(0.05)
 
 
-class AgentProcess:
-    """``fedsilo site serve`` in its own process on a free port of 127.0.0.1."""
-
-    def __init__(self, site: SiteLayout, log_path: Path) -> None:
-        from tests.conftest import free_port
-
-        self.site = site
-        self.port = free_port()
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> AgentProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "fedsilo.cli.main", "site", "serve", str(self.site.root),
-                 "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
-        client = self.client()
-
-        def healthy() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"agent exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                return client.health()["site"] == self.site.name
-            except ConnectionError:
-                return False
-
-        wait_for(healthy, timeout, f"agent of {self.site.name}")
-        client.close()
-        return self
-
-    def client(self) -> SiteClient:
-        return SiteClient(self.endpoint, self.site.ca_path, site=self.site.name)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
 @pytest.fixture
 def start_agent(tmp_path: Path) -> Iterator[Callable[[SiteLayout], AgentProcess]]:
     agents: list[AgentProcess] = []
 
     def start(site: SiteLayout) -> AgentProcess:
-        agent = AgentProcess(site, tmp_path / f"agent-{site.name}-{len(agents)}.log").start()
+        from tests.conftest import free_port
+
+        log = tmp_path / f"agent-{site.name}-{len(agents)}.log"
+        agent = AgentProcess(site, free_port(), log).start()
         agents.append(agent)
         return agent
 

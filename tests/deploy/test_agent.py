@@ -13,6 +13,7 @@ from fedsilo.deploy.client import SiteSession
 from fedsilo.deploy.credentials import issue_session_token
 from fedsilo.deploy.errors import (
     AccessDenied,
+    Conflict,
     NotFound,
     UnsafePathError,
     ValidationError,
@@ -147,6 +148,10 @@ def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ign
     assert session.describe_training_job("job-ok") == done
     assert session.describe_training_job("job-crash") == crashed
     assert session.describe_training_job("job-long")["TrainingJobStatus"] == "InProgress"
+    updated = session.update_training_job("job-long", 7200)
+    assert updated["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200}
+    with pytest.raises(Conflict, match="only a job in progress"):
+        session.update_training_job("job-ok", 7200)
     assert session.stop_training_job("job-long")["TrainingJobStatus"] == "Stopping"
     stopped = _ended(session, "job-long")
     assert stopped["TrainingJobStatus"] == "Stopped"
