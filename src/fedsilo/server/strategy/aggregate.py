@@ -14,6 +14,7 @@ __all__ = [
     "adaptive_noise_split",
     "add_gaussian_noise",
     "add_weighted",
+    "add_weighted_many",
     "aggregate_bulyan",
     "aggregate_krum",
     "aggregate_median",
@@ -42,11 +43,8 @@ def aggregate_weighted_mean(results: list[tuple[NDArrays, int]]) -> NDArrays:
     """
     if not results:
         raise ValueError("aggregate_weighted_mean needs at least one result")
-    sums: NDArrays = []
-    total = 0
-    for layers, num_examples in results:
-        sums = add_weighted(sums, layers, num_examples)
-        total += int(num_examples)
+    sums = add_weighted_many([], [(layers, float(n)) for layers, n in results])
+    total = sum(int(n) for _, n in results)
     return weighted_mean_from_sums(sums, total, results[0][0])
 
 
@@ -55,39 +53,43 @@ def add_weighted(sums: NDArrays, layers: NDArrays, weight: float) -> NDArrays:
 
     The running sums are updated in place and returned; memory stays one model.
     """
-    if not sums:
-        sums = [np.zeros(layer.shape, dtype=np.float64) for layer in layers]
-    if len(layers) != len(sums):
-        raise ValueError(f"results have {len(layers)} and {len(sums)} layers")
-    for index, (acc, layer) in enumerate(zip(sums, layers, strict=True)):
-        if layer.shape != acc.shape:
-            raise ValueError(f"layer {index} has shape {layer.shape}, expected {acc.shape}")
-        _fold(acc, layer, float(weight))
-    return sums
+    return add_weighted_many(sums, [(layers, weight)])
 
 
 _FOLD_CHUNK = 1 << 15
-"""Elements per step when folding a layer: a float64 scratch of this size stays in cache."""
+"""Elements per step when folding: a chunk of the sums and a float64 scratch stay in cache."""
 
 
-def _fold(acc: NDArray, layer: NDArray, weight: float) -> None:
-    """``acc += weight * layer`` in float64, in cache-sized chunks.
+def add_weighted_many(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> NDArrays:
+    """Fold every ``weight * layers`` of ``batch`` into the float64 running ``sums``.
 
-    Multiplying a whole layer at once would allocate a float64 temporary as large as the
-    model for every client (fresh pages, an extra pass over memory); one small scratch
-    buffer reused chunk by chunk keeps the fold near memory bandwidth.
+    Works chunk by chunk: each cache-sized chunk of the sums takes all of the batch's
+    contributions before the next chunk is touched, so the sums cross memory once per
+    batch instead of once per update, and no model-sized temporary is ever allocated.
+    Per element the additions happen in batch order, as folding one update at a time would.
     """
-    flat_acc = acc.reshape(-1)
-    flat = np.asarray(layer).reshape(-1)
-    if flat.size <= _FOLD_CHUNK:
-        np.add(flat_acc, np.multiply(flat, weight, dtype=np.float64), out=flat_acc)
-        return
+    if not batch:
+        return sums
+    if not sums:
+        sums = [np.zeros(layer.shape, dtype=np.float64) for layer in batch[0][0]]
+    for layers, _ in batch:
+        if len(layers) != len(sums):
+            raise ValueError(f"results have {len(layers)} and {len(sums)} layers")
+        for index, (acc, layer) in enumerate(zip(sums, layers, strict=True)):
+            if layer.shape != acc.shape:
+                raise ValueError(f"layer {index} has shape {layer.shape}, expected {acc.shape}")
     scratch = np.empty(_FOLD_CHUNK, dtype=np.float64)
-    for start in range(0, flat.size, _FOLD_CHUNK):
-        stop = min(start + _FOLD_CHUNK, flat.size)
-        part = scratch[:stop - start]
-        np.multiply(flat[start:stop], weight, out=part, dtype=np.float64)
-        np.add(flat_acc[start:stop], part, out=flat_acc[start:stop])
+    weights = [float(weight) for _, weight in batch]
+    for index, acc in enumerate(sums):
+        flat_acc = acc.reshape(-1)
+        flats = [np.asarray(layers[index]).reshape(-1) for layers, _ in batch]
+        for start in range(0, flat_acc.size, _FOLD_CHUNK):
+            stop = min(start + _FOLD_CHUNK, flat_acc.size)
+            target, part = flat_acc[start:stop], scratch[:stop - start]
+            for flat, weight in zip(flats, weights, strict=True):
+                np.multiply(flat[start:stop], weight, out=part, dtype=np.float64)
+                np.add(target, part, out=target)
+    return sums
 
 
 def weighted_mean_from_sums(sums: NDArrays, total: float, like: NDArrays) -> NDArrays:
