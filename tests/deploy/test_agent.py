@@ -31,7 +31,9 @@ def _session(agent: AgentProcess, caller: Identity) -> SiteSession:
 
 def _raw(agent: AgentProcess, method: str, path: str, token: str | None = None,
          **kwargs: object) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     context = ssl.create_default_context(cafile=str(agent.site.ca_path))
     with httpx.Client(verify=context) as http:
         return http.request(method, agent.endpoint + path, headers=headers, **kwargs)  # type: ignore[arg-type]
@@ -115,7 +117,8 @@ def test_requests_that_leave_the_site_are_refused(make_site: SiteFactory, start_
                                                   caller: Identity) -> None:
     site = make_site()
     make_site("site2")
-    session = _session(start_agent(site), caller)
+    agent = start_agent(site)
+    session = _session(agent, caller)
     with pytest.raises(UnsafePathError, match="'..'"):
         session.create_training_job(job_request(
             "job-x", channels={"train": "../../site2/channels/train"}))
@@ -125,6 +128,9 @@ def test_requests_that_leave_the_site_are_refused(make_site: SiteFactory, start_
         session.create_training_job(job_request("bad name"))
     with pytest.raises(NotFound):
         session.describe_training_job("job-never")
+    response = _raw(agent, "POST", "/jobs", session.credentials["SessionToken"],
+                    content=b"{not json")
+    assert response.status_code == 400 and response.json()["code"] == "ValidationException"
     assert session.list_training_jobs()["TrainingJobSummaries"] == []
 
 

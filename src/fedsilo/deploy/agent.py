@@ -25,6 +25,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import fedsilo
@@ -73,6 +74,13 @@ def create_app(site: SiteLayout, runner: JobRunner | None = None) -> FastAPI:
     @app.exception_handler(DeployError)
     async def deploy_error(request: Request, exc: DeployError) -> JSONResponse:
         return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())
+        return JSONResponse({"code": ValidationError.code, "message": problems},
+                            status_code=ValidationError.status)
 
     def session(authorization: str | None, action: str, resource: str) -> Session:
         current = authz.session(authorization)
