@@ -17,7 +17,11 @@ import numpy as np
 import pytest
 
 import fedsilo as fl
-from fedsilo.deploy.sandbox import SiteAgentProcess, lay_out_fraud_federation
+from fedsilo.deploy.sandbox import (
+    SiteAgentProcess,
+    lay_out_fraud_federation,
+    run_local_federation,
+)
 from fedsilo.deploy.site import SiteLayout
 from fedsilo.examples.fraud.client import FraudClient
 from fedsilo.examples.fraud.data import generate_providers
@@ -146,3 +150,20 @@ def test_a_failing_site_ends_the_run_with_its_reason(tmp_path: Path, data: Path,
         assert record["status"] == "Stopped", record
     (failed,) = _records(tmp_path, "site2")
     assert failed["status"] == "Failed"
+
+
+def test_run_local_federation_starts_and_stops_its_agents(tmp_path: Path, data: Path) -> None:
+    import psutil
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    result = run_local_federation(tmp_path, {name: data / name for name in SITES[:2]},
+                                  data / "server", rounds=1)
+    assert [r for r, _ in result.history.losses_centralized] == [0, 1]
+    assert set(result.jobs) == {"site1", "site2"}
+    for name in ("site1", "site2"):
+        assert result.jobs[name]["TrainingJobStatus"] == "Completed"
+        assert list((tmp_path / "sites" / name / "artifacts").rglob("model.tar.gz"))
+    assert (tmp_path / "run" / "model.joblib").is_file()
+    leftover = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert not [p for p in leftover if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]

@@ -261,7 +261,7 @@ def _addresses(config: FederationConfig) -> tuple[str, str]:
     """The address to bind (a free port for port 0) and the one the sites dial."""
     host, _, port = config.address.rpartition(":")
     if port == "0":
-        with socket.socket() as sock:
+        with socket.socket() as sock:  # sandbox.free_port would import the orchestrator
             sock.bind((host.strip("[]") or "127.0.0.1", 0))
             port = str(sock.getsockname()[1])
     address = f"{host}:{port}"

@@ -12,15 +12,18 @@
     run/                       (after the run) model.joblib, history.json, federation.json
 
 and :class:`SiteAgentProcess` runs each site's agent as its own process, as separate
-organisations would. The demo and the end-to-end tests use both.
+organisations would. :func:`run_local_federation` does all of it and runs the federation.
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from rich.console import Console
 
 import fedsilo.examples.fraud as fraud_example
 from fedsilo.deploy.archive import pack_directory
@@ -30,10 +33,18 @@ from fedsilo.deploy.certs import (
     write_server_certificate,
 )
 from fedsilo.deploy.client import SiteClient
+from fedsilo.deploy.federation_config import load_federation_config
 from fedsilo.deploy.identity import fingerprint, load_public_key
+from fedsilo.deploy.orchestrator import FederationResult, run_federation
 from fedsilo.deploy.site import SiteLayout, init_site
 
-__all__ = ["FRAUD_PROGRAM_DIR", "SiteAgentProcess", "lay_out_fraud_federation"]
+__all__ = [
+    "FRAUD_PROGRAM_DIR",
+    "SiteAgentProcess",
+    "free_port",
+    "lay_out_fraud_federation",
+    "run_local_federation",
+]
 
 FRAUD_PROGRAM_DIR = Path(fraud_example.__file__).parent / "site_program"
 SOURCE = "fraud/source.tar.gz"
@@ -167,3 +178,40 @@ key = "certs/orchestrator.key"
 certificate = "certs/orchestrator.pem"
 """ + "".join(sites_toml))
     return path
+
+
+def run_local_federation(
+    work: Path,
+    channels: dict[str, Path],
+    test_dir: Path,
+    *,
+    rounds: int = 3,
+    penalty: str = "l2",
+    max_iter: int = 10,
+    console: Console | None = None,
+) -> FederationResult:
+    """Lay the federation out under ``work``, start one agent process per site, run it.
+
+    The agents are stopped at the end whatever happens; the sites' directories, with their
+    job records and ``model.tar.gz`` artifacts, stay under ``work/sites``.
+    """
+    ports = {name: free_port() for name in channels}
+    toml = lay_out_fraud_federation(work, channels, test_dir, ports, rounds=rounds,
+                                    penalty=penalty, max_iter=max_iter)
+    agents = [SiteAgentProcess(SiteLayout(work / "sites" / name), port,
+                               work / "logs" / f"agent-{name}.log")
+              for name, port in ports.items()]
+    try:
+        for agent in agents:
+            agent.start()
+        return run_federation(load_federation_config(toml), console)
+    finally:
+        for agent in agents:
+            agent.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (another process may still take it first)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
