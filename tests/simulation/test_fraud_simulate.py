@@ -48,7 +48,8 @@ def test_more_sites_than_states_cut_each_state_by_specialty(providers: pd.DataFr
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
     output = tmp_path_factory.mktemp("simulate")
     result = CliRunner().invoke(app, ["simulate", "--output", str(output), "--rounds", "2",
-                                      "--sites", "40", "--providers", "16000", "--workers", "2"])
+                                      "--sites", "40", "--providers", "16000", "--workers", "2"],
+                                env={"COLUMNS": "200"})  # one table row per line
     assert result.exit_code == 0, result.output
     return output, json.loads((output / "report.json").read_text()), result.output
 
