@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedsilo.common import ClientFailure, FitIns, ndarrays_to_parameters, serde
+from fedsilo.common import (
+    ClientFailure,
+    FitIns,
+    SerializationError,
+    bytes_to_ndarray,
+    ndarrays_to_parameters,
+    serde,
+)
 from fedsilo.server.grpc.server import start_grpc_server
 from tests.interop.harness import wait_until
 from tests.reliability.fuzz_targets import EXPECTED_ERRORS, REFERENCE, TARGETS, seeds
@@ -62,6 +69,26 @@ def test_decoders_return_or_raise_a_documented_error(target: str) -> None:
             pass
 
     check()
+
+
+def npy_header(shape: tuple[int, ...]) -> bytes:
+    import io
+
+    from numpy.lib import format as npy_format
+
+    head = io.BytesIO()
+    npy_format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False,
+                                             "shape": shape})
+    return head.getvalue()
+
+
+@pytest.mark.parametrize("shape", [(2**32, 2**32), (2**62, 4), (-1,), (0, 2**63 - 1)])
+def test_a_tensor_header_with_an_overflowing_shape_is_a_serialization_error(
+    shape: tuple[int, ...],
+) -> None:
+    """Such headers used to escape as numpy's bare ValueError, not a SerializationError."""
+    with pytest.raises(SerializationError, match="shape"):
+        bytes_to_ndarray(npy_header(shape))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ decoding them would need pickle, which runs arbitrary code.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -73,7 +74,9 @@ def bytes_to_ndarray(tensor: bytes) -> NDArray:
             "send numeric arrays"
         )
     offset = stream.tell()
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise SerializationError(f"tensor header has an invalid shape {shape}")
+    count = math.prod(shape)  # Python ints: a lying header cannot overflow the check
     expected = count * dtype.itemsize
     if len(view) - offset != expected:
         raise SerializationError(
@@ -82,7 +85,10 @@ def bytes_to_ndarray(tensor: bytes) -> NDArray:
         )
     array = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
     order = "F" if fortran_order else "C"
-    return array.reshape(shape, order=order)  # type: ignore[call-overload,no-any-return]
+    try:
+        return array.reshape(shape, order=order)  # type: ignore[call-overload,no-any-return]
+    except ValueError as exc:  # e.g. a zero-size shape whose other sides overflow numpy
+        raise SerializationError(f"tensor header has an unusable shape {shape}: {exc}") from exc
 
 
 def _header_end(view: memoryview) -> int:
