@@ -131,3 +131,28 @@ def test_botocore_errors_become_deploy_errors(moto_endpoint: str) -> None:
         output="s3://x/", execution_role_arn=EXECUTION_ROLE))
     with pytest.raises(DeployError, match="StopTrainingJob"):  # moto has no StopTrainingJob
         job.stop()
+
+
+def test_a_sagemaker_site_of_federation_toml_gets_the_seeds_request(
+        moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import fedsilo.examples.fraud as fraud
+    from fedsilo.deploy.federation_config import load_federation_config
+    from fedsilo.deploy.identity import Identity, generate_signing_key
+    from fedsilo.deploy.orchestrator import job_definition, make_launcher
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    config = load_federation_config(Path(fraud.__file__).parent / "federation.toml")
+    site = dataclasses.replace(config.sites[2], endpoint_url=moto_endpoint)
+    assert site.launcher == "sagemaker"
+    launcher = make_launcher(site, Identity(generate_signing_key()))
+    definition = job_definition(site, "20260101", "10.0.0.5:8080", b"-----CA-----", config)
+    described = launcher.launch(definition).describe()
+    assert described["TrainingJobArn"].split(":")[4] == "111122223333"
+    assert described["HyperParameters"]["server-address"] == "10.0.0.5:8080"
+    assert described["HyperParameters"]["sagemaker_submit_directory"] == site.source
+    assert described["AlgorithmSpecification"]["TrainingImage"] == site.training_image
+    assert described["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
+    assert described["OutputDataConfig"]["S3OutputPath"] == site.output

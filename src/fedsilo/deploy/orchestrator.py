@@ -42,7 +42,8 @@ from fedsilo.deploy.launchers import (
 from fedsilo.deploy.progress import FederationProgress
 from fedsilo.server.grpc.auth import ClientAllowlist
 
-__all__ = ["FederationError", "FederationResult", "run_federation"]
+__all__ = ["FederationError", "FederationResult", "job_definition", "make_launcher",
+           "run_federation"]
 
 log = logging.getLogger("fedsilo.deploy.orchestrator")
 
@@ -86,7 +87,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
     strategy = build_strategy(model, X_test, y_test, config.required_sites,
                               on_round=progress.on_round)
     server = _ServerRun(address, strategy, config, certificates)  # type: ignore[arg-type]
-    make_launcher = launcher_factory or _launcher
+    new_launcher = launcher_factory or make_launcher
     launchers: dict[str, Launcher] = {}
     handles: dict[str, JobHandle] = {}
     run_id = time.strftime("%Y%m%d%H%M%S")
@@ -95,8 +96,8 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         with progress:
             for site in config.sites:
                 try:
-                    launchers[site.name] = make_launcher(site, identity)
-                    handles[site.name] = launchers[site.name].launch(_definition(
+                    launchers[site.name] = new_launcher(site, identity)
+                    handles[site.name] = launchers[site.name].launch(job_definition(
                         site, run_id, public_address, certificates[0], config))
                 except (DeployError, ConnectionError, OSError) as exc:
                     raise FederationError(f"{site.name}: could not start its job: {exc}") \
@@ -123,8 +124,9 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         _clean_up(handles, launchers)
 
 
-def _definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: bytes,
-                config: FederationConfig) -> JobDefinition:
+def job_definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: bytes,
+                   config: FederationConfig) -> JobDefinition:
+    """The job a site runs for this federation: its program, pointed at the server."""
     hyperparameters = {
         **site.hyperparameters,
         "server-address": server_address,
@@ -139,7 +141,8 @@ def _definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: byte
         vpc_config=site.vpc_config)
 
 
-def _launcher(site: SiteConfig, identity: Identity) -> Launcher:
+def make_launcher(site: SiteConfig, identity: Identity) -> Launcher:
+    """The site's launcher: a site agent, or SageMaker in the site's AWS account."""
     if site.launcher == "sagemaker":
         return SageMakerLauncher(site=site.name, role_arn=site.role, region=site.region,
                                  endpoint_url=site.endpoint_url)

@@ -11,7 +11,8 @@ variables: ``SM_CHANNEL_<NAME>`` per input channel, ``SM_CHANNELS``, ``SM_MODEL_
 A watcher thread per job enforces ``MaxRuntimeInSeconds`` (the job ends Stopped, secondary
 status ``MaxRuntimeExceeded``), carries out stop requests (SIGTERM to the process group, a
 grace period, then SIGKILL to the group and any descendant left), and when the program ends
-packs ``SM_MODEL_DIR`` into ``artifacts/<OutputPath>/<name>/output/model.tar.gz``. A failed
+packs ``SM_MODEL_DIR`` into ``artifacts/<OutputPath>/<name>/output/model.tar.gz``; the
+unpacked code is removed when the job ends. A failed
 job's reason is what the program wrote to ``$SM_OUTPUT_DIR/failure`` (as SageMaker reads
 ``/opt/ml/output/failure``), else its exit code; the log is never copied into the reason.
 
@@ -310,6 +311,9 @@ class JobRunner:
             record.advance(secondary, message or reason or status, status=status)
             self._processes.pop(name, None)
             self._save(record)
+        # As a training container goes away with its job: the unpacked code is not kept (the
+        # tarball stays in the code store; the record, log and outputs stay in the job's dir).
+        shutil.rmtree(self.site.jobs / name / "code", ignore_errors=True)
 
     # -- restart -----------------------------------------------------------------------------
 
@@ -387,13 +391,6 @@ class JobRunner:
 
     def _save(self, record: JobRecord) -> None:
         record.save(self.site.jobs / record.name / "record.json")
-
-    def remove_code(self, name: str) -> None:
-        """Delete a finished job's unpacked code (its record, log and artifact stay)."""
-        with self._lock:
-            if self._record(name).status in ACTIVE:
-                raise Conflict(f"job {name} is still running")
-        shutil.rmtree(self.site.jobs / name / "code", ignore_errors=True)
 
 
 class _StoppedBeforeStart(Exception):
