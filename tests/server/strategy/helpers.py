@@ -17,7 +17,7 @@ from fedsilo.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
-from fedsilo.server import ClientProxy
+from fedsilo.server import ClientProxy, SimpleClientManager
 from fedsilo.simulation import InProcessClientProxy
 
 S = fl.server.strategy
@@ -64,6 +64,15 @@ def arrays(parameters: Parameters | None) -> NDArrays:
 
 def initial(seed: int = 1000) -> Parameters:
     return ndarrays_to_parameters(model(np.random.default_rng(seed)))
+
+
+def configured(strategy: Any, n: int = 9) -> Any:
+    """Run configure_fit first, as the server does (wrappers and QFedAvg need it)."""
+    manager = SimpleClientManager(seed=0, wait_timeout=1)
+    for i in range(n):
+        manager.register(proxy(f"c{i}"))
+    strategy.configure_fit(1, initial(), manager)
+    return strategy
 
 
 def evaluate_fn(server_round: int, parameters: NDArrays, config: dict[str, Any]) -> Any:

@@ -12,22 +12,20 @@ import fedsilo as fl
 from fedsilo.common import ClientFailure, Code, EvaluateRes, Status
 from fedsilo.server import SimpleClientManager
 from fedsilo.server.strategy.dp_wrapper import PrivacyWrapper
-from tests.server.strategy.helpers import STRATEGIES, arrays, fit_results, initial, proxy
+from tests.server.strategy.helpers import (
+    STRATEGIES,
+    arrays,
+    configured,
+    fit_results,
+    initial,
+    proxy,
+)
 
 NAMES = sorted(STRATEGIES)
 
 
 def build(name: str, **kwargs: Any) -> Any:
     return STRATEGIES[name][0](**kwargs)
-
-
-def configured(name: str, strategy: Any, n: int = 9) -> Any:
-    """Run configure_fit first, as the server does (wrappers and QFedAvg need it)."""
-    manager = SimpleClientManager(seed=0, wait_timeout=1)
-    for i in range(n):
-        manager.register(proxy(f"c{i}"))
-    strategy.configure_fit(1, initial(), manager)
-    return strategy
 
 
 def test_every_strategy_is_exported_under_its_flower_name() -> None:
@@ -37,7 +35,7 @@ def test_every_strategy_is_exported_under_its_flower_name() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_empty_results_give_no_parameters(name: str) -> None:
-    strategy = configured(name, build(name))
+    strategy = configured(build(name))
     assert strategy.aggregate_fit(1, [], []) == (None, {})
     assert strategy.aggregate_evaluate(1, [], []) == (None, {})
 
@@ -46,8 +44,8 @@ def test_empty_results_give_no_parameters(name: str) -> None:
 def test_failures_with_accept_failures_on_and_off(name: str) -> None:
     results = fit_results(1)
     failure = ClientFailure("c99", "timed out")
-    accepting = configured(name, build(name, accept_failures=True))
-    refusing = configured(name, build(name, accept_failures=False))
+    accepting = configured(build(name, accept_failures=True))
+    refusing = configured(build(name, accept_failures=False))
     got_accepting, _ = accepting.aggregate_fit(1, results, [failure])
     got_refusing, _ = refusing.aggregate_fit(1, results, [failure])
     if isinstance(accepting, PrivacyWrapper):
@@ -58,7 +56,7 @@ def test_failures_with_accept_failures_on_and_off(name: str) -> None:
         assert got_accepting is not None and got_refusing is not None
         # ... and refuses a round that completed below it.
         many = [ClientFailure(f"f{i}", "down") for i in range(10)]
-        assert configured(name, build(name)).aggregate_fit(1, results, many) == (None, {})
+        assert configured(build(name)).aggregate_fit(1, results, many) == (None, {})
     else:
         assert got_accepting is not None and got_refusing is None
     loss_results = [(proxy("e"), EvaluateRes(Status(Code.OK, ""), 0.3, 4, {}))]
@@ -69,11 +67,11 @@ def test_failures_with_accept_failures_on_and_off(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_inputs_and_seed_give_the_same_aggregate(name: str) -> None:
-    first = arrays(configured(name, build(name)).aggregate_fit(1, fit_results(5), [])[0])
-    second = arrays(configured(name, build(name)).aggregate_fit(1, fit_results(5), [])[0])
+    first = arrays(configured(build(name)).aggregate_fit(1, fit_results(5), [])[0])
+    second = arrays(configured(build(name)).aggregate_fit(1, fit_results(5), [])[0])
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
-    other = arrays(configured(name, build(name)).aggregate_fit(1, fit_results(6), [])[0])
+    other = arrays(configured(build(name)).aggregate_fit(1, fit_results(6), [])[0])
     assert not np.array_equal(first[0], other[0])
 
 
@@ -157,8 +155,8 @@ def test_min_clients_are_respected(name: str) -> None:
 def test_streams_exactly_when_documented_and_streaming_equals_batch(name: str) -> None:
     factory, streams = STRATEGIES[name]
     results = fit_results(8)
-    batch = configured(name, factory())
-    streaming = configured(name, factory())
+    batch = configured(factory())
+    streaming = configured(factory())
     accumulator = streaming.fit_accumulator(1, initial())
     assert (accumulator is not None) == streams
     if accumulator is None:
@@ -174,14 +172,14 @@ def test_streams_exactly_when_documented_and_streaming_equals_batch(name: str) -
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_round_trips(name: str) -> None:
-    strategy = configured(name, build(name))
+    strategy = configured(build(name))
     strategy.aggregate_fit(1, fit_results(2), [])
     state = strategy.state_dict()
-    fresh = configured(name, build(name))
+    fresh = configured(build(name))
     fresh.load_state_dict(state)
     again = fresh.state_dict()
     assert set(again) == set(state)
-    first = arrays(configured(name, strategy).aggregate_fit(2, fit_results(3), [])[0])
-    second = arrays(configured(name, fresh).aggregate_fit(2, fit_results(3), [])[0])
+    first = arrays(configured(strategy).aggregate_fit(2, fit_results(3), [])[0])
+    second = arrays(configured(fresh).aggregate_fit(2, fit_results(3), [])[0])
     for a, b in zip(first, second, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)

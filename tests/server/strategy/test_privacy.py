@@ -32,7 +32,7 @@ from fedsilo.server.strategy.privacy import (
 )
 from fedsilo.simulation import InProcessClientProxy
 from tests.conftest import LocalFederation
-from tests.server.strategy.helpers import arrays, fit_results, initial, proxy
+from tests.server.strategy.helpers import arrays, configured, fit_results, initial, proxy
 
 S = fl.server.strategy
 
@@ -45,17 +45,9 @@ class Recording(S.FedAvg):
         return super().aggregate_fit(server_round, results, failures)
 
 
-def configure(strategy: Any, n: int = 9) -> Any:
-    manager = SimpleClientManager(seed=0, wait_timeout=1)
-    for i in range(n):
-        manager.register(proxy(f"c{i}"))
-    strategy.configure_fit(1, initial(), manager)
-    return strategy
-
-
 def test_server_side_clipping_bounds_every_update_norm() -> None:
     inner = Recording()
-    wrapper = configure(S.DifferentialPrivacyServerSideFixedClipping(
+    wrapper = configured(S.DifferentialPrivacyServerSideFixedClipping(
         inner, noise_multiplier=0.0, clipping_norm=0.5, num_sampled_clients=9))
     current = arrays(initial())
     results = fit_results(4, base=current, spread=0.3)
@@ -72,7 +64,7 @@ def test_server_side_clipping_bounds_every_update_norm() -> None:
         assert cosine / (clipped * raw) == pytest.approx(1.0, rel=1e-5)
     small = fit_results(4, base=current, spread=1e-3)
     kept = [parameters_to_ndarrays(res.parameters) for _, res in small]
-    configure(S.DifferentialPrivacyServerSideFixedClipping(
+    configured(S.DifferentialPrivacyServerSideFixedClipping(
         inner, noise_multiplier=0.0, clipping_norm=0.5, num_sampled_clients=9)
     ).aggregate_fit(1, small, [])
     for want, got in zip(kept, inner.seen, strict=True):
@@ -135,7 +127,7 @@ def test_noise_has_the_configured_scale() -> None:
 def test_adaptive_clipping_moves_the_norm_toward_the_target_quantile() -> None:
     # All updates exceed C (fraction clipped 1), target 0.5, lr 0.2, no noise:
     # C grows by exp(0.2 * 0.5) each round.
-    wrapper = configure(S.DifferentialPrivacyServerSideAdaptiveClipping(
+    wrapper = configured(S.DifferentialPrivacyServerSideAdaptiveClipping(
         S.FedAvg(), noise_multiplier=0.0, num_sampled_clients=9, initial_clipping_norm=0.1))
     for server_round in (1, 2, 3):
         wrapper.aggregate_fit(server_round, fit_results(server_round, base=arrays(initial())),
