@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Query, Request
@@ -58,18 +60,32 @@ _JOB_EXAMPLE = {
 }
 
 
-def create_app(site: SiteLayout, runner: JobRunner | None = None) -> FastAPI:
-    """The agent's application for ``site`` (its runner starts with it, reading the records)."""
+def create_app(site: SiteLayout) -> FastAPI:
+    """The agent's application for ``site``.
+
+    The job runner starts with the service (reading the job records back and adopting jobs
+    still running), not with the application object, so the OpenAPI description can be
+    produced without touching any job.
+    """
     name = site.name
     roles = RoleStore(site.roles_path)
     key = site.signing_key()
     sts = AssumeRoleService(name, roles, key)
     authz = Authorizer(name, roles, key.public_key())
-    jobs = runner if runner is not None else JobRunner(site)
-    app = FastAPI(title=f"fedsilo site agent ({name})", version=fedsilo.__version__,
+    runners: list[JobRunner] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runners.append(JobRunner(site))
+        yield  # jobs keep running when the agent stops; the next agent adopts them
+
+    def jobs() -> JobRunner:
+        return runners[0]
+
+    app = FastAPI(lifespan=lifespan, title=f"fedsilo site agent ({name})",
+                  version=fedsilo.__version__,
                   description="Start, watch and stop training jobs at this site through a "
                               "role it trusts you to assume. The site's data is never served.")
-    app.state.runner = jobs
 
     @app.exception_handler(DeployError)
     async def deploy_error(request: Request, exc: DeployError) -> JSONResponse:
@@ -112,7 +128,7 @@ def create_app(site: SiteLayout, runner: JobRunner | None = None) -> FastAPI:
         authz.check(current, "iam:PassRole", role)
         roles.execution_role(role)
         spec = parse_job_request(site, body)
-        record = jobs.create(spec)
+        record = jobs().create(spec)
         log.info("job %s created by %s (%s)", job, current.claims.principal,
                  current.claims.session_name)
         return {"TrainingJobArn": record.arn}
@@ -120,20 +136,20 @@ def create_app(site: SiteLayout, runner: JobRunner | None = None) -> FastAPI:
     @app.get("/jobs", summary="ListTrainingJobs")
     def list_training_jobs(authorization: str | None = Header(default=None)) -> dict[str, Any]:
         session(authorization, "job:ListTrainingJobs", job_arn(name, "*"))
-        return {"TrainingJobSummaries": jobs.list()}
+        return {"TrainingJobSummaries": jobs().list()}
 
     @app.get("/jobs/{job}", summary="DescribeTrainingJob")
     def describe_training_job(job: str,
                               authorization: str | None = Header(default=None)) -> dict[str, Any]:
         session(authorization, "job:DescribeTrainingJob", job_arn(name, job))
-        return jobs.describe(job)
+        return jobs().describe(job)
 
     @app.post("/jobs/{job}/stop", summary="StopTrainingJob")
     def stop_training_job(job: str,
                           authorization: str | None = Header(default=None)) -> dict[str, Any]:
         current = session(authorization, "job:StopTrainingJob", job_arn(name, job))
         log.info("job %s stop asked by %s", job, current.claims.principal)
-        return jobs.stop(job)
+        return jobs().stop(job)
 
     @app.post("/jobs/{job}/update", summary="UpdateTrainingJob (StoppingCondition only)")
     def update_training_job(
@@ -146,14 +162,14 @@ def create_app(site: SiteLayout, runner: JobRunner | None = None) -> FastAPI:
         condition = body.get("StoppingCondition")
         if not isinstance(condition, dict):
             raise ValidationError("UpdateTrainingJob needs a StoppingCondition object")
-        return jobs.update(job, condition)
+        return jobs().update(job, condition)
 
     @app.get("/jobs/{job}/logs", summary="GetLogEvents: the job's output, where granted")
     def get_log_events(job: str, start: int = Query(0, ge=0), limit: int = Query(1000, ge=1,
                                                                                  le=10000),
                        authorization: str | None = Header(default=None)) -> dict[str, Any]:
         session(authorization, "logs:GetLogEvents", job_arn(name, job))
-        return jobs.logs(job, start, limit)
+        return jobs().logs(job, start, limit)
 
     return app
 
@@ -176,12 +192,4 @@ def serve(site: SiteLayout, *, host: str | None = None, port: int | None = None,
 
 def openapi_document(site: SiteLayout) -> str:
     """The agent's OpenAPI description as JSON text (for publishing without a server)."""
-    return json.dumps(create_app(site, runner=_NoJobs(site)).openapi(), indent=2)
-
-
-class _NoJobs(JobRunner):
-    """A runner that does not read records: building the app only to describe it."""
-
-    def __init__(self, site: SiteLayout) -> None:  # noqa: D107 - deliberately skips the parent
-        self.site = site
-        self.site_name = site.name
+    return json.dumps(create_app(site).openapi(), indent=2)
