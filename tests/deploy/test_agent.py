@@ -147,8 +147,12 @@ def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ign
     assert (site.artifacts / "fl" / "job-ok" / "output" / "model.tar.gz").is_file()
     assert crashed["FailureReason"] == "AlgorithmError: the program exited with code 3"
     wait_for(lambda: session.describe_training_job("job-long")["SecondaryStatus"] == "Training")
+    session.create_training_job(job_request("job-short", program="short.py",
+                                            hyperparameters={"seconds": "1"}))
+    wait_for(lambda: session.describe_training_job("job-short")["SecondaryStatus"] == "Training")
 
     agent.stop()
+    wait_for((site.jobs / "job-short" / "exit.json").is_file, what="job-short to end")
     agent.start()  # same port, same site: a new process reads the records back
     session = _session(agent, caller)
     assert session.describe_training_job("job-ok") == done
@@ -164,7 +168,11 @@ def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ign
     pid = int((site.jobs / "job-long/output/data/pids").read_text())
     import psutil
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    # job-short ended while no agent ran: the new agent learns its outcome and packs its model.
+    short = _ended(session, "job-short")
+    assert short["TrainingJobStatus"] == "Completed", short
+    assert "ModelArtifacts" in short
     names = [j["TrainingJobName"] for j in session.list_training_jobs()["TrainingJobSummaries"]]
-    assert names == ["job-ok", "job-crash", "job-long"]
+    assert names == ["job-ok", "job-crash", "job-long", "job-short"]
     record = json.loads((site.jobs / "job-ok" / "record.json").read_text())
     assert record["status"] == "Completed"
