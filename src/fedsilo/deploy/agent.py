@@ -184,8 +184,11 @@ def serve(site: SiteLayout, *, host: str | None = None, port: int | None = None,
     if not cert.is_file() or not key.is_file():
         raise NotFound(f"{site.tls} lacks agent.pem/agent.key; the agent serves TLS only")
     app = create_app(site)
-    uvicorn.run(app, host=host or str(config.get("host", "127.0.0.1")),
-                port=port if port is not None else int(config.get("port", 8443)),
+    host = host or str(config.get("host", "127.0.0.1"))
+    port = port if port is not None else int(config.get("port", 8443))
+    log.info("site agent of %s at https://%s:%d (OpenAPI at /openapi.json)", site.name, host,
+             port)
+    uvicorn.run(app, host=host, port=port,
                 ssl_certfile=str(cert), ssl_keyfile=str(key), log_level=log_level,
                 access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
