@@ -6,6 +6,7 @@ import functools
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -14,6 +15,7 @@ import pytest
 import fedsilo as fl
 import fedsilo.simulation as sim
 from fedsilo.common.exceptions import ClientDisconnected, ClientReportedError, ClientTimeout
+from fedsilo.server.strategy.strategy import FitAccumulator
 from fedsilo.simulation.engine import WorkerStartError
 from tests.simulation.clients import (
     N_PARAMS,
@@ -53,6 +55,18 @@ def test_seeded_simulation_matches_fedavg_worked_out_by_hand() -> None:
         strategy=dyadic_strategy(fraction=0.25, min_clients=2),
         client_manager=sim.VirtualClientManager(seed=7), num_workers=2)
     assert history.losses_distributed == expected_losses(40, 10, 3, seed=7)
+
+
+def test_without_initial_parameters_a_sampled_client_provides_them() -> None:
+    strategy = fl.server.strategy.FedAvg(min_fit_clients=3, min_available_clients=3,
+                                         min_evaluate_clients=3)
+    history = sim.start_simulation(client_fn=dyadic_client_fn, num_clients=3, num_workers=2,
+                                   config=fl.server.ServerConfig(num_rounds=1),
+                                   strategy=strategy)
+    # Clients 0, 1, 2 add -0.5, -0.25, 0 with 4, 5, 6 examples to the zeros a client gave.
+    model = np.float32((4 * -0.5 + 5 * -0.25 + 6 * 0.0) / 15)
+    loss = sum(n * float(model + np.float32(d)) for n, d in ((4, -0.5), (5, -0.25), (6, 0.0)))
+    assert history.losses_distributed == [(1, loss / 15)]
 
 
 def test_raising_client_and_failing_client_fn_are_failures_with_their_reason() -> None:
@@ -121,6 +135,43 @@ def test_client_over_its_time_is_a_timeout_and_the_round_goes_on() -> None:
         assert isinstance(failure, ClientTimeout) and failure.cid == "1"
         assert "no reply within 3 s" in failure.reason
         assert set(strategy.fit_metrics[server_round]) == {"0", "2", "3"}
+
+
+class FoldTimes(fl.server.strategy.FedAvg):
+    """FedAvg's streaming aggregation, noting when each client's result is folded in."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.folded: dict[str, float] = {}
+
+    def fit_accumulator(self, server_round: int, parameters: fl.common.Parameters) -> Any:
+        found = super().fit_accumulator(server_round, parameters)
+        assert found is not None
+        inner: FitAccumulator = found
+        folded = self.folded
+
+        class Timed(FitAccumulator):
+            def add(self, client: Any, res: Any, arrays: Any) -> None:
+                folded[client.cid] = time.time()
+                inner.add(client, res, arrays)
+
+            def finish(self, results: Any, failures: Any) -> Any:
+                return inner.finish(results, failures)
+
+        return Timed()
+
+
+def test_results_stream_into_the_strategy_as_clients_finish() -> None:
+    strategy = FoldTimes(min_fit_clients=6, min_available_clients=6, fraction_evaluate=0.0,
+                         on_fit_config_fn=round_config)
+    started = time.time()
+    sim.start_simulation(
+        client_fn=functools.partial(_misbehaving, sleep_cid="5", sleep_s=4.0), num_clients=6,
+        config=fl.server.ServerConfig(num_rounds=1), strategy=strategy, num_workers=2)
+    slow_done = strategy.folded.pop("5")
+    assert slow_done - started >= 4.0 and len(strategy.folded) == 5
+    # The fast clients were folded in while the slow one still slept.
+    assert max(strategy.folded.values()) < slow_done - 2.0
 
 
 def test_client_state_is_kept_on_disk_and_loaded_only_when_sampled(tmp_path: Path) -> None:
