@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.train:
             raise ValueError("no train channel: set SM_CHANNEL_TRAIN or pass --train")
         site = utils.load_data(args.train)
+        logging.info("%s: %d training rows, %d validation rows; joining %s", site.name,
+                     len(site.X_train), len(site.X_val), args.server_address)
         model = utils.initial_model(args.penalty, args.max_iter, site.X_train.shape[1])
         client = FraudClient(site, model)
         certificates = args.root_certificates.encode() if args.root_certificates else None
