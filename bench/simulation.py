@@ -156,6 +156,9 @@ def main() -> None:
     parser.add_argument("--million", action=argparse.BooleanOptionalAction, default=True,
                         help="also run fedsilo with 1,000,000 clients (3 rounds)")
     parser.add_argument("--skip-flower", action="store_true")
+    parser.add_argument("--flower-million", action="store_true",
+                        help="also run Flower with 1,000,000 clients (a proxy object per "
+                             "client: minutes and gigabytes)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.clients[0], args.rounds)))
@@ -187,6 +190,9 @@ def main() -> None:
     if args.million:
         big = measure(sys.executable, "fedsilo", 1_000_000, 3)
         print(line("fedsilo", 1_000_000, big), flush=True)
+    if args.flower_million and flower_python is not None:
+        theirs = measure(flower_python, "flwr", 1_000_000, 3, flower_env)
+        print(line("flwr", 1_000_000, theirs), flush=True)
 
 
 if __name__ == "__main__":

@@ -78,18 +78,23 @@ def test_raising_client_and_failing_client_fn_are_failures_with_their_reason() -
         num_workers=2)
     assert history is not None
     failures = {f.cid: f for f in strategy.fit_failures[1]}  # type: ignore[attr-defined]
-    assert set(failures) == {"2", "3"}
+    assert set(failures) == {"1", "2", "3"}
     assert isinstance(failures["2"], ClientReportedError)
     assert "client 2 has no data" in failures["2"].reason
     assert isinstance(failures["3"], ClientReportedError)
     assert "client_fn('3') raised" in failures["3"].reason and "no such site" in \
         failures["3"].reason
-    assert set(strategy.fit_metrics[1]) == {"0", "1"}
+    assert isinstance(failures["1"], ClientReportedError)
+    assert "client_fn('1') returned str; return a fedsilo Client or NumPyClient" in \
+        failures["1"].reason
+    assert set(strategy.fit_metrics[1]) == {"0"}
 
 
 def _raising_or_refusing(cid: str, *, raise_cid: str, refuse_cid: str) -> fl.client.Client:
     if cid == refuse_cid:
         raise LookupError("no such site")
+    if cid == "1":
+        return "a client"  # type: ignore[return-value]
     return MisbehavingClient(cid, raise_cid=raise_cid).to_client()
 
 

@@ -92,25 +92,28 @@ class ClientRuntime:
             instruction = with_parameters(instruction, parameters)
         try:
             user_client: Any = self.client_fn(task.cid)
-            client = user_client.to_client()
         except Exception as exc:
             log.error("client_fn(%r) raised: %s", task.cid, traceback.format_exc().rstrip())
             return Outcome(None, f"client_fn({task.cid!r}) raised {type(exc).__name__}: {exc}")
-        stateful = self.store is not None and isinstance(user_client, StatefulClient)
-        if stateful:
-            assert self.store is not None
+        if not isinstance(user_client, Client | NumPyClient):
+            return Outcome(None, f"client_fn({task.cid!r}) returned "
+                                 f"{type(user_client).__name__}; return a fedsilo Client or "
+                                 "NumPyClient")
+        client = user_client.to_client()
+        store = self.store if isinstance(user_client, StatefulClient) else None
+        stateful: Any = user_client
+        if store is not None:
             try:
-                state = self.store.load(task.cid)
+                state = store.load(task.cid)
                 if state is not None:
-                    user_client.set_state(state)
+                    stateful.set_state(state)
             except Exception as exc:
                 return Outcome(None, f"loading the client's state failed: "
                                      f"{type(exc).__name__}: {exc}")
         reply = handle_instruction(client, instruction)
-        if stateful:
-            assert self.store is not None
+        if store is not None:
             try:
-                self.store.save(task.cid, user_client.get_state())
+                store.save(task.cid, stateful.get_state())
             except Exception as exc:
                 return Outcome(None, f"saving the client's state failed: "
                                      f"{type(exc).__name__}: {exc}")
