@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).with_name("_peers.py")
 sys.path.insert(0, str(REPO))
 
-from tests.interop.flower_envs import FLWR_NEWEST, ensure_flower_env  # noqa: E402
+from tests.interop.flower_envs import ensure_flower_env  # noqa: E402
+from tests.server.strategy.conftest import FLWR_NEWEST_PLAIN  # noqa: E402
 
 
 def copy_bandwidth(n_bytes: int = 256 << 20, repeat: int = 5) -> float:
@@ -175,7 +176,7 @@ def main() -> None:
                         help="clients x params of the memory round, e.g. 50x10M, 10x1M; "
                              "'none' to skip")
     args = parser.parse_args()
-    flower = ensure_flower_env(FLWR_NEWEST)
+    flower = ensure_flower_env(FLWR_NEWEST_PLAIN)
     flower_env = flower.environ()
     print(f"host: {os.cpu_count()} cores; Flower {flower.flwr_version}")
     if args.round != "none":
