@@ -21,17 +21,21 @@ def tree_rss(root: psutil.Process | None = None) -> int:
 
 
 class PeakTreeRss:
-    """Samples :func:`tree_rss` every ``interval`` seconds inside a ``with`` block."""
+    """Samples :func:`tree_rss` (and this process's own RSS) every ``interval`` seconds
+    inside a ``with`` block."""
 
     def __init__(self, interval: float = 0.02) -> None:
         self.interval = interval
         self.peak = 0
+        self.own_peak = 0  # this process alone
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
+        own = psutil.Process()
         while True:
             self.peak = max(self.peak, tree_rss())
+            self.own_peak = max(self.own_peak, own.memory_info().rss)
             if self._stop.wait(self.interval):
                 return
 
