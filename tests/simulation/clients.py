@@ -72,14 +72,16 @@ def dyadic_strategy(fraction: float, min_clients: int) -> fl.server.strategy.Fed
 
 class MisbehavingClient(DyadicClient):
     """Client ``crash_cid`` ends its worker process in round ``crash_round``, first writing
-    the worker's pid to ``pid_file``; client ``raise_cid`` raises; ``sleep_cid`` sleeps."""
+    the worker's pid to ``pid_file``; client ``raise_cid`` raises; ``sleep_cid`` sleeps
+    (in round ``sleep_round`` only, if given)."""
 
     def __init__(self, cid: str, *, crash_cid: str = "", crash_round: int = 1,
                  pid_file: str = "", raise_cid: str = "", sleep_cid: str = "",
-                 sleep_s: float = 30.0) -> None:
+                 sleep_s: float = 30.0, sleep_round: int = 0) -> None:
         super().__init__(cid)
         self.crash_cid, self.crash_round, self.pid_file = crash_cid, crash_round, pid_file
         self.raise_cid, self.sleep_cid, self.sleep_s = raise_cid, sleep_cid, sleep_s
+        self.sleep_round = sleep_round  # 0: every round
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]
             ) -> tuple[NDArrays, int, dict[str, Scalar]]:
@@ -88,7 +90,7 @@ class MisbehavingClient(DyadicClient):
             os._exit(3)
         if self.cid == self.raise_cid:
             raise RuntimeError(f"client {self.cid} has no data")
-        if self.cid == self.sleep_cid:
+        if self.cid == self.sleep_cid and self.sleep_round in (0, config.get("server_round")):
             time.sleep(self.sleep_s)
         return super().fit(parameters, config)
 

@@ -18,7 +18,7 @@ import ray
 
 import fedsilo as fl
 import fedsilo.simulation as sim
-from fedsilo.common.exceptions import ClientDisconnected
+from fedsilo.common.exceptions import ClientDisconnected, ClientTimeout
 from tests.conftest import LocalFederation
 from tests.simulation.clients import (
     DyadicClient,
@@ -87,18 +87,22 @@ def test_client_resources_set_what_each_client_gets_and_how_many_run_at_once(
     assert overlapping == (actors > 1)
 
 
-def test_crashed_actor_is_a_failure_and_the_next_round_runs_on_a_fresh_actor(
+def test_crashed_or_overrunning_actor_is_a_failure_and_the_next_round_runs_on_a_fresh_one(
         tmp_path: Path) -> None:
     pid_file = tmp_path / "crashed.pid"
     strategy = RecordingStrategy(min_fit_clients=4, min_available_clients=4,
                                  fraction_evaluate=0.0, on_fit_config_fn=round_config)
     sim.start_simulation(
-        client_fn=functools.partial(_misbehaving, crash_cid="2", pid_file=str(pid_file)),
-        num_clients=4, config=fl.server.ServerConfig(num_rounds=2), strategy=strategy,
-        backend="ray", keep_initialised=True)
-    [failure] = strategy.fit_failures[1]
-    assert isinstance(failure, ClientDisconnected) and failure.cid == "2"
-    assert "actor died" in failure.reason
+        client_fn=functools.partial(_misbehaving, crash_cid="2", pid_file=str(pid_file),
+                                    sleep_cid="1", sleep_s=60.0, sleep_round=1),
+        num_clients=4, config=fl.server.ServerConfig(num_rounds=2, round_timeout=4.0),
+        strategy=strategy, backend="ray", keep_initialised=True)
+    failures = {f.cid: f for f in strategy.fit_failures[1]}  # type: ignore[attr-defined]
+    assert set(failures) == {"1", "2"}
+    assert isinstance(failures["2"], ClientDisconnected)
+    assert "actor died" in failures["2"].reason
+    assert isinstance(failures["1"], ClientTimeout)
+    assert "no reply within 4 s; its actor was stopped and replaced" in failures["1"].reason
     assert strategy.fit_failures[2] == [] and len(strategy.fit_metrics[2]) == 4
     crashed_pid = int(pid_file.read_text())
     assert crashed_pid not in {m["pid"] for m in strategy.fit_metrics[2].values()}
