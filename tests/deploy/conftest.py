@@ -87,6 +87,16 @@ signal.signal(signal.SIGTERM, bye)
 pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "pids").write_text(str(os.getpid()))
 time.sleep(120)
 """,
+    "peek.py": """
+import argparse, os, pathlib
+p = argparse.ArgumentParser(); p.add_argument("--target"); a = p.parse_args()
+own = pathlib.Path(os.environ["SM_CHANNEL_TRAIN"], "rows.csv").read_text().splitlines()
+try:
+    seen = pathlib.Path(a.target).read_text()
+except OSError as exc:
+    seen = type(exc).__name__
+pathlib.Path(os.environ["SM_MODEL_DIR"], "peek.txt").write_text(f"{len(own)}|{seen}")
+""",
     "short.py": "import time\ntime.sleep(float(__import__('sys').argv[2]))\n",
     "requirements.txt": "numpy>=1.0\n",
 }
@@ -104,10 +114,10 @@ SiteFactory = Callable[..., SiteLayout]
 @pytest.fixture
 def make_site(tmp_path: Path, caller: Identity) -> SiteFactory:
     def make(name: str = "site1", *, rows: int = 5, allow_logs: bool = False,
-             trusted: Identity | None = None) -> SiteLayout:
+             trusted: Identity | None = None, isolate_jobs: bool = False) -> SiteLayout:
         who = trusted or caller
         site = init_site(tmp_path / name, name, trusted={"Key": [who.key_fingerprint]},
-                         allow_logs=allow_logs)
+                         allow_logs=allow_logs, isolate_jobs=isolate_jobs)
         (site.channels / "train").mkdir()
         (site.channels / "train" / "rows.csv").write_text(
             "\n".join(f"{i},secret-{name}-{i}" for i in range(rows)))

@@ -22,7 +22,7 @@ from fedsilo.deploy.sandbox import (
     lay_out_fraud_federation,
     run_local_federation,
 )
-from fedsilo.deploy.site import SiteLayout
+from fedsilo.deploy.site import SiteLayout, namespaces_available
 from fedsilo.examples.fraud.client import FraudClient
 from fedsilo.examples.fraud.data import generate_providers
 from fedsilo.examples.fraud.model import load_model, new_model
@@ -123,6 +123,9 @@ def test_federate_through_three_site_agents(tmp_path: Path, data: Path,
         assert sorted(p.name for p in (tmp_path / "sites" / name / "channels").iterdir()) == \
             ["identity", "train"]
     assert not (tmp_path / "sites" / "site1" / "channels" / "test.csv").exists()
+    site_config = json.loads((tmp_path / "sites" / "site1" / "site.json").read_text())
+    # Where the machine allows it, the jobs ran unable to see any other site.
+    assert ("job_isolation" in site_config) == namespaces_available()
     assert "round 3/3" in result.stdout
 
     direct = _direct_run(data)

@@ -166,3 +166,29 @@ def test_malformed_requests_are_refused_with_the_field(make_site: SiteFactory,
     site = make_site()
     with pytest.raises(ValidationError, match=message):
         parse_job_request(site, {**job_request("job-x"), **patch})
+
+
+def test_an_isolated_job_cannot_open_another_sites_files(make_site: SiteFactory) -> None:
+    """With job isolation, another site's channel is not there for the job, by any path."""
+    from fedsilo.deploy.site import namespaces_available
+
+    if not namespaces_available():
+        pytest.skip("this machine forbids unprivileged user namespaces (unshare)")
+    isolated, open_site = make_site("site1", isolate_jobs=True), make_site("site3")
+    other = make_site("site2")
+    secret = other.channels / "train" / "rows.csv"
+    for site in (isolated, open_site):
+        runner = JobRunner(site)
+        runner.create(parse_job_request(site, job_request(
+            "job-peek", program="peek.py", hyperparameters={"target": str(secret)})))
+        described = _done(runner, "job-peek")
+        assert described["TrainingJobStatus"] == "Completed", described
+        with tarfile.open(_artifact(site, described)) as tar:
+            seen = tar.extractfile("peek.txt").read().decode()  # type: ignore[union-attr]
+        own_rows, what = seen.split("|", 1)
+        assert own_rows == "5"  # its own channel, as given
+        if site is isolated:
+            assert what == "FileNotFoundError"
+        else:  # without isolation the operating system does not stop it: the documented limit
+            assert "secret-site2-" in what
+    assert secret.read_text().startswith("0,secret-site2-0")  # untouched

@@ -43,13 +43,17 @@ def init(
         help="Names and IPs in the agent's certificate.")] = ["127.0.0.1", "localhost"],  # noqa: B006
     allow_logs: Annotated[bool, typer.Option(
         help="Let the launch role read job logs (logs:GetLogEvents).")] = False,
+    isolate_jobs: Annotated[bool, typer.Option(
+        help="Run jobs in user and mount namespaces that hide the site's parent directory.")
+    ] = False,
 ) -> None:
     """Create a site: channels/, code/, artifacts/, jobs/, policy/, keys/ and tls/."""
     from fedsilo.deploy.site import init_site
 
     try:
         site = init_site(directory, name, trusted=_fingerprints(trust_key, trust_cert),
-                         host=host, port=port, tls_hosts=tuple(tls_host), allow_logs=allow_logs)
+                         host=host, port=port, tls_hosts=tuple(tls_host), allow_logs=allow_logs,
+                         isolate_jobs=isolate_jobs)
     except DeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc

@@ -18,7 +18,10 @@ job's reason is what the program wrote to ``$SM_OUTPUT_DIR/failure`` (as SageMak
 
 The program runs under a small wrapper that records its exit code in a file, so when the
 agent restarts while a job runs, the new runner adopts the process and still learns how it
-ended.
+ended. A site whose ``site.json`` has ``"job_isolation": {"hide": [DIR, ...]}`` runs each job
+in new user and mount namespaces (``unshare``) where those directories show only the job's
+own directory, its channels and the Python installation: a job then cannot even open another
+site's files, whatever path it tries.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ from fedsilo.deploy.site import SiteLayout
 __all__ = ["JobRunner"]
 
 WRAPPER = Path(__file__).with_name("_job_wrapper.py")
+JAIL = Path(__file__).with_name("_job_jail.py")
+JAIL_FAILED = 125  # the jail's exit code when it could not hide the directories
 FAILURE_REASON_LIMIT = 1024
 
 
@@ -84,6 +89,8 @@ class JobRunner:
                  poll_s: float = 0.1) -> None:
         self.site = site
         self.site_name = site.name
+        isolation = site.config().get("job_isolation") or {}
+        self.hidden_paths = [Path(p) for p in isolation.get("hide", [])]
         self.stop_grace_s = stop_grace_s
         self.poll_s = poll_s
         self._lock = threading.RLock()
@@ -200,8 +207,10 @@ class JobRunner:
                env: dict[str, str]) -> _Process:
         import subprocess
 
-        command = [sys.executable, str(WRAPPER), str(job_dir / "exit.json"), "--",
-                   sys.executable, str(program), *spec.arguments]
+        command = [sys.executable, str(program), *spec.arguments]
+        if self.hidden_paths:
+            command = _jailed(command, self.hidden_paths, spec, job_dir, env)
+        command = [sys.executable, str(WRAPPER), str(job_dir / "exit.json"), "--", *command]
         with self._lock:
             record = self._record(spec.name)
             if record.stop_requested:  # stopped while unpacking: never start
@@ -397,6 +406,18 @@ class _StoppedBeforeStart(Exception):
     """A stop request arrived while the job was still being prepared."""
 
 
+def _jailed(command: list[str], hidden: list[Path], spec: JobSpec, job_dir: Path,
+            env: dict[str, str]) -> list[str]:
+    """``command`` in new user and mount namespaces where ``hidden`` shows only the job's own."""
+    keep = [job_dir.resolve(), *(p.resolve() for p in spec.channels.values()),
+            Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+            *(Path(p).resolve() for p in env["PYTHONPATH"].split(os.pathsep) if p)]
+    jail_spec = json.dumps({"hide": [str(p.resolve()) for p in hidden],
+                            "keep": [str(p) for p in keep]})
+    return ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private",
+            sys.executable, str(JAIL), jail_spec, "--", *command]
+
+
 def _signal_group(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)
@@ -428,6 +449,9 @@ def _failure_reason(job_dir: Path, exit_code: int | None) -> str:
             return f"AlgorithmError: {text[:FAILURE_REASON_LIMIT]}"
     if exit_code is None:
         return "AlgorithmError: the program ended without an exit status"
+    if exit_code == JAIL_FAILED:
+        return ("InternalServerError: the site could not isolate the job (user and mount "
+                "namespaces); see the job's log at the site")
     if exit_code < 0:
         return f"AlgorithmError: the program was killed by {signal.Signals(-exit_code).name}"
     return f"AlgorithmError: the program exited with code {exit_code}"

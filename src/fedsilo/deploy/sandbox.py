@@ -36,7 +36,7 @@ from fedsilo.deploy.client import SiteClient
 from fedsilo.deploy.federation_config import load_federation_config
 from fedsilo.deploy.identity import fingerprint, load_public_key
 from fedsilo.deploy.orchestrator import FederationResult, run_federation
-from fedsilo.deploy.site import SiteLayout, init_site
+from fedsilo.deploy.site import SiteLayout, init_site, namespaces_available
 
 __all__ = [
     "FRAUD_PROGRAM_DIR",
@@ -123,6 +123,7 @@ def lay_out_fraud_federation(
     ``test.csv``; ``ports`` gives each site agent's port."""
     import shutil
 
+    isolate = namespaces_available()  # jobs see no other site, where the machine allows it
     certs = work / "certs"
     ca = write_authority(certs, "federation")
     write_server_certificate(certs, ca, "server")
@@ -131,7 +132,7 @@ def lay_out_fraud_federation(
     sites_toml = []
     for name, channel in channels.items():
         site = init_site(work / "sites" / name, name, trusted={"Key": [key_fingerprint]},
-                         port=ports[name])
+                         port=ports[name], isolate_jobs=isolate)
         shutil.copytree(channel, site.channels / "train")
         pack_directory(FRAUD_PROGRAM_DIR, site.code / SOURCE)
         sites_toml.append(f"""
