@@ -209,6 +209,8 @@ class JobRunner:
 
         command = [sys.executable, str(program), *spec.arguments]
         if self.hidden_paths:
+            if shutil.which("unshare") is None:
+                raise OSError("the site isolates jobs, but 'unshare' is not on this machine")
             command = _jailed(command, self.hidden_paths, spec, job_dir, env)
         command = [sys.executable, str(WRAPPER), str(job_dir / "exit.json"), "--", *command]
         with self._lock:
