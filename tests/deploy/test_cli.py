@@ -6,6 +6,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fedsilo.cli.main import app
@@ -81,3 +82,49 @@ def test_the_shipped_example_federation_file_reads(tmp_path: Path) -> None:
     assert config.required_sites == 3 and config.rounds == 5
     assert config.sites[0].hyperparameters == {"penalty": "l2", "max-iter": "10"}
     assert config.identity_certificate is not None
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "federation.toml"
+    path.write_text(text)
+    return path
+
+
+SITE = """
+[[sites]]
+name = "{name}"
+endpoint = "https://127.0.0.1:1"
+ca = "ca.pem"
+role = "r"
+execution_role = "e"
+source = "s.tar.gz"
+{extra}
+"""
+HEAD = """
+[server]
+certificates = "certs"
+{server}
+[evaluation]
+test_data = "server"
+[identity]
+key = "k"
+"""
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[evaluation]\ntest_data = 'x'\n", "needs a [server] table"),
+    (HEAD.format(server=""), "at least one [[sites]]"),
+    (HEAD.format(server="rounds = 0") + SITE.format(name="a", extra=""), "rounds"),
+    (HEAD.format(server="") + "[strategy]\nmin_sites = 3\n" + SITE.format(name="a", extra=""),
+     "min_sites"),
+    (HEAD.format(server="") + SITE.format(name="a", extra="launcher = 'ssh'"), "launcher"),
+    (HEAD.format(server="") + SITE.format(name="a", extra="") + SITE.format(name="a", extra=""),
+     "unique"),
+    (HEAD.format(server="") + SITE.format(name="a", extra="client_certificate = 'c.pem'")
+     + SITE.format(name="b", extra=""), "mutual TLS needs one for every site"),
+])
+def test_federate_refuses_a_bad_file_with_the_key_to_fix(tmp_path: Path, text: str,
+                                                         message: str) -> None:
+    result = runner.invoke(app, ["federate", str(_toml(tmp_path, text))])
+    assert result.exit_code == 1
+    assert message in " ".join(result.output.split()), result.output

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 
 def federate(
@@ -25,11 +26,11 @@ def federate(
     try:
         result = run_federation(load_federation_config(config), console)
     except JobError as exc:
-        console.print(f"[bold red]site {exc.site} failed:[/] job {exc.job} {exc.job_status}: "
-                      f"{exc.reason}", highlight=False)
+        console.print(f"[bold red]site {escape(exc.site)} failed:[/] job {escape(exc.job)} "
+                      f"{exc.job_status}: {escape(exc.reason)}", highlight=False)
         raise typer.Exit(code=1) from exc
-    except (DeployError, OSError) as exc:
-        console.print(f"[bold red]federation failed:[/] {exc}", highlight=False)
+    except (DeployError, OSError, ValueError) as exc:
+        console.print(f"[bold red]federation failed:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(code=1) from exc
     figures = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     console.print(f"final model on the server's test set: {figures}", highlight=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -90,7 +91,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
     new_launcher = launcher_factory or make_launcher
     launchers: dict[str, Launcher] = {}
     handles: dict[str, JobHandle] = {}
-    run_id = time.strftime("%Y%m%d%H%M%S")
+    run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"  # unique per run
     server.start()
     try:
         with progress:
@@ -134,7 +135,7 @@ def job_definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: b
         "max-wait-time": str(int(config.connect_timeout)),
     }
     return JobDefinition(
-        name=f"fl-{site.name}-{run_id}"[:63], program=site.program, source=site.source,
+        name=f"fl-{site.name}-{run_id}"[:63].rstrip("-"), program=site.program, source=site.source,
         channels=site.channels, output=site.output, execution_role_arn=site.execution_role,
         hyperparameters=hyperparameters, max_runtime_s=site.max_runtime,
         instance_type=site.instance_type, training_image=site.training_image,

@@ -60,9 +60,9 @@ class FederationProgress:
     def _print(self, text: str) -> None:
         if self._live is not None:
             self._live.update(self._table())
-            self._live.console.print(text, highlight=False)
+            self._live.console.print(text, highlight=False, markup=False)
         else:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, markup=False)
 
     def _table(self) -> Table:
         with self._lock:
