@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -17,6 +18,7 @@ from fedsilo.common.exceptions import SerializationError
 from fedsilo.common.typing import NDArray, NDArrays, Parameters
 
 TENSOR_TYPE = "numpy.ndarray"
+_HEADER_LOCK = threading.Lock()
 
 __all__ = [
     "TENSOR_TYPE",
@@ -57,13 +59,17 @@ def bytes_to_ndarray(tensor: bytes) -> NDArray:
     # would copy the tensor's data too.
     stream = io.BytesIO(bytes(view[:_header_end(view)]))
     try:
-        version = npy_format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
-        else:
-            raise SerializationError(f"unsupported .npy format version {version}")
+        # numpy reads the header with ast.literal_eval, which CPython 3.11 can fail with a
+        # spurious SystemError ("AST constructor recursion depth mismatch") when threads
+        # build ASTs at once, as the round loop's decoding threads do. Parse one at a time.
+        with _HEADER_LOCK:
+            version = npy_format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
+            else:
+                raise SerializationError(f"unsupported .npy format version {version}")
     except SerializationError:
         raise
     except Exception as exc:  # numpy raises ValueError/EOFError/SyntaxError on junk
