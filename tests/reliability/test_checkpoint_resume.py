@@ -17,7 +17,7 @@ from fedsilo.common import parameters_to_ndarrays
 from fedsilo.server.checkpoint import RoundCheckpoint, latest_round, load_latest
 from tests.conftest import free_port
 from tests.interop.conftest import build_or_fail
-from tests.interop.flower_envs import FLWR_NEWEST
+from tests.interop.flower_envs import FLWR_NEWEST, FlowerEnv
 from tests.interop.harness import Process, ProcessGroup, wait_until
 from tests.reliability.momentum_strategy import initial_arrays
 from tests.reliability.processes import (
@@ -130,11 +130,20 @@ def test_server_killed_in_round_3_resumes_to_the_uninterrupted_result(tmp_path: 
 
 
 
+@pytest.fixture(scope="module")
+def flwr_newest() -> FlowerEnv:
+    """Built (or found) outside the test's own time limit: a first build takes minutes."""
+    return build_or_fail(FLWR_NEWEST)
+
+
 @pytest.mark.flwr
-def test_flower_clients_restarted_after_the_crash_finish_the_resumed_run(tmp_path: Path) -> None:
+@pytest.mark.timeout(240, func_only=True)
+def test_flower_clients_restarted_after_the_crash_finish_the_resumed_run(
+    tmp_path: Path, flwr_newest: FlowerEnv
+) -> None:
     """Flower's own clients (newest release) end when the server's stream drops; started again
     by their operator, they join the resumed server, which finishes the run it checkpointed."""
-    flower = build_or_fail(FLWR_NEWEST)
+    flower = flwr_newest
     kind = ClientKind(python=flower.python, env=flower.environ(), flags=("--flower",),
                       reconnects=False)
     resumed = run_federation(tmp_path / "flower", kill_in_round_3=True, kind=kind)
