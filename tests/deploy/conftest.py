@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from fedsilo.deploy.identity import Identity, generate_signing_key
@@ -154,3 +157,32 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[[SiteLayout], AgentProcess]
     yield start
     for agent in agents:
         agent.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``moto_server`` (AWS services, in memory) on a free port of 127.0.0.1."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")),
+                                    "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=handle, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"moto_server exited: {log.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 30, "moto_server")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 
 from fedsilo.deploy.errors import DeployError, ValidationError
 from fedsilo.deploy.launchers import JobDefinition, SageMakerLauncher
 from fedsilo.deploy.launchers.sagemaker import SageMakerJob
-from tests.conftest import free_port
 
-from .conftest import PROGRAMS, wait_for
+from .conftest import PROGRAMS
 
 pytestmark = pytest.mark.slow
 
@@ -33,32 +28,6 @@ LAUNCH_ROLE = f"arn:aws:iam::{CLIENT_ACCOUNT}:role/FL-kickoff-client-job"
 EXECUTION_ROLE = f"arn:aws:iam::{CLIENT_ACCOUNT}:role/service-role/AmazonSageMaker-ExecutionRole-1"
 BASE = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 REGION = "us-east-1"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as handle:
-        process = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")),
-                                    "-H", "127.0.0.1", "-p", str(port)],
-                                   stdout=handle, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"moto_server exited: {log.read_text()[-2000:]}")
-        try:
-            return httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, 30, "moto_server")
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def _client_account_buckets(endpoint: str) -> tuple[str, str]:
