@@ -345,7 +345,7 @@ class JobRunner:
             self._finish(record.name, "Failed", "Failed", "InternalServerError: the job's "
                          "process ended while the site agent was down; its exit is unknown")
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- internals ---------------------------------------------------------------------------
 
     def _watch(self, name: str, target: Any) -> None:
         def run() -> None:

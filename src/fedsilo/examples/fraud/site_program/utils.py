@@ -1,4 +1,4 @@
-"""Helpers of the site's training program: the model's parameters, the data, saving.
+"""Utilities of the site's training program: the model's parameters, the data, saving.
 
 The seed's utils.py, for the fraud example: the logistic regression's parameters as the
 arrays a federation exchanges (zeros before the first fit, since scikit-learn creates them only
