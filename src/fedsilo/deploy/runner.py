@@ -85,13 +85,16 @@ class _Process:
 class JobRunner:
     """Creates, watches, stops and describes the jobs of one site; records survive restarts."""
 
-    def __init__(self, site: SiteLayout, *, stop_grace_s: float = 10.0,
+    def __init__(self, site: SiteLayout, *, stop_grace_s: float | None = None,
                  poll_s: float = 0.1) -> None:
         self.site = site
         self.site_name = site.name
-        isolation = site.config().get("job_isolation") or {}
+        config = site.config()
+        isolation = config.get("job_isolation") or {}
         self.hidden_paths = [Path(p) for p in isolation.get("hide", [])]
-        self.stop_grace_s = stop_grace_s
+        # Seconds between SIGTERM and SIGKILL: the argument, else site.json's, else 10.
+        self.stop_grace_s = float(stop_grace_s if stop_grace_s is not None
+                                  else config.get("stop_grace_s", 10.0))
         self.poll_s = poll_s
         self._lock = threading.RLock()
         self._records: dict[str, JobRecord] = {}
