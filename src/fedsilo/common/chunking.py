@@ -133,8 +133,9 @@ def encode_frames(
     if peer_limit is None:
         raise TooLarge(
             f"the message holds about {size} bytes, over the message limit of {max_length} "
-            f"bytes; raise {what} on both sides (Flower's grpc_max_message_length), or use "
-            "fedsilo on both sides, which sends large parameter sets in chunks"
+            f"bytes; raise {what} and the peer's own limit (grpc_max_message_length in Flower "
+            "and fedsilo), or run fedsilo on both sides, which sends large parameter sets in "
+            "chunks"
         )
     frame_size = min(max_length, peer_limit) - FRAME_OVERHEAD
     return list(_chunk_frames(message, tensors, frame_size))
