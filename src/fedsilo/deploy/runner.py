@@ -26,7 +26,6 @@ site's files, whatever path it tries.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import shutil
@@ -34,16 +33,24 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
-from packaging.requirements import InvalidRequirement, Requirement
 
 import fedsilo
 from fedsilo.deploy.archive import extract_source, pack_directory
 from fedsilo.deploy.errors import Conflict, DeployError, NotFound, ValidationError
+from fedsilo.deploy.job_process import (
+    WRAPPER,
+    JobProcess,
+    check_requirements,
+    failure_reason,
+    jailed,
+    read_exit_code,
+    same_process,
+    signal_group,
+)
 from fedsilo.deploy.jobspec import JobSpec
 from fedsilo.deploy.records import ACTIVE, JobRecord
 from fedsilo.deploy.roles import job_arn
@@ -51,35 +58,6 @@ from fedsilo.deploy.site import SiteLayout
 
 __all__ = ["JobRunner"]
 
-WRAPPER = Path(__file__).with_name("_job_wrapper.py")
-JAIL = Path(__file__).with_name("_job_jail.py")
-JAIL_FAILED = 125  # the jail's exit code when it could not hide the directories
-FAILURE_REASON_LIMIT = 1024
-
-
-@dataclass
-class _Process:
-    """The job's wrapper process: our child, or one adopted after a restart."""
-
-    pid: int
-    popen: Any = None  # subprocess.Popen when this runner started it
-
-    def running(self) -> bool:
-        if self.popen is not None:
-            return bool(self.popen.poll() is None)
-        try:
-            proc = psutil.Process(self.pid)
-            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.running():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
 
 
 class JobRunner:
@@ -98,7 +76,7 @@ class JobRunner:
         self.poll_s = poll_s
         self._lock = threading.RLock()
         self._records: dict[str, JobRecord] = {}
-        self._processes: dict[str, _Process] = {}
+        self._processes: dict[str, JobProcess] = {}
         self._threads: dict[str, threading.Thread] = {}
         self.site.jobs.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.site.jobs.glob("*/record.json")):
@@ -193,7 +171,7 @@ class JobRunner:
             program = self.site.inside(code_dir, spec.program, "sagemaker_program")
             if not program.is_file():
                 raise NotFound(f"the source tarball has no {spec.program!r}")
-            _check_requirements(code_dir / "requirements.txt")
+            check_requirements(code_dir / "requirements.txt")
             for sub in ("model", "output/data"):
                 (job_dir / sub).mkdir(parents=True, exist_ok=True)
             env = self._environment(spec, job_dir, program)
@@ -207,14 +185,14 @@ class JobRunner:
         self._monitor(spec.name, process)
 
     def _start(self, spec: JobSpec, job_dir: Path, program: Path,
-               env: dict[str, str]) -> _Process:
+               env: dict[str, str]) -> JobProcess:
         import subprocess
 
         command = [sys.executable, str(program), *spec.arguments]
         if self.hidden_paths:
             if shutil.which("unshare") is None:
                 raise OSError("the site isolates jobs, but 'unshare' is not on this machine")
-            command = _jailed(command, self.hidden_paths, spec, job_dir, env)
+            command = jailed(command, self.hidden_paths, spec, job_dir, env)
         command = [sys.executable, str(WRAPPER), str(job_dir / "exit.json"), "--", *command]
         with self._lock:
             record = self._record(spec.name)
@@ -224,7 +202,7 @@ class JobRunner:
                 popen = subprocess.Popen(command, cwd=program.parent, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
-            process = _Process(popen.pid, popen)
+            process = JobProcess(popen.pid, popen)
             self._processes[spec.name] = process
             record.pid = popen.pid
             record.process_started = psutil.Process(popen.pid).create_time()
@@ -234,7 +212,7 @@ class JobRunner:
             self._save(record)
         return process
 
-    def _monitor(self, name: str, process: _Process) -> None:
+    def _monitor(self, name: str, process: JobProcess) -> None:
         stop_reason = None
         while process.running():
             with self._lock:
@@ -256,15 +234,15 @@ class JobRunner:
             process.popen.wait()
         self._conclude(name, stop_reason)
 
-    def _terminate(self, process: _Process) -> None:
+    def _terminate(self, process: JobProcess) -> None:
         """SIGTERM to the job's process group, then SIGKILL to whatever is left after grace."""
         try:
             family = psutil.Process(process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             family = []
-        _signal_group(process.pid, signal.SIGTERM)
+        signal_group(process.pid, signal.SIGTERM)
         if not process.wait(self.stop_grace_s):
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             process.wait(5.0)
         survivors = [p for p in family if p.is_running()]
         for proc in survivors:
@@ -284,7 +262,7 @@ class JobRunner:
         with self._lock:
             record = self._record(name)
             stop_reason = stop_reason or ("Stopped" if record.stop_requested else None)
-        exit_code = _read_exit_code(job_dir / "exit.json")
+        exit_code = read_exit_code(job_dir / "exit.json")
         with self._lock:
             record.exit_code = exit_code
             record.training_end = time.time()
@@ -298,7 +276,7 @@ class JobRunner:
             self._upload(name)
             self._finish(name, "Completed", "Completed", None, "Training job completed")
         else:
-            self._finish(name, "Failed", "Failed", _failure_reason(job_dir, exit_code))
+            self._finish(name, "Failed", "Failed", failure_reason(job_dir, exit_code))
 
     def _upload(self, name: str) -> None:
         with self._lock:
@@ -338,8 +316,8 @@ class JobRunner:
             self._finish(record.name, "Failed", "Failed",
                          "InternalServerError: the site agent stopped before the job started")
             return
-        process = _Process(record.pid)
-        if _same_process(record.pid, record.process_started):
+        process = JobProcess(record.pid)
+        if same_process(record.pid, record.process_started):
             self._processes[record.name] = process
             self._watch(record.name, target=lambda: self._monitor(record.name, process))
         elif (job_dir / "exit.json").is_file():
@@ -409,80 +387,3 @@ class JobRunner:
 
 class _StoppedBeforeStart(Exception):
     """A stop request arrived while the job was still being prepared."""
-
-
-def _jailed(command: list[str], hidden: list[Path], spec: JobSpec, job_dir: Path,
-            env: dict[str, str]) -> list[str]:
-    """``command`` in new user and mount namespaces where ``hidden`` shows only the job's own."""
-    keep = [job_dir.resolve(), *(p.resolve() for p in spec.channels.values()),
-            Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
-            *(Path(p).resolve() for p in env["PYTHONPATH"].split(os.pathsep) if p)]
-    jail_spec = json.dumps({"hide": [str(p.resolve()) for p in hidden],
-                            "keep": [str(p) for p in keep]})
-    return ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private",
-            sys.executable, str(JAIL), jail_spec, "--", *command]
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    try:
-        os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _same_process(pid: int, started: float | None) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        return (proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-                and started is not None and abs(proc.create_time() - started) < 0.5)
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _read_exit_code(path: Path) -> int | None:
-    try:
-        return int(json.loads(path.read_text())["returncode"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _failure_reason(job_dir: Path, exit_code: int | None) -> str:
-    failure = job_dir / "output" / "failure"
-    if failure.is_file():
-        text = failure.read_text(errors="replace").strip()
-        if text:
-            return f"AlgorithmError: {text[:FAILURE_REASON_LIMIT]}"
-    if exit_code is None:
-        return "AlgorithmError: the program ended without an exit status"
-    if exit_code == JAIL_FAILED:
-        return ("InternalServerError: the site could not isolate the job (user and mount "
-                "namespaces); see the job's log at the site")
-    if exit_code < 0:
-        return f"AlgorithmError: the program was killed by {signal.Signals(-exit_code).name}"
-    return f"AlgorithmError: the program exited with code {exit_code}"
-
-
-def _check_requirements(path: Path) -> None:
-    """Every requirement must already be met by the site's environment."""
-    if not path.is_file():
-        return
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        try:
-            requirement = Requirement(text)
-        except InvalidRequirement as exc:
-            raise ValidationError(f"requirements.txt line {number}: {exc}") from exc
-        if requirement.marker is not None and not requirement.marker.evaluate():
-            continue
-        try:
-            installed = importlib.metadata.version(requirement.name)
-        except importlib.metadata.PackageNotFoundError as exc:
-            raise ValidationError(f"requirements.txt asks for {requirement}, which the site "
-                                  "does not have installed; the site installs packages, jobs "
-                                  "do not") from exc
-        if requirement.specifier and not requirement.specifier.contains(installed,
-                                                                          prereleases=True):
-            raise ValidationError(f"requirements.txt asks for {requirement}; the site has "
-                                  f"{requirement.name} {installed}")
