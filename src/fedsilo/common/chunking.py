@@ -46,6 +46,7 @@ METADATA_KEY = "fedsilo-chunking"
 _VERSION = "v1"
 FRAME_PREFIX = b"\x7a"  # field 15, length-delimited
 FRAME_OVERHEAD = 1024  # room for a frame's own fields beside its slice
+PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot encode or parse a larger message
 DEFAULT_MAX_TRANSFER = 64 * 2**30  # the most bytes one chunked message may announce
 
 
@@ -123,6 +124,7 @@ def encode_frames(
     """
     tensors = _tensors(message)
     tensor_bytes = sum(len(x) for x in tensors)
+    max_length = min(max_length, PROTOBUF_LIMIT)  # no setting lifts protobuf's own cap
     if tensor_bytes + FRAME_OVERHEAD < max_length or not tensors:
         data = _serialize(message)
         if len(data) <= max_length:
@@ -137,13 +139,13 @@ def encode_frames(
             "and fedsilo), or run fedsilo on both sides, which sends large parameter sets in "
             "chunks"
         )
-    frame_size = min(max_length, peer_limit) - FRAME_OVERHEAD
+    frame_size = min(max_length, peer_limit, PROTOBUF_LIMIT) - FRAME_OVERHEAD
     return list(_chunk_frames(message, tensors, frame_size))
 
 
 def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int) -> Iterator[bytes]:
     head = _serialize(_without_tensors(message))
-    if len(head) + FRAME_OVERHEAD > frame_size:
+    if len(head) >= frame_size:
         raise TooLarge(f"the message's configuration alone holds {len(head)} bytes, over the "
                        f"frame size of {frame_size} bytes")
     total = sum(len(x) for x in tensors)
