@@ -35,8 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).with_name("_peers.py")
 sys.path.insert(0, str(REPO))
 
-from tests.interop.flower_envs import ensure_flower_env  # noqa: E402
-from tests.server.strategy.conftest import FLWR_NEWEST_PLAIN  # noqa: E402
+from tests.interop.flower_envs import FlowerEnvSpec, ensure_flower_env  # noqa: E402
+
+# The same flwr-only venv as the strategies' differential tests.
+FLWR_NEWEST_PLAIN = FlowerEnvSpec("flwr-newest-plain", ("flwr",))
 
 
 def copy_bandwidth(n_bytes: int = 256 << 20, repeat: int = 5) -> float:
