@@ -8,7 +8,8 @@ import fedsilo as fl
 
 
 def test_top_level_modules() -> None:
-    assert set(fl.__all__) == {"__version__", "client", "common", "server"}
+    assert set(fl.__all__) == {"__version__", "client", "common", "server", "simulation"}
+    assert callable(fl.simulation.start_simulation)
 
 
 def test_client_exports() -> None:

@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 __all__ = [
     "DEFAULT_ORDERS",
@@ -59,16 +58,24 @@ def _log_sub(a: float, b: float) -> float:
     return a + math.log1p(-math.exp(b - a))
 
 
+def _special() -> Any:
+    """scipy.special, imported on first use: it weighs ~25 MB in every process that imports
+    the strategies (simulation workers, clients), and only the accountant needs it."""
+    from scipy import special
+
+    return special
+
+
 def _log_erfc(x: float) -> float:
     # erfc(x) = 2 Phi(-x sqrt 2); log_ndtr stays accurate far into the tails.
-    return math.log(2.0) + float(special.log_ndtr(-x * math.sqrt(2.0)))
+    return math.log(2.0) + float(_special().log_ndtr(-x * math.sqrt(2.0)))
 
 
 def _log_a_integer(q: float, sigma: float, alpha: int) -> float:
     """log A_alpha = log sum_i C(alpha, i) q^i (1-q)^(alpha-i) exp((i^2 - i) / (2 sigma^2))."""
     log_a = -math.inf
     for i in range(alpha + 1):
-        term = (math.log(special.binom(alpha, i)) + i * math.log(q)
+        term = (math.log(_special().binom(alpha, i)) + i * math.log(q)
                 + (alpha - i) * math.log1p(-q) + (i * i - i) / (2.0 * sigma**2))
         log_a = _log_add(log_a, term)
     return log_a
@@ -80,7 +87,7 @@ def _log_a_fractional(q: float, sigma: float, alpha: float) -> float:
     z0 = sigma**2 * math.log(1.0 / q - 1.0) + 0.5
     i = 0
     while True:
-        coef = float(special.binom(alpha, i))
+        coef = float(_special().binom(alpha, i))
         log_coef = math.log(abs(coef))
         j = alpha - i
         log_t0 = log_coef + i * math.log(q) + j * math.log1p(-q)
