@@ -110,6 +110,46 @@ def measure(impl: str, n_updates: int, n_params: int, seed: int, repeat: int) ->
     return out
 
 
+def strategy_memory(impl: str, n_updates: int, n_params: int, seed: int) -> float:
+    """Peak bytes (tracemalloc) the aggregation side holds while N replies arrive one by one.
+
+    Each reply is made as the transport would hand it over (serialized bytes). fedsilo's
+    server folds it into the streaming accumulator and lets it go; Flower's server keeps
+    every FitRes until aggregate_fit. Transport buffers are not part of this figure.
+    """
+    import tracemalloc
+
+    fl: Any = __import__("fedsilo" if impl == "fedsilo" else "flwr")
+    common = fl.common
+    rng = np.random.default_rng(seed)
+    first = [np.zeros(n_params, dtype=np.float32)]
+    global_parameters = common.ndarrays_to_parameters(first)
+    del first
+    tracemalloc.start()
+    strategy = fl.server.strategy.FedAvg()
+    accumulator = strategy.fit_accumulator(1, global_parameters) if impl == "fedsilo" else None
+    results = []
+    for k in range(n_updates):
+        update = rng.standard_normal(n_params, dtype=np.float32)
+        res = common.FitRes(status=common.Status(code=common.Code.OK, message=""),
+                            parameters=common.ndarrays_to_parameters([update]),
+                            num_examples=k + 1, metrics={})
+        del update
+        if accumulator is not None:
+            accumulator.add(None, res, common.parameters_to_ndarrays(res.parameters))
+            res = common.FitRes(status=res.status,
+                                parameters=common.Parameters(tensors=[], tensor_type=""),
+                                num_examples=res.num_examples, metrics={})
+        results.append((None, res))
+    if accumulator is not None:
+        accumulator.finish(results, [])
+    else:
+        strategy.aggregate_fit(1, results, [])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return float(peak)
+
+
 def run_measure(python: str, impl: str, args: argparse.Namespace, env: dict[str, str] | None
                 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,6 +258,14 @@ def main() -> None:
         if not agree:
             print(f"  !! {name} disagrees with Flower: {checks[name]} vs {reference}")
 
+    model_bytes = args.params * 4
+    print(f"\naggregation-side peak memory while the {args.updates} replies arrive one by one "
+          "(tracemalloc; transport buffers excluded)")
+    for impl, result in (("fedsilo streaming", ours), ("flwr", theirs)):
+        held = result["strategy_peak_bytes"]
+        print(f"  {impl:<18} {held / 1e6:>8.0f} MB  ({held / model_bytes:.1f} models)")
+    print(f"  fedsilo / flwr = {ours['strategy_peak_bytes'] / theirs['strategy_peak_bytes']:.2f}")
+
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n(this process peak RSS {peak_mb:.0f} MB)")
 
@@ -226,6 +274,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "measure":
         impl, n, p, seed, repeat, out = sys.argv[2:8]
         result = measure(impl, int(n), int(p), int(seed), int(repeat))
+        result["strategy_peak_bytes"] = strategy_memory(impl, int(n), int(p), int(seed))
         Path(out).write_text(json.dumps(result))
     else:
         main()

@@ -93,14 +93,19 @@ def add_weighted_many(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> ND
 
 
 def weighted_mean_from_sums(sums: NDArrays, total: float, like: NDArrays) -> NDArrays:
-    """Divide running sums by the total weight; cast each layer to the dtype of ``like``."""
+    """Divide running sums by the total weight; cast each layer to the dtype of ``like``.
+
+    Divides ``sums`` in place (they are spent afterwards), so the mean costs no float64
+    temporary the size of the model.
+    """
     if total <= 0:
         raise ValueError(
             f"the results hold {total} examples in all; the weights need a positive sum")
-    return [
-        (acc / total).astype(_float_dtype(ref), copy=False)
-        for acc, ref in zip(sums, like, strict=True)
-    ]
+    means: NDArrays = []
+    for acc, ref in zip(sums, like, strict=True):
+        np.divide(acc, total, out=acc)
+        means.append(acc.astype(_float_dtype(ref), copy=False))
+    return means
 
 
 def _float_dtype(reference: NDArray) -> np.dtype[Any]:
