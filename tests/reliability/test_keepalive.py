@@ -6,9 +6,11 @@ sleeps 3 s (15 ping intervals without a message) stands for 30 minutes of traini
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,9 @@ import fedsilo as fl
 from fedsilo.common import FitIns, ReconnectIns, ndarrays_to_parameters
 from fedsilo.server.grpc.server import start_grpc_server
 from tests.conftest import free_port
+from tests.interop.conftest import flwr_1_3_env, flwr_env, flwr_newest_env  # noqa: F401
+from tests.interop.flower_envs import FlowerEnv
+from tests.interop.harness import ProcessGroup
 from tests.reliability.peers import (
     Honest,
     RecordingClientManager,
@@ -27,6 +32,7 @@ from tests.reliability.peers import (
     initial,
 )
 from tests.reliability.tcp_relay import TcpRelay
+from tests.reliability.test_large_flower import FLOWER_CLIENT
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -144,3 +150,43 @@ def test_a_dropped_client_reconnects_with_backoff_and_takes_part_in_the_next_rou
     for got, want in zip(strategy.aggregated[2], expected_fedavg([direct, relayed], 2),
                          strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.flwr
+@pytest.mark.slow
+@pytest.mark.timeout(150, func_only=True)
+def test_the_server_pings_keep_a_quiet_flower_client_stream_open(
+    flwr_env: FlowerEnv, tmp_path: Path  # noqa: F811 - the imported fixture
+) -> None:
+    """Flower clients send no keepalive pings of their own; the server's pings keep their
+    quiet connection in use while they train."""
+    port = free_port()
+    relay = TcpRelay(port)
+    strategy = RecordingStrategy(1, initial_parameters=ndarrays_to_parameters([np.zeros(3)]))
+    server = ServerThread(server_address=f"127.0.0.1:{port}", strategy=strategy,
+                          config=fl.server.ServerConfig(num_rounds=1, round_timeout=60),
+                          keepalive_time=PING, keepalive_timeout=5.0)
+    record = tmp_path / "flower-client.json"
+    try:
+        with ProcessGroup(tmp_path) as group:
+            group.start("flower-client", [
+                flwr_env.python, str(FLOWER_CLIENT), "--server-address",
+                f"127.0.0.1:{relay.port}", "--max-message", str(2**29), "--record", str(record),
+                "--train-seconds", str(TRAINING)], flwr_env.environ())
+            try:
+                server.join(120)
+                codes = group.wait_all(timeout=60)
+            except Exception as exc:
+                raise AssertionError(f"{exc}\n{group.report()}") from exc
+            report = group.report()
+    finally:
+        relay.close()
+    assert codes == {"flower-client": 0}, report
+    assert strategy.results == {1: 1} and strategy.failures == {1: []}
+    assert relay.accepted == 1  # one connection throughout
+    (window,) = json.loads(record.read_text())["windows"]
+    # The relay's clock is monotonic, the client's is wall time: compare durations only.
+    quiet = [at for at, _ in relay.traffic]
+    gaps = [b - a for a, b in zip(quiet, quiet[1:], strict=False)]
+    assert window[1] - window[0] >= TRAINING
+    assert max(gaps) < TRAINING / 2, gaps  # traffic never stopped for long while it trained
