@@ -69,6 +69,13 @@ class RecordingStrategy(fl.server.strategy.FedAvg):
         self.failures: dict[int, list[BaseException]] = {}
         self.results: dict[int, int] = {}
         self.aggregated: dict[int, list[np.ndarray]] = {}
+        self.evaluate_failures: dict[int, list[BaseException]] = {}
+        self.evaluate_results: dict[int, int] = {}
+
+    def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
+        self.evaluate_failures[server_round] = list(failures)
+        self.evaluate_results[server_round] = len(results)
+        return super().aggregate_evaluate(server_round, results, failures)
 
     def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
         self.failures[server_round] = list(failures)

@@ -146,3 +146,39 @@ def test_a_duplicate_reply_is_refused_and_the_client_is_cut_off() -> None:
     assert strategy.results[2] + len(strategy.failures[2]) in (2, 3)
     assert all(isinstance(f, ClientDisconnected) and "duplicate" in str(f)
                for f in strategy.failures[2])
+
+
+def evaluate_res_bytes(loss: float, num_examples: int) -> bytes:
+    return serde.client_message_to_bytes(
+        EvaluateRes(Status(Code.OK, ""), loss, num_examples, {}))
+
+
+@pytest.mark.parametrize(("loss", "count", "reason"), [
+    (float("nan"), 5, "loss is nan"),
+    (float("inf"), 5, "loss is inf"),
+    (0.5, -3, "num_examples is negative (-3)"),
+    (0.5, MAX_NUM_EXAMPLES + 1, "exceeds the server's limit"),
+])
+def test_an_unusable_evaluation_is_a_failure_and_the_loss_is_the_honest_clients(
+    loss: float, count: int, reason: str
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    honest = [Honest(1.0, 10), Honest(3.0, 30)]
+    strategy = RecordingStrategy(3, fraction_evaluate=1.0)
+    server = ServerThread(server_address=address, strategy=strategy,
+                          config=fl.server.ServerConfig(num_rounds=1, round_timeout=20))
+    for client in honest:
+        threading.Thread(target=fl.client.start_numpy_client, daemon=True, kwargs={
+            "server_address": address, "client": client, "max_wait_time": 20}).start()
+    peer = RawPeer(address)
+    serve_raw(peer, lambda ins: [fit_res_bytes(received(ins), 20)] if isinstance(ins, FitIns)
+              else [evaluate_res_bytes(loss, count)])
+    history = server.join(40)
+    peer.close()
+    (failure,) = strategy.evaluate_failures[1]
+    assert isinstance(failure, InvalidUpdate) and reason in str(failure)
+    assert strategy.evaluate_results[1] == 2
+    # The distributed loss is the honest clients' example-weighted mean, from their own
+    # evaluate: the sum of the round-1 global model's parameters (as float32 on the wire).
+    model_sum = float(sum(a.sum() for a in strategy.aggregated[1]))
+    assert history.losses_distributed == [(1, pytest.approx(model_sum, rel=1e-6))]
