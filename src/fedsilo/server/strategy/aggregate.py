@@ -87,8 +87,9 @@ def add_weighted_many(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> ND
             stop = min(start + _FOLD_CHUNK, flat_acc.size)
             target, part = flat_acc[start:stop], scratch[:stop - start]
             for flat, weight in zip(flats, weights, strict=True):
-                np.multiply(flat[start:stop], weight, out=part, dtype=np.float64)
-                np.add(target, part, out=target)
+                part[...] = flat[start:stop]  # a plain cast: faster than a casting multiply
+                part *= weight
+                target += part
     return sums
 
 
