@@ -206,6 +206,8 @@ class Server:
                 others = [c for cid, c in sorted(self._client_manager.all().items())
                           if cid not in tried]
                 if not others:
+                    others = self._wait_for_untried(tried)
+                if not others:
                     raise RuntimeError(
                         "no client could provide initial parameters; give the strategy "
                         "initial_parameters or check the clients' get_parameters"
@@ -223,6 +225,22 @@ class Server:
                 continue
             log.info("initial parameters from client %s", client.cid)
             return res.parameters
+
+    def _wait_for_untried(self, tried: set[str]) -> list[ClientProxy]:
+        """Every connected client failed to give initial parameters: wait, as sampling does
+        (up to the client manager's ``wait_timeout``), for a client that has not been asked,
+        e.g. one that reconnects after dropping."""
+        limit = float(getattr(self._client_manager, "wait_timeout", 86400.0))
+        deadline = time.monotonic() + limit
+        log.warning("no connected client can give initial parameters; waiting up to %g s for "
+                    "another client to join", limit)
+        while time.monotonic() < deadline:
+            others = [c for cid, c in sorted(self._client_manager.all().items())
+                      if cid not in tried]
+            if others:
+                return others
+            time.sleep(0.05)
+        return []
 
     def fit_round(
         self, server_round: int, timeout: float | None
