@@ -31,6 +31,19 @@ def initial_model(n_params: int):  # type: ignore[no-untyped-def]
     return [np.random.default_rng(7).standard_normal(n_params, dtype=np.float32)]
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident memory. VmHWM belongs to the process's own address space;
+    ru_maxrss can report the launching process's peak, which Linux carries across exec."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def run_server(impl: str, port: int, n_clients: int, n_params: int, rounds: int,
                out: str) -> None:
     import numpy as np
@@ -60,7 +73,7 @@ def run_server(impl: str, port: int, n_clients: int, n_params: int, rounds: int,
                            grpc_max_message_length=2_000_000_000)
     # evaluate() runs at round 0 and after each round: round r ends at finished[r].
     durations = [finished[r + 1] - round_starts[r] for r in range(rounds)]
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = peak_rss_kib()
     np.save(out + ".npy", final[0])
     with open(out, "w") as handle:
         json.dump({"round_seconds": durations, "peak_rss_mb": peak_kib / 1024}, handle)
