@@ -20,9 +20,11 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from sklearn.linear_model import LogisticRegression
 
@@ -99,14 +101,26 @@ def run_demo(
                                   on_round=progress.on_round)
         history = _federate(strategy, address, rounds, output_dir, channels, penalty, max_iter)
 
-    report = _compare(split, global_model, history, rounds, penalty, max_iter)
-    report["config"] = {"rounds": rounds, "n_sites": n_sites, "seed": seed,
-                        "n_providers": n_providers, "penalty": penalty, "max_iter": max_iter,
-                        "server_address": address}
+    config = {"rounds": rounds, "n_sites": n_sites, "seed": seed, "n_providers": n_providers,
+              "penalty": penalty, "max_iter": max_iter, "server_address": address}
+    return write_report(output_dir, split, providers, global_model, history, config=config,
+                        started=started, console=console, table_rows=_table_rows)
+
+
+def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFrame,
+                 global_model: LogisticRegression, history: fl.server.History, *,
+                 config: dict[str, Any], started: float, console: Console,
+                 table_rows: Callable[[dict[str, Any], FederatedSplit],
+                                      dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Compare the federated model with pooled and lone-site training, write the model,
+    history, plot and report.json, and print the comparison; the report is returned."""
+    report = _compare(split, global_model, history, int(config["rounds"]),
+                      str(config["penalty"]), int(config["max_iter"]))
+    report["config"] = config
     report["data"] = {
         "n_providers": len(providers),
         "fraud_rate": float(providers[LABEL].mean()),
-        "n_test": len(y_test),
+        "n_test": len(split.y_test),
         "sites": [{"name": s.name, "states": list(s.states), "n_train": len(s.y_train),
                    "n_validation": len(s.y_val)} for s in split.sites],
     }
@@ -115,7 +129,7 @@ def run_demo(
     (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
     console.print(comparison_table(
-        _table_rows(report, split), "On the server's test set (fraud is the positive class)",
+        table_rows(report, split), "On the server's test set (fraud is the positive class)",
         caption="pooled: all sites' rows in one place, which the sites may not do"))
     console.print(f"wrote {', '.join(Path(f).name for f in report['files'].values())} to "
                   f"{output_dir} ({report['elapsed_s']:.1f} s)", highlight=False)

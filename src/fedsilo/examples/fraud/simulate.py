@@ -16,7 +16,6 @@ differ in region, cost level, fraud schemes and specialty mix.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +26,7 @@ import fedsilo as fl
 import fedsilo.simulation
 from fedsilo.examples.fraud.client import FraudClient
 from fedsilo.examples.fraud.data import LABEL, generate_providers
-from fedsilo.examples.fraud.demo import _compare, _write_outputs
+from fedsilo.examples.fraud.demo import write_report
 from fedsilo.examples.fraud.model import new_model
 from fedsilo.examples.fraud.prepare import (
     FederatedSplit,
@@ -37,7 +36,7 @@ from fedsilo.examples.fraud.prepare import (
     write_site_channel,
     write_test_set,
 )
-from fedsilo.examples.fraud.report import RoundProgress, comparison_table
+from fedsilo.examples.fraud.report import RoundProgress
 from fedsilo.examples.fraud.server_side import build_strategy
 
 __all__ = ["run_simulation", "site_client"]
@@ -100,27 +99,11 @@ def run_simulation(
             strategy=strategy, backend=backend, num_workers=num_workers)
     _check_complete(history, rounds, len(split.sites))
 
-    report = _compare(split, global_model, history, rounds, penalty, max_iter)
-    report["config"] = {"rounds": rounds, "n_sites": len(split.sites), "seed": seed,
-                        "n_providers": n_providers, "penalty": penalty, "max_iter": max_iter,
-                        "backend": backend}
-    report["data"] = {
-        "n_providers": len(providers),
-        "fraud_rate": float(providers[LABEL].mean()),
-        "n_test": len(y_test),
-        "sites": [{"name": s.name, "states": list(s.states), "n_train": len(s.y_train),
-                   "n_validation": len(s.y_val)} for s in split.sites],
-    }
-    report["files"] = _write_outputs(output_dir, global_model, history, report)
-    report["elapsed_s"] = round(time.monotonic() - started, 2)
-    (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    console.print(comparison_table(
-        _table_rows(report, split), "On the server's test set (fraud is the positive class)",
-        caption="pooled: all sites' rows in one place, which the sites may not do"))
-    console.print(f"wrote {', '.join(Path(f).name for f in report['files'].values())} to "
-                  f"{output_dir} ({report['elapsed_s']:.1f} s)", highlight=False)
-    return report
+    config = {"rounds": rounds, "n_sites": len(split.sites), "seed": seed,
+              "n_providers": n_providers, "penalty": penalty, "max_iter": max_iter,
+              "backend": backend}
+    return write_report(output_dir, split, providers, global_model, history, config=config,
+                        started=started, console=console, table_rows=_table_rows)
 
 
 def _check_complete(history: fl.server.History, rounds: int, n_sites: int) -> None:
