@@ -203,8 +203,7 @@ class Server:
         while True:
             candidates = [c for c in self._client_manager.sample(1) if c.cid not in tried]
             if not candidates:
-                others = [c for cid, c in sorted(self._client_manager.all().items())
-                          if cid not in tried]
+                others = self._untried(tried)
                 if not others:
                     others = self._wait_for_untried(tried)
                 if not others:
@@ -226,6 +225,10 @@ class Server:
             log.info("initial parameters from client %s", client.cid)
             return res.parameters
 
+    def _untried(self, tried: set[str]) -> list[ClientProxy]:
+        """Connected clients not yet asked for initial parameters, in id order."""
+        return [c for cid, c in sorted(self._client_manager.all().items()) if cid not in tried]
+
     def _wait_for_untried(self, tried: set[str]) -> list[ClientProxy]:
         """Every connected client failed to give initial parameters: wait, as sampling does
         (up to the client manager's ``wait_timeout``), for a client that has not been asked,
@@ -235,8 +238,7 @@ class Server:
         log.warning("no connected client can give initial parameters; waiting up to %g s for "
                     "another client to join", limit)
         while time.monotonic() < deadline:
-            others = [c for cid, c in sorted(self._client_manager.all().items())
-                      if cid not in tried]
+            others = self._untried(tried)
             if others:
                 return others
             time.sleep(0.05)
