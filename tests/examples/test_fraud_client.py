@@ -11,7 +11,6 @@ from sklearn.metrics import log_loss
 
 import fedsilo as fl
 from fedsilo.examples.fraud.client import FraudClient, main
-from fedsilo.examples.fraud.launch import ClientProcessError, SiteProcess
 from fedsilo.examples.fraud.model import (
     fit_proximal,
     get_model_parameters,
@@ -111,20 +110,6 @@ def test_main_joins_the_federation_and_saves_the_final_model(
     assert [r for r, _ in histories[0].losses_centralized] == [0, 1, 2]
     saved = load_model(tmp_path / "model")
     np.testing.assert_array_equal(saved.coef_, server_model.coef_)
-
-
-def test_a_failing_client_process_is_reported_with_its_site_and_output(tmp_path: Path) -> None:
-    process = SiteProcess.launch("site9", server_address="127.0.0.1:1",
-                                 channel=tmp_path / "nothing", model_dir=tmp_path / "model",
-                                 log_path=tmp_path / "client.log")
-    try:
-        assert process.wait(60) == 2
-        with pytest.raises(ClientProcessError, match="site9") as caught:
-            process.check()
-        assert "train.csv" in caught.value.output_tail
-        assert "exited with code 2" in str(caught.value)
-    finally:
-        process.stop()
 
 
 def test_fit_applies_the_proximal_term_that_fedprox_sends(site: SiteData) -> None:

@@ -1,9 +1,10 @@
-"""The demo end to end: a server thread, one client process per site, the report."""
+"""The demo end to end: three site agent processes, a training job in each, the report."""
 
 from __future__ import annotations
 
 import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from rich.console import Console
 
 import fedsilo.examples.fraud.demo as demo
-from fedsilo.examples.fraud.launch import ClientProcessError
+from fedsilo.deploy.errors import JobError
 from fedsilo.examples.fraud.model import load_model
 from fedsilo.examples.fraud.prepare import SiteData, write_site_channel
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
     output = tmp_path_factory.mktemp("demo")
-    console = Console(file=io.StringIO(), width=120)
+    console = Console(file=io.StringIO(), width=200)
     report = demo.run_demo(output, rounds=3, n_sites=3, seed=0, console=console)
     return output, report, console.file.getvalue()  # type: ignore[attr-defined]
 
@@ -41,22 +42,45 @@ def test_writes_the_model_history_and_plot(run: tuple[Path, dict[str, Any], str]
     assert json.loads((output / "report.json").read_text())["federated"] == report["federated"]
 
 
-def test_lays_out_each_party_in_its_own_directory(run: tuple[Path, dict[str, Any], str]) -> None:
+def test_each_site_keeps_its_data_policy_and_artifact(
+    run: tuple[Path, dict[str, Any], str]
+) -> None:
     output, report, _ = run
     assert (output / "server" / "test.csv").is_file()
+    test_rows = (output / "server" / "test.csv").read_text().splitlines()[1:]
+    assert set(report["jobs"]) == {"site1", "site2", "site3"}
     for site in report["data"]["sites"]:
-        site_dir = output / "sites" / site["name"]
-        assert (site_dir / "train" / "train.csv").is_file()
-        assert (site_dir / "model" / "model.joblib").is_file()
-        assert "model saved" in (site_dir / "client.log").read_text()
+        name = site["name"]
+        root = output / "sites" / name
+        channel = root / "channels" / "train"
+        assert sorted(p.name for p in (root / "channels").iterdir()) == ["identity", "train"]
+        train_rows = (channel / "train.csv").read_text().splitlines()[1:]
+        assert len(train_rows) == site["n_train"]
+        assert not set(test_rows) & set(train_rows)  # the test set stayed on the server
+        roles = json.loads((root / "policy" / "roles.json").read_text())
+        assert roles  # the site's own launch policy
+        job = report["jobs"][name]
+        assert job["status"] == "Completed"
+        (record,) = [json.loads(p.read_text()) for p in (root / "jobs").glob("*/record.json")]
+        assert record["status"] == "Completed"
+        assert job["artifact"] == f"site://{name}/" + str(
+            next((root / "artifacts").rglob("model.tar.gz")).relative_to(root))
+        assert (output / "logs" / f"agent-{name}.log").is_file()
 
 
-def test_the_saved_model_is_the_final_global_model(run: tuple[Path, dict[str, Any], str]) -> None:
+def test_the_saved_model_is_the_final_global_model(
+    run: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
     output, report, _ = run
     model = load_model(output / "model.joblib")
-    for site in report["data"]["sites"]:
-        local = load_model(output / "sites" / site["name"] / "model")
-        np.testing.assert_array_equal(local.coef_, model.coef_)
+    np.testing.assert_array_equal(load_model(output / "run" / "model.joblib").coef_, model.coef_)
+    for name, job in report["jobs"].items():
+        archive = output / "sites" / name / job["artifact"].removeprefix(f"site://{name}/")
+        with tarfile.open(archive) as tar:
+            assert tar.getnames() == ["model.joblib"]
+            tar.extractall(tmp_path / name, filter="data")
+        np.testing.assert_allclose(load_model(tmp_path / name / "model.joblib").coef_,
+                                   model.coef_, rtol=1e-12)
     last = report["rounds"][-1]
     assert last["loss"] == pytest.approx(report["federated"]["loss"])
     assert last["roc_auc"] == pytest.approx(report["federated"]["roc_auc"])
@@ -71,14 +95,32 @@ def test_federation_beats_the_typical_lone_site(run: tuple[Path, dict[str, Any],
     assert federated["accuracy"] > lone["accuracy"]
 
 
-def test_shows_each_round_and_the_comparison(run: tuple[Path, dict[str, Any], str]) -> None:
+def test_shows_each_round_each_job_and_the_comparison(
+    run: tuple[Path, dict[str, Any], str]
+) -> None:
     _, _, shown = run
-    for line in ("initial  loss 0.6931", "round 1  loss", "round 3  loss", "ROC-AUC", "pooled",
-                 "mean of lone sites", "site2 alone"):
-        assert line in shown
+    for line in ("initial: loss 0.6931", "round 1/3: loss", "round 3/3: loss",
+                 "site2: Completed", "ROC-AUC", "pooled", "mean of lone sites", "site2 alone"):
+        assert line in shown, line
 
 
-def test_a_failing_site_is_named_with_its_output(
+def test_a_rerun_replaces_the_previous_run(tmp_path: Path) -> None:
+    console = Console(file=io.StringIO())
+    first = demo.run_demo(tmp_path, rounds=1, n_sites=2, n_providers=800, console=console)
+    second = demo.run_demo(tmp_path, rounds=1, n_sites=2, n_providers=800, console=console)
+    assert first["jobs"]["site1"]["job"] != second["jobs"]["site1"]["job"]
+    records = list((tmp_path / "sites" / "site1" / "jobs").glob("*/record.json"))
+    assert len(records) == 1  # the first run's site was removed, not mixed in
+
+
+def test_a_directory_that_is_not_a_demos_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(demo.DemoError, match="not empty"):
+        demo.run_demo(tmp_path, rounds=1, console=Console(file=io.StringIO()))
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_failing_site_is_named_with_its_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def write_broken_for_site2(site: SiteData, directory: str | Path) -> Path:
@@ -88,9 +130,12 @@ def test_a_failing_site_is_named_with_its_output(
         return written
 
     monkeypatch.setattr(demo, "write_site_channel", write_broken_for_site2)
-    with pytest.raises(ClientProcessError, match="site2") as caught:
-        demo.run_demo(tmp_path, rounds=2, console=Console(file=io.StringIO()))
-    assert "train.csv" in str(caught.value)
+    with pytest.raises(JobError) as caught:
+        demo.run_demo(tmp_path, rounds=2, n_providers=800, console=Console(file=io.StringIO()))
+    assert caught.value.site == "site2"
+    assert caught.value.job_status == "Failed"
+    assert "train.csv" in caught.value.reason
+    assert not (tmp_path / "report.json").exists()
 
 
 @pytest.mark.parametrize(("rounds", "n_sites", "message"), [(0, 3, "rounds"), (2, 0, "n_sites")])

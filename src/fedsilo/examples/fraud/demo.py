@@ -1,24 +1,39 @@
 """The fraud federation end to end on one machine, and how it compares with the alternatives.
 
-``run_demo`` lays the data out as it would lie in a real deployment, one directory per party:
+``run_demo`` runs the federation the way separate organisations would: each site is a
+directory of its own with its data, its launch policy and its artifacts, served by its own
+site agent process over HTTPS; the federation server assumes each site's launch role,
+starts a training job there, and federates the jobs over mutual TLS. The work directory::
 
-    output_dir/sites/<site>/train/   the site's channel (training and validation rows)
-    output_dir/sites/<site>/model/   the site's model after the federation
-    output_dir/sites/<site>/client.log
-    output_dir/server/test.csv       the server's test set
+    output_dir/
+      .fedsilo-demo              marks the directory as the demo's (a rerun replaces it)
+      federation.toml            the run, as ``fedsilo federate`` reads it
+      certs/                     the federation's CA, the server's and the orchestrator's
+                                 certificates
+      server/test.csv            the server's test set; no site ever sees it
+      sites/<site>/              one site (see fedsilo.deploy.site):
+        channels/train/            its training and validation rows, read only by its jobs
+        channels/identity/         the key of its client certificate, for its jobs
+        code/fraud/source.tar.gz   the training program (client.py, utils.py, requirements.txt)
+        policy/roles.json          the launch role the server may assume, and what it allows
+        jobs/<job>/                the job's record.json, output.log and working directories
+        artifacts/fl/<job>/output/model.tar.gz   the final model, left in the site
+      logs/agent-<site>.log      each site agent's log
+      run/                       the orchestrator's model.joblib, history.json, federation.json
+      model.joblib               the final global model (the same as run/model.joblib)
+      history.json, metrics.png  the server's figures per round
+      report.json                the comparison below, the data, the jobs and the timings
 
-then starts the federation server on 127.0.0.1 in a thread of this process and one client
-process per site, each reading only its own channel. After the last round it scores the final
-global model on the server's test set next to the two alternatives (all sites' data pooled in
-one place, which the sites may not do, and each site training alone) and writes
-``model.joblib``, ``history.json``, ``metrics.png`` and ``report.json`` to ``output_dir``.
+After the last round the final global model is scored on the server's test set next to the
+two alternatives: all sites' data pooled in one place (which the sites may not do) and each
+site training alone.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,10 +44,12 @@ from rich.console import Console
 from sklearn.linear_model import LogisticRegression
 
 import fedsilo as fl
+from fedsilo.deploy.errors import JobError
+from fedsilo.deploy.orchestrator import FederationError, FederationResult
+from fedsilo.deploy.sandbox import run_local_federation
 from fedsilo.examples.fraud.baselines import mean_metrics, pooled_model, site_models
 from fedsilo.examples.fraud.data import LABEL, generate_providers
-from fedsilo.examples.fraud.launch import ClientProcessError, SiteProcess
-from fedsilo.examples.fraud.model import new_model, save_model
+from fedsilo.examples.fraud.model import load_model, save_model
 from fedsilo.examples.fraud.plot import plot_history
 from fedsilo.examples.fraud.prepare import (
     FederatedSplit,
@@ -41,18 +58,19 @@ from fedsilo.examples.fraud.prepare import (
     write_site_channel,
     write_test_set,
 )
-from fedsilo.examples.fraud.report import RoundProgress, comparison_table
-from fedsilo.examples.fraud.server_side import build_strategy, evaluation_metrics
+from fedsilo.examples.fraud.report import comparison_table
+from fedsilo.examples.fraud.server_side import evaluation_metrics
 
-__all__ = ["ClientProcessError", "DemoError", "run_demo"]
+__all__ = ["DemoError", "FederationError", "JobError", "run_demo"]
 
-ROUND_TIMEOUT_S = 60.0  # one client's answer to one instruction
-CLIENT_CONNECT_S = 30.0  # how long a client keeps retrying an unreachable server
-CLIENT_EXIT_S = 20.0  # how long clients may take to exit once the server is done
+MARKER = ".fedsilo-demo"
+# What a run writes at the top of its directory; a rerun removes exactly these first.
+RUN_ENTRIES = ("federation.toml", "certs", "server", "sites", "logs", "run", "model.joblib",
+               "history.json", "metrics.png", "report.json")
 
 
 class DemoError(RuntimeError):
-    """The federation did not complete; the message says which party failed and why."""
+    """The demo cannot use the directory it was given; the message says why."""
 
 
 def run_demo(
@@ -66,12 +84,14 @@ def run_demo(
     penalty: str = "l2",
     max_iter: int = 10,
 ) -> dict[str, Any]:
-    """Run the federation on this machine; return the report (also in ``report.json``).
+    """Run the federation through site agents on this machine; return the report.
 
-    The report holds ``federated``, ``pooled`` and ``mean_site`` metric dicts, ``sites``
-    (site name to metrics), ``rounds`` (the server's figures per round), ``data``,
-    ``config``, ``files`` and ``elapsed_s``. Raises :class:`ClientProcessError` naming the
-    site when a client fails, :class:`DemoError` when the server fails or runs too long.
+    The report (also in ``report.json``) holds ``federated``, ``pooled`` and ``mean_site``
+    metric dicts, ``sites`` (site name to its lone-training metrics), ``rounds`` (the
+    server's figures per round), ``jobs`` (each site's training job and artifact),
+    ``data``, ``config``, ``files`` and ``elapsed_s``. A site whose job fails raises
+    :class:`~fedsilo.deploy.errors.JobError` naming the site and its reason; a server or
+    agent that fails raises :class:`~fedsilo.deploy.orchestrator.FederationError`.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
@@ -80,12 +100,10 @@ def run_demo(
     started = time.monotonic()
     console = console if console is not None else Console()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _claim(output_dir)
 
     providers = generate_providers(n_providers, seed)
     split = prepare_federation(providers, n_sites=n_sites, seed=seed)
-    channels = {site.name: write_site_channel(site, output_dir / "sites" / site.name / "train")
-                for site in split.sites}
     write_test_set(split, output_dir / "server")
     X_test, y_test = load_test_set(output_dir / "server")
     console.print(f"{len(providers)} providers, {providers[LABEL].mean():.1%} fraudulent; the "
@@ -93,25 +111,54 @@ def run_demo(
     for s in split.sites:
         console.print(f"  {s.name}: {_state_range(s.states)}, {len(s.y_train)} training rows "
                       f"after SMOTE, {len(s.y_val)} validation rows", highlight=False)
-
-    global_model = new_model(penalty, max_iter)
-    address = f"127.0.0.1:{_free_port()}"
-    with RoundProgress(console, rounds) as progress:
-        strategy = build_strategy(global_model, X_test, y_test, n_sites,
-                                  on_round=progress.on_round)
-        history = _federate(strategy, address, rounds, output_dir, channels, penalty, max_iter)
-
+    console.print(f"starting {n_sites} site agents; each site runs its own training job",
+                  highlight=False)
+    with tempfile.TemporaryDirectory(prefix="fedsilo-demo-") as staging:
+        # Each channel is written once here and copied into its site by the site's set-up.
+        channels = {site.name: write_site_channel(site, Path(staging) / site.name)
+                    for site in split.sites}
+        result = run_local_federation(output_dir, channels, output_dir / "server",
+                                      rounds=rounds, penalty=penalty, max_iter=max_iter,
+                                      console=console)
+    global_model = load_model(result.files["model"])
     config = {"rounds": rounds, "n_sites": n_sites, "seed": seed, "n_providers": n_providers,
-              "penalty": penalty, "max_iter": max_iter, "server_address": address}
-    return write_report(output_dir, split, providers, global_model, history, config=config,
-                        started=started, console=console, table_rows=_table_rows)
+              "penalty": penalty, "max_iter": max_iter, "federation": "federation.toml"}
+    return write_report(output_dir, split, providers, global_model, result.history,
+                        config=config, started=started, console=console,
+                        table_rows=_table_rows, extra={"jobs": _jobs(result)})
+
+
+def _claim(output_dir: Path) -> None:
+    """Make ``output_dir`` ready: new, empty, or a previous demo's (whose run is removed)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DemoError(f"{output_dir} exists and is not a directory")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if (output_dir / MARKER).is_file():
+        for name in RUN_ENTRIES:
+            entry = output_dir / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    elif any(output_dir.iterdir()):
+        raise DemoError(f"{output_dir} is not empty and holds no earlier demo; give an empty "
+                        f"or new directory with --output")
+    (output_dir / MARKER).write_text("fedsilo demo work directory; a rerun replaces it\n")
+
+
+def _jobs(result: FederationResult) -> dict[str, dict[str, Any]]:
+    """Each site's job: its name, status and where its model.tar.gz was left."""
+    return {site: {"job": job.get("TrainingJobName"), "status": job.get("TrainingJobStatus"),
+                   "artifact": job.get("ModelArtifacts", {}).get("S3ModelArtifacts")}
+            for site, job in result.jobs.items()}
 
 
 def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFrame,
                  global_model: LogisticRegression, history: fl.server.History, *,
                  config: dict[str, Any], started: float, console: Console,
                  table_rows: Callable[[dict[str, Any], FederatedSplit],
-                                      dict[str, dict[str, float]]]) -> dict[str, Any]:
+                                      dict[str, dict[str, float]]],
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare the federated model with pooled and lone-site training, write the model,
     history, plot and report.json, and print the comparison; the report is returned."""
     report = _compare(split, global_model, history, int(config["rounds"]),
@@ -124,6 +171,7 @@ def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFram
         "sites": [{"name": s.name, "states": list(s.states), "n_train": len(s.y_train),
                    "n_validation": len(s.y_val)} for s in split.sites],
     }
+    report.update(extra or {})
     report["files"] = _write_outputs(output_dir, global_model, history, report)
     report["elapsed_s"] = round(time.monotonic() - started, 2)
     (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -134,75 +182,6 @@ def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFram
     console.print(f"wrote {', '.join(Path(f).name for f in report['files'].values())} to "
                   f"{output_dir} ({report['elapsed_s']:.1f} s)", highlight=False)
     return report
-
-
-def _federate(
-    strategy: fl.server.strategy.FedAvg,
-    address: str,
-    rounds: int,
-    output_dir: Path,
-    channels: dict[str, Path],
-    penalty: str,
-    max_iter: int,
-) -> fl.server.History:
-    """Run the server in a thread and one client process per site; return the History."""
-    server = _ServerThread(address, strategy, rounds, wait_timeout=ROUND_TIMEOUT_S)
-    server.start()
-    clients: list[SiteProcess] = []
-    try:
-        for name, channel in channels.items():
-            site_dir = output_dir / "sites" / name
-            clients.append(SiteProcess.launch(
-                name, server_address=address, channel=channel, model_dir=site_dir / "model",
-                log_path=site_dir / "client.log", penalty=penalty, max_iter=max_iter,
-                max_wait_time=CLIENT_CONNECT_S))
-        deadline = time.monotonic() + CLIENT_CONNECT_S + rounds * ROUND_TIMEOUT_S
-        while not server.done.wait(0.1):
-            for client in clients:
-                client.check()
-            if time.monotonic() > deadline:
-                raise DemoError(f"the federation did not finish within "
-                                f"{CLIENT_CONNECT_S + rounds * ROUND_TIMEOUT_S:.0f} s")
-        if server.error is not None:
-            raise DemoError(f"the federation server failed: {server.error}") from server.error
-        for client in clients:
-            client.wait(CLIENT_EXIT_S)
-            client.check()
-    finally:
-        for client in clients:
-            client.stop()
-    assert server.history is not None
-    return server.history
-
-
-class _ServerThread(threading.Thread):
-    """``fedsilo.server.start_server`` in a daemon thread, keeping its History or its error."""
-
-    def __init__(self, address: str, strategy: fl.server.strategy.FedAvg, rounds: int,
-                 wait_timeout: float) -> None:
-        super().__init__(name="federation-server", daemon=True)
-        self.address = address
-        self.strategy = strategy
-        self.rounds = rounds
-        self.wait_timeout = wait_timeout
-        self.history: fl.server.History | None = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            self.history = fl.server.start_server(
-                server_address=self.address,
-                config=fl.server.ServerConfig(num_rounds=self.rounds,
-                                              round_timeout=ROUND_TIMEOUT_S),
-                strategy=self.strategy,
-                # Bounded, so that a server whose clients died does not wait for them for ever.
-                client_manager=fl.server.SimpleClientManager(wait_timeout=self.wait_timeout),
-            )
-        except BaseException as exc:  # reported by _federate in the caller's thread
-            self.error = exc
-        finally:
-            self.done.set()
 
 
 def _compare(split: FederatedSplit, global_model: LogisticRegression,
@@ -248,9 +227,3 @@ def _state_range(states: tuple[str, ...]) -> str:
     if len(states) <= 3:
         return "states " + ", ".join(states)
     return f"{len(states)} states {states[0]} to {states[-1]}"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
