@@ -58,3 +58,49 @@ def test_close_fails_waiting_and_future_requests() -> None:
     with pytest.raises(ClientDisconnected):
         bridge.request(b"y", timeout=5)
     assert bridge.next_message() is None
+
+
+class Releases:
+    """Counts the calls of a reply's release callback."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def test_a_replys_slot_is_released_once_by_whoever_is_done_with_it() -> None:
+    bridge = InstructionBridge("c")
+    first, second = Releases(), Releases()
+
+    def stream() -> None:
+        assert bridge.next_message() == b"one"
+        bridge.deliver(b"reply one", first)
+        assert bridge.next_message() == b"two"
+        bridge.deliver(b"reply two", second)
+
+    threading.Thread(target=stream).start()
+    assert bridge.request(b"one", timeout=5) == b"reply one"
+    assert first.calls == 0  # still held: the caller has not said it is done
+    bridge.release_reply()
+    bridge.release_reply()
+    assert first.calls == 1
+    assert bridge.request(b"two", timeout=5) == b"reply two"
+    assert second.calls == 0
+    # Sending the next instruction means the last reply is done with, whoever forgot to say.
+    threading.Thread(target=lambda: (bridge.next_message(), bridge.deliver(b"3"))).start()
+    assert bridge.request(b"three", timeout=5) == b"3"
+    assert second.calls == 1
+
+
+def test_a_late_replys_slot_is_released_when_the_reply_is_dropped() -> None:
+    bridge = InstructionBridge("c")
+    sent = threading.Event()
+    threading.Thread(target=lambda: (bridge.next_message(), sent.set())).start()
+    with pytest.raises(ClientTimeout):
+        bridge.request(b"one", timeout=0.3)
+    assert sent.wait(5)
+    late = Releases()
+    assert bridge.deliver(b"late reply", late)
+    assert late.calls == 1

@@ -70,7 +70,8 @@ class StreamConnection:
         """Send ``reply``, in chunks where needed; ``TooLarge`` if the server takes none."""
         frames = chunking.encode_frames(
             reply, max_length=self.max_message_length, peer_limit=self.peer_limit,
-            what="grpc_max_message_length (start_client's and start_server's)")
+            what="grpc_max_message_length (start_client's and start_server's)",
+            paced_above=chunking.PACED_ABOVE)
         for frame in frames:
             self._outgoing.put(frame)
 

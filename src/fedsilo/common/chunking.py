@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from fedsilo.common import serde
@@ -39,6 +40,8 @@ __all__ = [
     "announce",
     "encode_frames",
     "is_frame",
+    "ParsedFrame",
+    "parse_frame",
     "parse_announcement",
 ]
 
@@ -48,6 +51,8 @@ FRAME_PREFIX = b"\x7a"  # field 15, length-delimited
 FRAME_OVERHEAD = 1024  # room for a frame's own fields beside its slice
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot encode or parse a larger message
 DEFAULT_MAX_TRANSFER = 64 * 2**30  # the most bytes one chunked message may announce
+PACED_FRAME = 4 * 2**20  # frame size for large messages sent in frames to be read paced
+PACED_ABOVE = 16 * 2**20  # replies with more tensor bytes go to a fedsilo server as frames
 
 
 def _frame_classes() -> tuple[Any, Any]:
@@ -75,6 +80,8 @@ def _frame_classes() -> tuple[Any, Any]:
     return classes["fedsilo.chunking.Chunk"], classes["fedsilo.chunking.Frame"]
 
 
+# The frame's schema as protobuf messages: the reference the hand-written encoder
+# (_frame_bytes) and parser (parse_frame) are tested against.
 _Chunk, _Frame = _frame_classes()
 _transfers = itertools.count(1)
 
@@ -114,17 +121,28 @@ Message = serde.ServerInstruction | serde.ClientReply
 
 
 def encode_frames(
-    message: Message, *, max_length: int, peer_limit: int | None, what: str
+    message: Message, *, max_length: int, peer_limit: int | None, what: str,
+    paced_above: int | None = None, paced_frame: int | None = None,
 ) -> list[bytes]:
     """Wire frames for ``message``: one plain message when it fits, else chunk frames.
 
     ``max_length`` is this side's message limit and ``peer_limit`` the limit the
     peer announced (None: the peer takes no chunks). ``what`` names the setting
-    to raise in the error for a message that fits neither way.
+    to raise in the error for a message that fits neither way. A message whose
+    tensors exceed ``paced_above`` bytes goes as frames of at most ``paced_frame``
+    bytes to a peer that takes chunks, even when it would fit in one message: the
+    receiver can then read large messages a few at a time (see the server's
+    ``FederationServicer``) instead of holding all of them at once.
     """
     tensors = _tensors(message)
     tensor_bytes = sum(len(x) for x in tensors)
     max_length = min(max_length, PROTOBUF_LIMIT)  # no setting lifts protobuf's own cap
+    paced_frame = PACED_FRAME if paced_frame is None else paced_frame
+    if (peer_limit is not None and paced_above is not None and tensor_bytes > paced_above
+            and paced_frame < max_length):
+        frame_size = min(peer_limit, paced_frame) - FRAME_OVERHEAD
+        if frame_size > FRAME_OVERHEAD:
+            return list(_chunk_frames(message, tensors, frame_size))
     if tensor_bytes + FRAME_OVERHEAD < max_length or not tensors:
         data = _serialize(message)
         if len(data) <= max_length:
@@ -158,13 +176,45 @@ def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int) -> It
     transfer = next(_transfers)
     stream = _ByteStream(tensors)
     for index in range(len(bounds) - 1):
-        chunk = _Chunk(transfer=transfer, index=index, data=stream.read(bounds[index + 1]
-                                                                       - bounds[index]))
+        pieces = stream.views(bounds[index + 1] - bounds[index])
         if index == 0:
-            chunk.count = len(bounds) - 1
-            chunk.head = head
-            chunk.sizes.extend(len(x) for x in tensors)
-        yield _Frame(chunk=chunk).SerializeToString()
+            yield _frame_bytes(transfer, 0, len(bounds) - 1, head, [len(x) for x in tensors],
+                               pieces)
+        else:
+            yield _frame_bytes(transfer, index, 0, b"", [], pieces)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _frame_bytes(transfer: int, index: int, count: int, head: bytes, sizes: list[int],
+                 data: list[memoryview]) -> bytes:
+    """One frame in protobuf's encoding of ``Frame{chunk: Chunk{...}}``, written directly:
+    the tensor bytes are copied once, into the frame, instead of once into a protobuf
+    message and again into its serialization."""
+    fields = bytearray(b"\x08" + _varint(transfer))
+    if index:
+        fields += b"\x10" + _varint(index)
+    if count:
+        fields += b"\x18" + _varint(count)
+    if head:
+        fields += b"\x22" + _varint(len(head)) + head
+    if sizes:
+        packed = b"".join(_varint(size) for size in sizes)
+        fields += b"\x2a" + _varint(len(packed)) + packed
+    size = sum(len(x) for x in data)
+    if size:
+        fields += b"\x32" + _varint(size)
+    total = len(fields) + size
+    return b"".join([FRAME_PREFIX, _varint(total), fields, *data])
 
 
 class _ByteStream:
@@ -176,6 +226,10 @@ class _ByteStream:
         self._offset = 0
 
     def read(self, size: int) -> bytes:
+        return b"".join(self.views(size))
+
+    def views(self, size: int) -> list[memoryview]:
+        """The next ``size`` bytes, as views of the parts (no copy)."""
         pieces = []
         while size > 0 and self._part < len(self._parts):
             view = memoryview(self._parts[self._part])[self._offset:self._offset + size]
@@ -184,7 +238,7 @@ class _ByteStream:
             self._offset += len(view)
             if self._offset >= len(self._parts[self._part]):
                 self._part, self._offset = self._part + 1, 0
-        return b"".join(pieces)
+        return pieces
 
 
 # Receiving --------------------------------------------------------------------
@@ -195,12 +249,87 @@ def is_frame(data: bytes) -> bool:
 
 
 @dataclass
+class ParsedFrame:
+    """One parsed frame; ``data`` is a view of the frame's bytes, not a copy."""
+
+    transfer: int = 0
+    index: int = 0
+    count: int = 0
+    head: bytes = b""
+    sizes: list[int] = field(default_factory=list)
+    data: memoryview = field(default_factory=lambda: memoryview(b""))
+
+
+def _read_varint(view: memoryview, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ProtocolError("unreadable chunk frame: a number runs past its field")
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def parse_frame(data: bytes | memoryview) -> ParsedFrame:
+    """Read one frame (``Frame{chunk: Chunk{...}}`` in protobuf's encoding) without copying
+    its tensor bytes; ProtocolError for anything else."""
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    end = len(view)
+    if end < 2 or view[0] != FRAME_PREFIX[0]:
+        raise ProtocolError("unreadable chunk frame: it does not start with field 15")
+    length, pos = _read_varint(view, 1, end)
+    if pos + length != end:
+        raise ProtocolError(f"unreadable chunk frame: it announces {length} bytes and holds "
+                            f"{end - pos}")
+    chunk = ParsedFrame()
+    while pos < end:
+        tag, pos = _read_varint(view, pos, end)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0 and number in (1, 2, 3, 5):
+            value, pos = _read_varint(view, pos, end)
+            if number == 1:
+                chunk.transfer = value
+            elif number == 2:
+                chunk.index = value
+            elif number == 3:
+                chunk.count = value
+            else:
+                chunk.sizes.append(value)
+        elif wire == 2 and number in (4, 5, 6):
+            size, pos = _read_varint(view, pos, end)
+            if pos + size > end:
+                raise ProtocolError(f"unreadable chunk frame: field {number} runs past its end")
+            body = view[pos:pos + size]
+            pos += size
+            if number == 4:
+                chunk.head = bytes(body)
+            elif number == 5:
+                at = 0
+                while at < size:
+                    value, at = _read_varint(body, at, size)
+                    chunk.sizes.append(value)
+            else:
+                chunk.data = body
+        else:
+            raise ProtocolError(f"unreadable chunk frame: unexpected field {number} (wire "
+                                f"type {wire})")
+    if chunk.index > 0xFFFFFFFF or chunk.count > 0xFFFFFFFF:
+        raise ProtocolError("unreadable chunk frame: index or count out of range")
+    return chunk
+
+
+@dataclass
 class _Transfer:
     transfer: int
     count: int
     head: bytes
     sizes: list[int]
-    parts: list[bytes]
+    buffer: Any  # one uint8 array for the message's tensors, filled frame by frame
     received: int = 0
     next_index: int = 1
 
@@ -211,13 +340,17 @@ class ChunkAssembler:
     ``decode`` turns the head's bytes into a message (``serde.client_message_from_bytes``
     on the server, ``serde.server_message_from_bytes`` on the client);
     ``max_transfer`` bounds what a peer may announce, so a hostile peer cannot
-    make this side reserve memory it will never fill.
+    make this side reserve memory it will never fill. Each frame's bytes are copied
+    once, into one buffer per message (reserved, not touched, when the first frame
+    arrives: memory is used only as frames fill it); the message's tensors are
+    read-only views of that buffer.
     """
 
     def __init__(self, decode: Any, *, max_transfer: int = DEFAULT_MAX_TRANSFER) -> None:
         self._decode = decode
         self._max_transfer = max_transfer
         self._current: _Transfer | None = None
+        self.last_buffer: Any = None  # the buffer behind the last message's tensors
 
     @property
     def busy(self) -> bool:
@@ -227,11 +360,10 @@ class ChunkAssembler:
     def feed(self, data: bytes) -> Message | None:
         """Take one frame; return the message once its last frame arrived."""
         try:
-            frame = _Frame.FromString(data)
-        except Exception as exc:  # protobuf raises DecodeError (and others) on junk
+            chunk = parse_frame(data)
+        except ProtocolError:
             self._current = None
-            raise ProtocolError(f"unreadable chunk frame: {exc}") from exc
-        chunk = frame.chunk
+            raise
         current = self._current
         if current is None:
             current = self._start(chunk)
@@ -242,18 +374,19 @@ class ChunkAssembler:
                 f"{current.next_index} of transfer {current.transfer} was due")
         else:
             current.next_index += 1
-        current.received += len(chunk.data)
-        if current.received > sum(current.sizes):
+        size = len(chunk.data)
+        if current.received + size > len(current.buffer):
             self._current = None
             raise ProtocolError("chunk frames carry more bytes than their first frame announced")
-        current.parts.append(chunk.data)
+        current.buffer[current.received:current.received + size] = chunk.data
+        current.received += size
         if current.next_index < current.count:
             self._current = current
             return None
         self._current = None
         return self._finish(current)
 
-    def _start(self, chunk: Any) -> _Transfer:
+    def _start(self, chunk: ParsedFrame) -> _Transfer:
         if chunk.index != 0 or chunk.count < 1:
             raise ProtocolError(f"a chunked message must start with frame 0, got frame "
                                 f"{chunk.index} of {chunk.count}")
@@ -261,18 +394,23 @@ class ChunkAssembler:
         if total > self._max_transfer:
             raise ProtocolError(f"a chunked message announced {total} bytes, over this side's "
                                 f"limit of {self._max_transfer} bytes")
-        return _Transfer(chunk.transfer, chunk.count, chunk.head, list(chunk.sizes), [])
+        try:
+            buffer = np.empty(total, dtype=np.uint8)
+        except MemoryError as exc:
+            raise ProtocolError(f"a chunked message announced {total} bytes, more than this "
+                                "side can reserve") from exc
+        return _Transfer(chunk.transfer, chunk.count, chunk.head, list(chunk.sizes), buffer)
 
     def _finish(self, transfer: _Transfer) -> Message:
-        if transfer.received != sum(transfer.sizes):
+        if transfer.received != len(transfer.buffer):
             raise ProtocolError(f"chunk frames carried {transfer.received} bytes, their first "
-                                f"frame announced {sum(transfer.sizes)}")
+                                f"frame announced {len(transfer.buffer)}")
         message = self._decode(transfer.head)
-        # Cut the tensors straight out of the frames' slices: one copy of the model, not two.
-        stream = _ByteStream(transfer.parts)
-        tensors = [stream.read(size) for size in transfer.sizes]
-        transfer.parts.clear()
-        return _with_tensors(message, tensors)
+        whole = memoryview(transfer.buffer).toreadonly()
+        bounds = np.cumsum([0, *transfer.sizes]).tolist()
+        tensors = [whole[start:stop] for start, stop in itertools.pairwise(bounds)]
+        self.last_buffer = transfer.buffer
+        return _with_tensors(message, tensors)  # type: ignore[arg-type]
 
 
 # Messages with and without their tensors ----------------------------------------

@@ -54,5 +54,12 @@ class ClientProxy(ABC):
         self, ins: ReconnectIns, timeout: float | None, group_id: int | None = None
     ) -> DisconnectRes: ...
 
+    def release_reply(self) -> None:  # noqa: B027 - optional for transports, not abstract
+        """The caller is done with the reply ``fit`` returned last (folded or kept it).
+
+        A transport that reads large replies a few at a time lets the next one in;
+        the default does nothing.
+        """
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(cid={self.cid!r})"

@@ -42,6 +42,8 @@ log = logging.getLogger("fedsilo.server")
 __all__ = ["Server"]
 
 R = TypeVar("R")
+
+DEFAULT_MAX_WORKERS = 512  # threads waiting for replies at once, unless set_max_workers
 Ins = TypeVar("Ins")
 FitResultsAndFailures = tuple[list[tuple[ClientProxy, FitRes]], list[BaseException]]
 EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[BaseException]]
@@ -71,6 +73,10 @@ class Server:
         self.checkpoint_keep = checkpoint_keep
         self.parameters = Parameters(tensors=[], tensor_type="numpy.ndarray")
         self.max_workers: int | None = None
+        # Threads that wait for clients' replies; kept across rounds, since starting and
+        # ending one thread per client every round costs more than a small model's round.
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._workers_size = 0
         self.on_round_end: Callable[[int, History], None] | None = None
 
     def client_manager(self) -> ClientManager:
@@ -91,10 +97,13 @@ class Server:
         the round it records instead of starting over; a checkpoint is written
         after the initial parameters (round 0) and after every round.
         """
-        if self.checkpoint_dir is None:
-            return self._fit(num_rounds, timeout)
-        with lock_directory(self.checkpoint_dir):
-            return self._fit(num_rounds, timeout)
+        try:
+            if self.checkpoint_dir is None:
+                return self._fit(num_rounds, timeout)
+            with lock_directory(self.checkpoint_dir):
+                return self._fit(num_rounds, timeout)
+        finally:
+            self._stop_workers()
 
     def _fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         started = time.monotonic()
@@ -260,16 +269,23 @@ class Server:
 
         def call(client: ClientProxy, ins: FitIns) -> FitRes:
             res = client.fit(ins, timeout, group_id=server_round)
-            if res.status.code != Code.OK:
-                raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
-            arrays = check_fit_res(client.cid, res, reference, self.max_num_examples)
-            if accumulator is None:
-                return res
-            with fold_lock:
-                accumulator.add(client, res, arrays)
-            # Folded in: release the tensors so the round holds one model, not one per client.
-            return FitRes(res.status, Parameters([], res.parameters.tensor_type),
-                          res.num_examples, res.metrics)
+            try:
+                if res.status.code != Code.OK:
+                    raise ClientReportedError(client.cid,
+                                              res.status.message or res.status.code.name)
+                arrays = check_fit_res(client.cid, res, reference, self.max_num_examples)
+                if accumulator is None:
+                    return res
+                with fold_lock:
+                    accumulator.add(client, res, arrays)
+                # Folded in: release the tensors so the round holds one model, not one per
+                # client.
+                del arrays
+                return FitRes(res.status, Parameters([], res.parameters.tensor_type),
+                              res.num_examples, res.metrics)
+            finally:
+                del res
+                client.release_reply()  # the transport may read the next large reply
 
         results, failures = self._run_parallel(instructions, call, "fit", server_round)
         if accumulator is not None:
@@ -310,19 +326,18 @@ class Server:
     ) -> tuple[list[tuple[ClientProxy, R]], list[BaseException]]:
         results: list[tuple[ClientProxy, R]] = []
         failures: list[BaseException] = []
-        workers = self.max_workers or min(len(instructions), 512)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(call, client, ins): client for client, ins in instructions}
-            for future in concurrent.futures.as_completed(futures):
-                client = futures[future]
-                try:
-                    results.append((client, future.result()))
-                except ClientFailure as exc:
-                    failures.append(exc)
-                except Exception as exc:  # a bug in a proxy must not end the round
-                    wrapped = ClientFailure(client.cid, f"{type(exc).__name__}: {exc}")
-                    wrapped.__cause__ = exc
-                    failures.append(wrapped)
+        pool = self._worker_pool()
+        futures = {pool.submit(call, client, ins): client for client, ins in instructions}
+        for future in concurrent.futures.as_completed(futures):
+            client = futures[future]
+            try:
+                results.append((client, future.result()))
+            except ClientFailure as exc:
+                failures.append(exc)
+            except Exception as exc:  # a bug in a proxy must not end the round
+                wrapped = ClientFailure(client.cid, f"{type(exc).__name__}: {exc}")
+                wrapped.__cause__ = exc
+                failures.append(wrapped)
         level = logging.DEBUG if what == "disconnect" else logging.WARNING
         for failure in failures:
             log.log(level, "round %d %s: %s", server_round, what, failure)
@@ -334,10 +349,28 @@ class Server:
         if not clients:
             return
         instructions = [(c, ReconnectIns(seconds=None)) for c in clients]
-        self._run_parallel(
-            instructions,
-            lambda client, ins: client.reconnect(ins, timeout),
-            "disconnect", 0)
+        try:
+            self._run_parallel(
+                instructions,
+                lambda client, ins: client.reconnect(ins, timeout),
+                "disconnect", 0)
+        finally:
+            self._stop_workers()
+
+    def _worker_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The threads that call clients: made once, grown only as more are needed."""
+        size = self.max_workers or DEFAULT_MAX_WORKERS
+        if self._workers is None or self._workers_size != size:
+            self._stop_workers()
+            self._workers = concurrent.futures.ThreadPoolExecutor(
+                max_workers=size, thread_name_prefix="fedsilo-round")
+            self._workers_size = size
+        return self._workers
+
+    def _stop_workers(self) -> None:
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
+            self._workers = None
 
 
 def _decode_or_none(parameters: Parameters) -> NDArrays | None:

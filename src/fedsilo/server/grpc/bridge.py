@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fedsilo.common.exceptions import ClientDisconnected, ClientTimeout
 
@@ -38,6 +38,8 @@ class InstructionBridge:
         self._cv = threading.Condition()
         self._outgoing: deque[tuple[int, Outgoing]] = deque()
         self._replies: dict[int, object | None] = {}  # ticket -> reply (None: still waiting)
+        self._releases: dict[int, Callable[[], None]] = {}  # ticket -> its reply's slot
+        self._held: Callable[[], None] | None = None  # the slot of the last reply handed out
         self._in_flight: int | None = None
         self._tickets = itertools.count(1)
         self._closed = False
@@ -59,6 +61,7 @@ class InstructionBridge:
     def request(self, message: Outgoing, timeout: float | None) -> object:
         """Send ``message`` (a serialized ServerMessage or its frames) and wait for the reply."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.release_reply()  # whoever sends the next instruction is done with the last reply
         with self._cv:
             if self._closed:
                 raise ClientDisconnected(self.cid, self.close_reason)
@@ -73,13 +76,25 @@ class InstructionBridge:
                     raise ClientTimeout(self.cid, f"no reply within {timeout:g} s")
                 self._cv.wait(remaining)
             reply = self._replies.pop(ticket, None)
+            self._held = self._releases.pop(ticket, None)
             if reply is None:
                 self._abandon(ticket)
                 raise ClientDisconnected(self.cid, self.close_reason)
             return reply
 
+    def release_reply(self) -> None:
+        """Say that the last reply ``request`` returned is consumed (its slot, if it holds
+        one of the server's slots for large replies, goes to the next reply)."""
+        with self._cv:
+            release, self._held = self._held, None
+        if release is not None:
+            release()
+
     def _abandon(self, ticket: int) -> None:
         self._replies.pop(ticket, None)
+        release = self._releases.pop(ticket, None)
+        if release is not None:
+            release()
         self._outgoing = deque(item for item in self._outgoing if item[0] != ticket)
 
     # Stream side ------------------------------------------------------------
@@ -104,22 +119,28 @@ class InstructionBridge:
             self._in_flight = ticket
             return message
 
-    def deliver(self, reply: object) -> bool:
+    def deliver(self, reply: object, release: Callable[[], None] | None = None) -> bool:
         """Hand the reply to the instruction in flight; False when no instruction was out.
 
-        A late reply to an abandoned instruction is dropped (and True returned).
+        ``release`` frees what the reply holds on the stream's side (a slot for large
+        replies); it is called once the reply is consumed, or at once for a reply that
+        is dropped. A late reply to an abandoned instruction is dropped (and True
+        returned).
         """
         with self._cv:
             ticket, self._in_flight = self._in_flight, None
             self._cv.notify_all()
-            if ticket is None:
-                return False
-            if ticket in self._replies:
-                self._replies[ticket] = reply
-            else:
+            kept = ticket is not None and ticket in self._replies
+            if kept:
+                self._replies[ticket] = reply  # type: ignore[index]
+                if release is not None:
+                    self._releases[ticket] = release  # type: ignore[index]
+            elif ticket is not None:
                 log.warning("client %s: dropped a late reply to an abandoned instruction",
                             self.cid)
-            return True
+        if not kept and release is not None:
+            release()
+        return ticket is not None
 
     def stream_ended(self, reason: str) -> None:
         """The client's side of the stream is gone: nothing more will be answered."""

@@ -88,15 +88,20 @@ class GrpcClientProxy(ClientProxy):
     def _encode(self, ins: serde.ServerInstruction) -> Outgoing:
         parameters = getattr(ins, "parameters", None)
         size = sum(len(x) for x in parameters.tensors) if parameters is not None else 0
-        if size + chunking.FRAME_OVERHEAD < self.max_message_length:
+        paced = self.peer_limit is not None and size > chunking.PACED_ABOVE
+        if size + chunking.FRAME_OVERHEAD < self.max_message_length and not paced:
             data = encode_instruction(ins)
             if len(data) <= self.max_message_length:
                 return data
 
         def frames(ins: serde.ServerInstruction) -> list[bytes]:
+            # A large model goes to a fedsilo client in frames: the stream sends one frame
+            # at a time, so the server holds one frame per client in gRPC's buffers, not
+            # a copy of the whole model per client.
             return chunking.encode_frames(
                 ins, max_length=self.max_message_length, peer_limit=self.peer_limit,
-                what="start_server(grpc_max_message_length=...)")
+                what="start_server(grpc_max_message_length=...)",
+                paced_above=chunking.PACED_ABOVE)
 
         try:
             return _FRAMES.encode(ins, self.peer_limit or -1, frames)  # type: ignore[no-any-return]
@@ -105,17 +110,26 @@ class GrpcClientProxy(ClientProxy):
 
     def _call(self, ins: serde.ServerInstruction, expected: type, timeout: float | None) -> Any:
         answer = self.bridge.request(self._encode(ins), timeout)
-        if isinstance(answer, ProtocolError):
-            raise InvalidUpdate(self.cid, f"unreadable reply: {answer}")
         try:
-            reply = (serde.client_message_from_bytes(answer) if isinstance(answer, bytes)
-                     else answer)
-        except ProtocolError as exc:
-            raise InvalidUpdate(self.cid, f"unreadable reply: {exc}") from exc
-        if not isinstance(reply, expected):
-            raise InvalidUpdate(
-                self.cid, f"answered {type(ins).__name__} with {type(reply).__name__}")
+            if isinstance(answer, ProtocolError):
+                raise InvalidUpdate(self.cid, f"unreadable reply: {answer}")
+            try:
+                reply = (serde.client_message_from_bytes(answer) if isinstance(answer, bytes)
+                         else answer)
+            except ProtocolError as exc:
+                raise InvalidUpdate(self.cid, f"unreadable reply: {exc}") from exc
+            if not isinstance(reply, expected):
+                raise InvalidUpdate(
+                    self.cid, f"answered {type(ins).__name__} with {type(reply).__name__}")
+        except BaseException:
+            self.bridge.release_reply()
+            raise
+        if expected is not FitRes:  # a fit result is released by the round loop, once folded
+            self.bridge.release_reply()
         return reply
+
+    def release_reply(self) -> None:
+        self.bridge.release_reply()
 
     def get_properties(
         self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None = None

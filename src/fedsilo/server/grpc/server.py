@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 
 import grpc
 
@@ -63,6 +64,14 @@ def start_grpc_server(
         ("grpc.http2.max_ping_strikes", 0),  # 0: never close a connection for its pings
         ("grpc.http2.max_pings_without_data", 0),
     ]
+    if os.environ.get("FEDSILO_GRPC_BDP_PROBE", "0") != "1":
+        # gRPC widens each stream's receive window to the link's bandwidth-delay product;
+        # on loopback and in a LAN that lets every client push megabytes the server has not
+        # asked for yet. Without the probe a stream's window is what a pending read needs,
+        # so a client whose large reply waits for a slot (see the servicer) holds the rest
+        # itself: the server's peak RSS at 10 clients x 10M float32 went from 0.9 GB to
+        # 0.5 GB, at the same round time.
+        options.append(("grpc.http2.bdp_probe", 0))
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent_workers),
         maximum_concurrent_rpcs=max_concurrent_workers,

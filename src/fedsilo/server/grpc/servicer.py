@@ -7,13 +7,24 @@ they come, so a reply nobody asked for (a duplicate) is seen for what it is.
 Replies stay bytes here unless they arrived in chunks; they are decoded by the
 proxy, where a bad one becomes that client's failure instead of breaking the
 stream.
+
+Large replies from fedsilo clients arrive as chunk frames, and only a few of
+them are read and held at a time (``paced_replies``): the reader of any other
+stream stops after the first frame until a slot frees, and gRPC's flow control
+holds the rest in the client. A slot frees once the round loop is done with the
+reply (folded it into the aggregate, or kept it), or once the reply's memory is
+gone. All clients of a round tend to answer at once; without pacing the server
+would hold every reply in full at the same moment.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 
 import grpc
@@ -31,6 +42,8 @@ __all__ = ["FederationServicer", "SERVICE_NAME"]
 
 SERVICE_NAME = "flwr.proto.FlowerService"
 _DISCONNECT_RES_TAG = b"\x0a"  # ClientMessage field 1 (disconnect_res), length-delimited
+DEFAULT_PACED_REPLIES = 2  # large replies read at once; FEDSILO_PACED_REPLIES overrides
+PACING_WAIT_S = 10.0  # a reader that waited this long for a slot reads on without one
 
 
 class FederationServicer:
@@ -49,12 +62,18 @@ class FederationServicer:
         max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
         allowlist: ClientAllowlist | None = None,
         max_transfer: int = chunking.DEFAULT_MAX_TRANSFER,
+        paced_replies: int | None = None,
     ) -> None:
+        if paced_replies is None:
+            paced_replies = int(os.environ.get("FEDSILO_PACED_REPLIES", DEFAULT_PACED_REPLIES))
+        if paced_replies < 1:
+            raise ValueError(f"paced_replies must be at least 1, got {paced_replies}")
         self.client_manager = client_manager
         self.max_message_length = max_message_length
         self.allowlist = allowlist
         self.max_transfer = max_transfer
         self._serial = itertools.count(1)
+        self._reply_slots = threading.Semaphore(paced_replies)
 
     def Join(  # noqa: N802 - the protocol's method name
         self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
@@ -104,10 +123,12 @@ class FederationServicer:
         assembler = chunking.ChunkAssembler(serde.client_message_from_bytes,
                                             max_transfer=self.max_transfer)
         reason = None
+        slot = False  # whether this stream holds one of the slots for large replies
         try:
             for data in requests:
                 reply: object = data
                 if chunking.is_frame(data):
+                    starting = not assembler.busy
                     try:
                         reply = assembler.feed(data)
                     except ProtocolError as exc:
@@ -116,8 +137,19 @@ class FederationServicer:
                         bridge.close(violation[0])
                         return
                     if reply is None:
+                        if starting:  # the first frame of a large reply: wait for a slot
+                            slot = self._take_slot(bridge)
                         continue
-                if not bridge.deliver(reply):
+                release = None
+                if slot:
+                    # The slot goes with the reply: freed when the round loop is done with
+                    # it, or at the latest when its buffer is freed.
+                    release = _ReleaseOnce(self._reply_slots)
+                    if assembler.last_buffer is not None:
+                        weakref.finalize(assembler.last_buffer, release)
+                        assembler.last_buffer = None
+                    slot = False
+                if not bridge.deliver(reply, release):
                     violation.append("the client sent a reply while no instruction was waiting "
                                      "for one (a duplicate or unsolicited reply); replies can "
                                      "no longer be matched to instructions")
@@ -133,7 +165,20 @@ class FederationServicer:
         except Exception as exc:  # the stream is gone, whatever gRPC raised
             code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
             reason = f"{type(exc).__name__} {code or ''}".strip()
+        finally:
+            if slot:
+                self._reply_slots.release()
         bridge.stream_ended(self._ended(bridge, reason))
+
+    def _take_slot(self, bridge: InstructionBridge) -> bool:
+        """Wait for a slot to read the rest of a large reply; False when going on without
+        one (the stream closed, or PACING_WAIT_S passed: a client that stalls halfway
+        through a reply delays the others by no more than that)."""
+        deadline = time.monotonic() + PACING_WAIT_S
+        while not self._reply_slots.acquire(timeout=0.2):
+            if bridge.closed or time.monotonic() > deadline:
+                return False
+        return True
 
     def _ended(self, bridge: InstructionBridge, detail: str | None = None) -> str:
         """Why the client's stream ended, in words that point at a fix."""
@@ -147,6 +192,20 @@ class FederationServicer:
     def _release(self, proxy: GrpcClientProxy, reason: str) -> None:
         proxy.bridge.stream_ended(reason)
         self.client_manager.unregister(proxy)
+
+
+class _ReleaseOnce:
+    """Releases one slot of a semaphore the first time it is called."""
+
+    def __init__(self, semaphore: threading.Semaphore) -> None:
+        self._semaphore: threading.Semaphore | None = semaphore
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            semaphore, self._semaphore = self._semaphore, None
+        if semaphore is not None:
+            semaphore.release()
 
 
 def add_servicer(server: grpc.Server, servicer: FederationServicer) -> None:

@@ -1,0 +1,178 @@
+"""Large replies between fedsilo peers: sent in frames, read a few at a time by the server.
+
+Scaled down: the threshold for pacing and the frame size are lowered so that a model of a
+few hundred kilobytes takes the path a model of hundreds of megabytes takes.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fedsilo as fl
+from fedsilo.common import ProtocolError, chunking
+from fedsilo.server.grpc import servicer as servicer_module
+from tests.conftest import free_port
+from tests.reliability.peers import ServerThread
+
+pytestmark = pytest.mark.timeout(120)
+
+SHAPES = [(300, 200), (7,), (50_000,)]  # 480 kB + 56 B + 400 kB of float64
+
+
+def model() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.standard_normal(s) for s in SHAPES]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(transfer=st.integers(1, 2**64 - 1), index=st.integers(0, 2**32 - 1),
+       count=st.integers(0, 2**32 - 1), head=st.binary(max_size=64),
+       sizes=st.lists(st.integers(0, 2**64 - 1), max_size=5), data=st.binary(max_size=300))
+def test_hand_written_frames_read_the_same_as_protobufs(
+    transfer: int, index: int, count: int, head: bytes, sizes: list[int], data: bytes
+) -> None:
+    pieces = [memoryview(data)[: len(data) // 2], memoryview(data)[len(data) // 2:]]
+    ours = chunking._frame_bytes(transfer, index, count, head, sizes, pieces)
+    by_protobuf = chunking._Frame.FromString(ours).chunk
+    assert (by_protobuf.transfer, by_protobuf.index, by_protobuf.count) == (transfer, index, count)
+    assert (by_protobuf.head, list(by_protobuf.sizes), by_protobuf.data) == (head, sizes, data)
+
+    reference = chunking._Frame(chunk=chunking._Chunk(
+        transfer=transfer, index=index, count=count, head=head, sizes=sizes, data=data))
+    parsed = chunking.parse_frame(reference.SerializeToString())
+    assert (parsed.transfer, parsed.index, parsed.count) == (transfer, index, count)
+    assert (parsed.head, parsed.sizes, bytes(parsed.data)) == (head, sizes, data)
+
+
+@pytest.mark.parametrize("junk", [
+    b"\x7a", b"\x7a\x05\x08", b"\x7a\x02\x08\x80", b"\x7a\x03\x22\x05a", b"\x7a\x02\x40\x01",
+    b"\x7a\x0b\x08" + b"\xff" * 10, b"\x0a\x00",
+])
+def test_broken_frames_are_protocol_errors(junk: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        chunking.parse_frame(junk)
+
+
+class Offset(fl.client.NumPyClient):
+    def __init__(self, offset: float, n: int) -> None:
+        self.offset, self.n = offset, n
+
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        return model()
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+        return [p + self.offset for p in parameters], self.n, {}
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+        return 0.0, self.n, {}
+
+
+class SlotWatch:
+    """Follows the servicer's slots for large replies: how many are held, at most."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.lock = threading.Lock()
+        self.held = self.most = self.taken = 0
+        take, release = (servicer_module.FederationServicer._take_slot,
+                         servicer_module._ReleaseOnce.__call__)
+        watch = self
+
+        def watched_take(servicer: Any, bridge: Any) -> bool:
+            got = take(servicer, bridge)
+            if got:
+                with watch.lock:
+                    watch.held += 1
+                    watch.taken += 1
+                    watch.most = max(watch.most, watch.held)
+            return got
+
+        def watched_release(once: Any) -> None:
+            if once._semaphore is not None:
+                with watch.lock:
+                    watch.held -= 1
+            release(once)
+
+        monkeypatch.setattr(servicer_module.FederationServicer, "_take_slot", watched_take)
+        monkeypatch.setattr(servicer_module._ReleaseOnce, "__call__", watched_release)
+
+
+def federate(strategy: fl.server.strategy.Strategy, clients: list[Offset],
+             rounds: int) -> dict[int, list[np.ndarray]]:
+    address = f"127.0.0.1:{free_port()}"
+    server = ServerThread(server_address=address, strategy=strategy,
+                          config=fl.server.ServerConfig(num_rounds=rounds, round_timeout=60))
+    errors: list[BaseException] = []
+
+    def run(client: Offset) -> None:
+        try:
+            fl.client.start_numpy_client(server_address=address, client=client,
+                                         max_wait_time=30)
+        except BaseException as exc:  # checked below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in clients]
+    for thread in threads:
+        thread.start()
+    server.join(100)
+    for thread in threads:
+        thread.join(10)
+    assert not errors
+    return strategy.seen  # type: ignore[attr-defined, no-any-return]
+
+
+def seeing(strategy_class: type, n: int, **kwargs: Any) -> fl.server.strategy.Strategy:
+    seen: dict[int, list[np.ndarray]] = {}
+
+    def evaluate(server_round: int, params: list[np.ndarray], config: dict) -> tuple:
+        seen[server_round] = [p.copy() for p in params]
+        return 0.0, {}
+
+    strategy = strategy_class(min_fit_clients=n, min_available_clients=n, fraction_evaluate=0.0,
+                              evaluate_fn=evaluate,
+                              initial_parameters=fl.common.ndarrays_to_parameters(model()),
+                              **kwargs)
+    strategy.seen = seen
+    return strategy  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def small_pacing(monkeypatch: pytest.MonkeyPatch) -> SlotWatch:
+    """Pace replies over 64 kB in frames of 32 kB, one reply read at a time."""
+    monkeypatch.setattr(chunking, "PACED_ABOVE", 64 * 1024)
+    monkeypatch.setattr(chunking, "PACED_FRAME", 32 * 1024)
+    monkeypatch.setenv("FEDSILO_PACED_REPLIES", "1")
+    # A slot that is never handed back would stall the round for good, not for 10 s.
+    monkeypatch.setattr(servicer_module, "PACING_WAIT_S", 3600.0)
+    return SlotWatch(monkeypatch)
+
+
+def test_large_replies_are_read_one_at_a_time_and_averaged_exactly(
+    small_pacing: SlotWatch
+) -> None:
+    clients = [Offset(1.0, 10), Offset(-2.0, 30), Offset(4.0, 20), Offset(0.5, 40)]
+    seen = federate(seeing(fl.server.strategy.FedAvg, 4), clients, rounds=2)
+    assert small_pacing.taken == 2 * len(clients)  # every reply came paced
+    assert small_pacing.most == 1 and small_pacing.held == 0
+    expected = model()
+    total = sum(c.n for c in clients)
+    for server_round in (1, 2):
+        expected = [sum(c.n * (p + c.offset) for c in clients) / total for p in expected]
+        for got, want in zip(seen[server_round], expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_strategy_that_keeps_every_reply_still_gets_all_of_them(
+    small_pacing: SlotWatch
+) -> None:
+    """FedMedian holds every result until the round ends; the slot must not wait for that."""
+    clients = [Offset(1.0, 10), Offset(-2.0, 30), Offset(4.0, 20)]
+    seen = federate(seeing(fl.server.strategy.FedMedian, 3), clients, rounds=1)
+    assert small_pacing.taken == len(clients) and small_pacing.held == 0
+    for got, start in zip(seen[1], model(), strict=True):
+        np.testing.assert_allclose(got, start + 1.0, rtol=1e-12)  # median of +1, -2, +4
