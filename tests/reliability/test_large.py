@@ -28,7 +28,12 @@ from fedsilo.common import (
 from fedsilo.common.typing import Code
 from fedsilo.server.grpc.server import start_grpc_server
 from tests.conftest import free_port
-from tests.reliability.peers import RawPeer, RecordingClientManager, ServerThread
+from tests.reliability.peers import (
+    RawPeer,
+    RecordingClientManager,
+    ServerThread,
+    start_numpy_clients,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,17 +108,7 @@ def test_a_federation_over_the_message_limit_runs_in_chunks_between_fedsilo_peer
     # The second client reads smaller messages than the server: frames follow the smaller limit.
     clients = [(Trainer(1.0, 10), LIMIT), (Trainer(-3.0, 30), LIMIT // 2)]
     errors: list[BaseException] = []
-
-    def run(client: Trainer, limit: int) -> None:
-        try:
-            fl.client.start_numpy_client(server_address=address, client=client,
-                                         grpc_max_message_length=limit, max_wait_time=30)
-        except BaseException as exc:  # checked below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=c, daemon=True) for c in clients]
-    for thread in threads:
-        thread.start()
+    threads = start_numpy_clients(address, clients, errors)  # type: ignore[arg-type]
     server.join(100)
     for thread in threads:
         thread.join(10)

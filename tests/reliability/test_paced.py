@@ -18,7 +18,7 @@ import fedsilo as fl
 from fedsilo.common import ProtocolError, chunking
 from fedsilo.server.grpc import servicer as servicer_module
 from tests.conftest import free_port
-from tests.reliability.peers import ServerThread
+from tests.reliability.peers import ServerThread, start_numpy_clients
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,17 +108,7 @@ def federate(strategy: fl.server.strategy.Strategy, clients: list[Offset],
     server = ServerThread(server_address=address, strategy=strategy,
                           config=fl.server.ServerConfig(num_rounds=rounds, round_timeout=60))
     errors: list[BaseException] = []
-
-    def run(client: Offset) -> None:
-        try:
-            fl.client.start_numpy_client(server_address=address, client=client,
-                                         max_wait_time=30)
-        except BaseException as exc:  # checked below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in clients]
-    for thread in threads:
-        thread.start()
+    threads = start_numpy_clients(address, [(c, None) for c in clients], errors)
     server.join(100)
     for thread in threads:
         thread.join(10)
