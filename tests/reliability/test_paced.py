@@ -166,3 +166,44 @@ def test_a_strategy_that_keeps_every_reply_still_gets_all_of_them(
     assert small_pacing.taken == len(clients) and small_pacing.held == 0
     for got, start in zip(seen[1], model(), strict=True):
         np.testing.assert_allclose(got, start + 1.0, rtol=1e-12)  # median of +1, -2, +4
+
+
+def frames_of(arrays: list[np.ndarray]) -> list[bytes]:
+    ins = fl.common.FitIns(fl.common.ndarrays_to_parameters(arrays), {})
+    return chunking.encode_frames(ins, max_length=2**20, peer_limit=2**20, what="test",
+                                  paced_above=1024, paced_frame=16 * 1024)
+
+
+def assemble(assembler: chunking.ChunkAssembler, frames: list[bytes]) -> list[np.ndarray]:
+    *head, message = [assembler.feed(f) for f in frames]
+    assert head == [None] * len(head)
+    return fl.common.parameters_to_ndarrays(message.parameters)  # type: ignore[union-attr]
+
+
+def test_a_clients_model_buffer_is_writable_and_reused_only_when_nothing_holds_it() -> None:
+    from fedsilo.common import serde
+
+    assembler = chunking.ChunkAssembler(serde.server_message_from_bytes, private=True)
+    first = assemble(assembler, frames_of(model()))
+    assert all(a.flags.writeable for a in first)
+    kept = first[2]
+    first_address = kept.__array_interface__["data"][0]
+    del first
+    second = assemble(assembler, frames_of([m + 1.0 for m in model()]))
+    # The first message's array is still held: the second went into new memory.
+    np.testing.assert_array_equal(kept, model()[2])
+    assert second[2].__array_interface__["data"][0] != first_address
+    second_address = second[2].__array_interface__["data"][0]
+    del second, kept
+    third = assemble(assembler, frames_of([m + 2.0 for m in model()]))
+    assert third[2].__array_interface__["data"][0] == second_address  # refilled, not new
+    for got, want in zip(third, model(), strict=True):
+        np.testing.assert_array_equal(got, want + 2.0)
+
+
+def test_the_servers_assembled_tensors_are_read_only() -> None:
+    from fedsilo.common import serde
+
+    assembler = chunking.ChunkAssembler(serde.server_message_from_bytes)
+    arrays = assemble(assembler, frames_of(model()))
+    assert not any(a.flags.writeable for a in arrays)

@@ -38,7 +38,8 @@ class StreamConnection:
                                metadata=chunking.announce(max_message_length))
         self._done = threading.Event()
         self._responses.add_done_callback(lambda _: self._done.set())
-        self._assembler = chunking.ChunkAssembler(serde.server_message_from_bytes)
+        # private: the model's buffer is this client's own, reused from round to round
+        self._assembler = chunking.ChunkAssembler(serde.server_message_from_bytes, private=True)
         self._peer_limit: int | None = None
         self._peer_known = False
 

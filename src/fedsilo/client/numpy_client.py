@@ -120,8 +120,11 @@ def _writable_ndarrays(parameters: Parameters) -> NDArrays:
 
     Decoding alone gives read-only views of the message buffer; NumPyClient code written for
     Flower expects writable arrays (``np.load`` copies), so each array is copied once here.
+    Arrays that are writable already are views of a buffer this client alone holds (a model
+    that arrived in chunk frames) and are handed over without a copy.
     """
-    return [np.array(a, copy=True) for a in parameters_to_ndarrays(parameters)]
+    return [a if a.flags.writeable else np.array(a, copy=True)
+            for a in parameters_to_ndarrays(parameters)]
 
 
 class _NumPyClientAdapter(Client):

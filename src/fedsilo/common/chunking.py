@@ -21,6 +21,7 @@ byte (``0x7a``) tells a frame from a plain message.
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -344,11 +345,19 @@ class ChunkAssembler:
     once, into one buffer per message (reserved, not touched, when the first frame
     arrives: memory is used only as frames fill it); the message's tensors are
     read-only views of that buffer.
+
+    With ``private`` the views are writable and a buffer that nothing refers to any
+    more is filled again by the next message of the same size, instead of new memory
+    being faulted in for every message: for a client, whose model arrives every round
+    and whose arrays need not be copied to be writable.
     """
 
-    def __init__(self, decode: Any, *, max_transfer: int = DEFAULT_MAX_TRANSFER) -> None:
+    def __init__(self, decode: Any, *, max_transfer: int = DEFAULT_MAX_TRANSFER,
+                 private: bool = False) -> None:
         self._decode = decode
         self._max_transfer = max_transfer
+        self._private = private
+        self._spare: Any = None  # the last buffer, for reuse (private assemblers only)
         self._current: _Transfer | None = None
         self.last_buffer: Any = None  # the buffer behind the last message's tensors
 
@@ -394,6 +403,12 @@ class ChunkAssembler:
         if total > self._max_transfer:
             raise ProtocolError(f"a chunked message announced {total} bytes, over this side's "
                                 f"limit of {self._max_transfer} bytes")
+        spare, self._spare = self._spare, None
+        # Two references: ``spare`` and getrefcount's argument. Any view of the buffer
+        # still alive (a tensor, an array the client kept) holds one more.
+        if spare is not None and len(spare) == total and sys.getrefcount(spare) == 2:
+            return _Transfer(chunk.transfer, chunk.count, chunk.head, list(chunk.sizes), spare)
+        del spare
         try:
             buffer = np.empty(total, dtype=np.uint8)
         except MemoryError as exc:
@@ -406,10 +421,15 @@ class ChunkAssembler:
             raise ProtocolError(f"chunk frames carried {transfer.received} bytes, their first "
                                 f"frame announced {len(transfer.buffer)}")
         message = self._decode(transfer.head)
-        whole = memoryview(transfer.buffer).toreadonly()
+        whole = memoryview(transfer.buffer)
+        if self._private:
+            self._spare = transfer.buffer
+        else:
+            whole = whole.toreadonly()
         bounds = np.cumsum([0, *transfer.sizes]).tolist()
         tensors = [whole[start:stop] for start, stop in itertools.pairwise(bounds)]
-        self.last_buffer = transfer.buffer
+        if not self._private:
+            self.last_buffer = transfer.buffer
         return _with_tensors(message, tensors)  # type: ignore[arg-type]
 
 
