@@ -3,7 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsilo.server.strategy.aggregate import aggregate_weighted_mean, weighted_loss_avg
+from fedsilo.server.strategy.aggregate import (
+    add_weighted,
+    add_weighted_many,
+    aggregate_weighted_mean,
+    weighted_loss_avg,
+)
 
 
 def test_weighted_mean_by_hand() -> None:
@@ -26,6 +31,22 @@ def test_weighted_mean_matches_the_formula_on_random_inputs() -> None:
     assert got[0].dtype == np.float32 and got[1].dtype == np.float64
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-12)
+
+
+def test_folding_a_batch_equals_the_formula_and_folding_one_at_a_time() -> None:
+    """Layers longer than a fold step and not a multiple of it, of several dtypes."""
+    rng = np.random.default_rng(3)
+    batch = [([rng.normal(size=(201, 199)).astype(np.float32), rng.normal(size=50_001),
+               rng.integers(-5, 5, size=7)], float(rng.integers(1, 50))) for _ in range(9)]
+    exact = [sum(w * layers[i].astype(np.float64) for layers, w in batch) for i in range(3)]
+    together = add_weighted_many([], batch)
+    one_by_one: list[np.ndarray] = []
+    for layers, weight in batch:
+        one_by_one = add_weighted(one_by_one, layers, weight)
+    for got, sequential, want in zip(together, one_by_one, exact, strict=True):
+        assert got.dtype == np.float64 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(got, sequential, rtol=1e-12, atol=1e-9)
 
 
 def test_integer_layers_average_to_float() -> None:

@@ -57,16 +57,22 @@ def add_weighted(sums: NDArrays, layers: NDArrays, weight: float) -> NDArrays:
 
 
 _FOLD_CHUNK = 1 << 15
-"""Elements per step when folding: a chunk of the sums and a float64 scratch stay in cache."""
+"""Elements per step when folding one update: a chunk of the sums and a float64 scratch
+stay in cache."""
+
+_BLOCK_CHUNK = 1 << 14
+"""Elements per step when folding several updates; measured best for 20 and 50 updates."""
 
 
 def add_weighted_many(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> NDArrays:
     """Fold every ``weight * layers`` of ``batch`` into the float64 running ``sums``.
 
-    Works chunk by chunk: each cache-sized chunk of the sums takes all of the batch's
-    contributions before the next chunk is touched, so the sums cross memory once per
-    batch instead of once per update, and no model-sized temporary is ever allocated.
-    Per element the additions happen in batch order, as folding one update at a time would.
+    Works chunk by chunk, so the sums cross memory once per batch instead of once per
+    update, and no model-sized temporary is ever allocated. One update is cast, scaled and
+    added per cache-sized chunk. Several updates are cast into the rows of a block, and one
+    matrix-vector product with the weights (BLAS) scales and sums them: about 1.5 times
+    the throughput of one numpy pass per update and operation. BLAS may add the rows in
+    another order than one update at a time would, which can change the last bits.
     """
     if not batch:
         return sums
@@ -78,19 +84,37 @@ def add_weighted_many(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> ND
         for index, (acc, layer) in enumerate(zip(sums, layers, strict=True)):
             if layer.shape != acc.shape:
                 raise ValueError(f"layer {index} has shape {layer.shape}, expected {acc.shape}")
+    if len(batch) == 1:
+        _fold_one(sums, batch[0][0], float(batch[0][1]))
+    else:
+        _fold_block(sums, batch)
+    return sums
+
+
+def _fold_one(sums: NDArrays, layers: NDArrays, weight: float) -> None:
     scratch = np.empty(_FOLD_CHUNK, dtype=np.float64)
-    weights = [float(weight) for _, weight in batch]
-    for index, acc in enumerate(sums):
-        flat_acc = acc.reshape(-1)
-        flats = [np.asarray(layers[index]).reshape(-1) for layers, _ in batch]
+    for acc, layer in zip(sums, layers, strict=True):
+        flat_acc, flat = acc.reshape(-1), np.asarray(layer).reshape(-1)
         for start in range(0, flat_acc.size, _FOLD_CHUNK):
             stop = min(start + _FOLD_CHUNK, flat_acc.size)
             target, part = flat_acc[start:stop], scratch[:stop - start]
-            for flat, weight in zip(flats, weights, strict=True):
-                part[...] = flat[start:stop]  # a plain cast: faster than a casting multiply
-                part *= weight
-                target += part
-    return sums
+            part[...] = flat[start:stop]  # a plain cast: faster than a casting multiply
+            part *= weight
+            target += part
+
+
+def _fold_block(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> None:
+    block = np.empty((len(batch), _BLOCK_CHUNK), dtype=np.float64)
+    weights = np.array([float(weight) for _, weight in batch], dtype=np.float64)
+    for index, acc in enumerate(sums):
+        flat_acc = acc.reshape(-1)
+        flats = [np.asarray(layers[index]).reshape(-1) for layers, _ in batch]
+        for start in range(0, flat_acc.size, _BLOCK_CHUNK):
+            stop = min(start + _BLOCK_CHUNK, flat_acc.size)
+            rows = block[:, :stop - start]
+            for row, flat in enumerate(flats):
+                rows[row] = flat[start:stop]  # cast to float64
+            flat_acc[start:stop] += weights @ rows
 
 
 def weighted_mean_from_sums(sums: NDArrays, total: float, like: NDArrays) -> NDArrays:
