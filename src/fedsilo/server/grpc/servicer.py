@@ -141,14 +141,15 @@ class FederationServicer:
                             slot = self._take_slot(bridge)
                         continue
                 release = None
+                buffer, assembler.last_buffer = assembler.last_buffer, None
                 if slot:
                     # The slot goes with the reply: freed when the round loop is done with
                     # it, or at the latest when its buffer is freed.
                     release = _ReleaseOnce(self._reply_slots)
-                    if assembler.last_buffer is not None:
-                        weakref.finalize(assembler.last_buffer, release)
-                        assembler.last_buffer = None
+                    if buffer is not None:
+                        weakref.finalize(buffer, release)
                     slot = False
+                del buffer  # the reply's tensors keep it alive as long as they are needed
                 if not bridge.deliver(reply, release):
                     violation.append("the client sent a reply while no instruction was waiting "
                                      "for one (a duplicate or unsolicited reply); replies can "
