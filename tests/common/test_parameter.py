@@ -109,3 +109,38 @@ def test_random_bytes_never_raise_anything_but_serialization_error(data: bytes) 
         bytes_to_ndarray(data)
     except SerializationError:
         pass
+
+
+@given(array=hnp.arrays(
+    dtype=st.one_of(hnp.integer_dtypes(endianness="="), hnp.floating_dtypes(endianness="<"),
+                    hnp.floating_dtypes(endianness=">"), hnp.complex_number_dtypes(),
+                    hnp.boolean_dtypes()),
+    shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)),
+    fortran=st.booleans(), version=st.sampled_from([(1, 0), (2, 0)]))
+def test_headers_numpy_writes_are_read_directly_and_as_numpy_reads_them(
+    array: np.ndarray, fortran: bool, version: tuple[int, int]
+) -> None:
+    from fedsilo.common import parameter
+
+    array = np.asfortranarray(array) if fortran else array
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, version=version)
+    view = memoryview(buffer.getvalue())
+    direct = parameter._plain_header(view)
+    assert direct is not None  # the fast path takes every header numpy writes
+    assert direct == parameter._numpy_header(view)
+    np.testing.assert_array_equal(bytes_to_ndarray(buffer.getvalue()), array)
+
+
+@pytest.mark.parametrize("header", [
+    b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'extra': 1, }",
+    b"{'fortran_order': False, 'descr': '<f4', 'shape': (3,), }",
+    b"{'descr': '<M8[ns]', 'fortran_order': False, 'shape': (3,), }",
+    b"{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3,), }",
+])
+def test_other_headers_go_to_numpys_parser(header: bytes) -> None:
+    from fedsilo.common import parameter
+
+    padded = header + b" " * (-(len(header) + 11) % 64) + b"\n"
+    data = b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded
+    assert parameter._plain_header(memoryview(data + b"\0" * 12)) is None
