@@ -104,3 +104,14 @@ def test_a_late_replys_slot_is_released_when_the_reply_is_dropped() -> None:
     late = Releases()
     assert bridge.deliver(b"late reply", late)
     assert late.calls == 1
+
+
+def test_closing_gives_back_the_slot_of_a_reply_nobody_released() -> None:
+    bridge = InstructionBridge("c")
+    held = Releases()
+    threading.Thread(target=lambda: (bridge.next_message(), bridge.deliver(b"r", held))).start()
+    assert bridge.request(b"one", timeout=5) == b"r"
+    bridge.close("the client disconnected")
+    assert held.calls == 1
+    bridge.release_reply()  # the round loop's own release comes later: not a second one
+    assert held.calls == 1

@@ -149,11 +149,22 @@ class InstructionBridge:
         self.close(reason)
 
     def close(self, reason: str | None = None, farewell: bytes | None = None) -> None:
-        """Fail pending and future requests; ``farewell`` is still sent to the client."""
+        """Fail pending and future requests; ``farewell`` is still sent to the client.
+
+        Whatever slots this client's replies hold are given back: nobody may be left to
+        say it is done with them.
+        """
         with self._cv:
             if not self._closed:
                 if reason is not None:
                     self.close_reason = reason
                 self._farewell = farewell
             self._closed = True
+            releases = list(self._releases.values())
+            if self._held is not None:
+                releases.append(self._held)
+            self._releases.clear()
+            self._held = None
             self._cv.notify_all()
+        for release in releases:
+            release()
