@@ -205,19 +205,24 @@ def fit_res_bytes(arrays: list[np.ndarray], num_examples: int) -> bytes:
         FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(arrays), num_examples, {}))
 
 
-def start_numpy_clients(address: str, clients: list[tuple[fl.client.NumPyClient, int | None]],
-                        errors: list[BaseException]) -> list[threading.Thread]:
-    """Start each (client, message limit) in a thread; what a client raises goes to errors."""
+def start_client_thread(address: str, client: fl.client.NumPyClient,
+                        errors: list[BaseException], **kwargs: Any) -> threading.Thread:
+    """``start_numpy_client`` in a daemon thread; what it raises goes to ``errors``."""
 
-    def run(client: fl.client.NumPyClient, limit: int | None) -> None:
+    def run() -> None:
         try:
-            kwargs = {} if limit is None else {"grpc_max_message_length": limit}
-            fl.client.start_numpy_client(server_address=address, client=client,
-                                         max_wait_time=30, **kwargs)  # type: ignore[arg-type]
+            fl.client.start_numpy_client(server_address=address, client=client, **kwargs)
         except BaseException as exc:  # the caller checks errors
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=c, daemon=True) for c in clients]
-    for thread in threads:
-        thread.start()
-    return threads
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def start_numpy_clients(address: str, clients: list[tuple[fl.client.NumPyClient, int | None]],
+                        errors: list[BaseException]) -> list[threading.Thread]:
+    """Start each (client, message limit) in a thread; what a client raises goes to errors."""
+    return [start_client_thread(address, client, errors, max_wait_time=30,
+                                **({} if limit is None else {"grpc_max_message_length": limit}))
+            for client, limit in clients]

@@ -28,6 +28,7 @@ from tests.reliability.peers import (
     ServerThread,
     fit_res_bytes,
     serve_raw,
+    start_client_thread,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -40,12 +41,7 @@ def honest_clients() -> list[Honest]:
 
 
 def start_honest(address: str, clients: list[Honest]) -> list[threading.Thread]:
-    threads = [threading.Thread(
-        target=fl.client.start_numpy_client, daemon=True,
-        kwargs={"server_address": address, "client": c, "max_wait_time": 30}) for c in clients]
-    for thread in threads:
-        thread.start()
-    return threads
+    return [start_client_thread(address, c, [], max_wait_time=30) for c in clients]
 
 
 @pytest.fixture(scope="module")

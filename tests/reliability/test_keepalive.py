@@ -23,6 +23,7 @@ from tests.conftest import free_port
 from tests.interop.conftest import flwr_1_3_env, flwr_env, flwr_newest_env  # noqa: F401
 from tests.interop.flower_envs import FlowerEnv
 from tests.interop.harness import ProcessGroup
+from tests.reliability import peers
 from tests.reliability.peers import (
     Honest,
     RecordingClientManager,
@@ -56,16 +57,8 @@ class LongTraining(Honest):
 
 def start_client_thread(address: str, client: fl.client.NumPyClient,
                         errors: list[BaseException], **kwargs: Any) -> threading.Thread:
-    def run() -> None:
-        try:
-            fl.client.start_numpy_client(server_address=address, client=client,
-                                         keepalive_time=PING, keepalive_timeout=5.0, **kwargs)
-        except BaseException as exc:  # checked by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    return peers.start_client_thread(address, client, errors, keepalive_time=PING,
+                                     keepalive_timeout=5.0, **kwargs)
 
 
 def test_a_client_training_through_many_keepalive_intervals_keeps_its_stream() -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import numpy as np
@@ -22,6 +20,7 @@ from tests.reliability.peers import (
     RecordingStrategy,
     ServerThread,
     expected_fedavg,
+    start_client_thread,
 )
 from tests.reliability.tls_material import (
     Identity,
@@ -31,19 +30,6 @@ from tests.reliability.tls_material import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def run_client(address: str, client: Honest, errors: list[BaseException],
-               **kwargs: Any) -> threading.Thread:
-    def run() -> None:
-        try:
-            fl.client.start_numpy_client(server_address=address, client=client, **kwargs)
-        except BaseException as exc:  # checked by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_a_federation_over_tls_with_enrolled_clients_gives_fedavg() -> None:
@@ -57,8 +43,9 @@ def test_a_federation_over_tls_with_enrolled_clients_gives_fedavg() -> None:
                           config=fl.server.ServerConfig(num_rounds=2, round_timeout=20),
                           certificates=material.server_certificates, client_allowlist=allowlist)
     errors: list[BaseException] = []
-    threads = [run_client(address, client, errors, root_certificates=material.ca.certificate_pem,
-                          client_certificate=identity.pair, max_wait_time=20)
+    threads = [start_client_thread(address, client, errors,
+                                   root_certificates=material.ca.certificate_pem,
+                                   client_certificate=identity.pair, max_wait_time=20)
                for client, identity in zip(clients, (site_a, site_b), strict=True)]
     server.join(40)
     for thread in threads:

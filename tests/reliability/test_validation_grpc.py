@@ -6,7 +6,6 @@ aggregates the honest clients only, and the server keeps serving.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import grpc
@@ -37,6 +36,7 @@ from tests.reliability.peers import (
     expected_fedavg,
     fit_res_bytes,
     serve_raw,
+    start_client_thread,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -100,11 +100,8 @@ def test_an_unusable_reply_is_a_failure_with_its_reason(kind: str) -> None:
     server = ServerThread(server_address=address, strategy=strategy,
                           config=fl.server.ServerConfig(num_rounds=1, round_timeout=20),
                           grpc_max_message_length=LIMIT)
-    threads = [threading.Thread(
-        target=fl.client.start_numpy_client, daemon=True,
-        kwargs={"server_address": address, "client": c, "max_wait_time": 20}) for c in honest]
-    for thread in threads:
-        thread.start()
+    for client in honest:
+        start_client_thread(address, client, [], max_wait_time=20)
     peer = RawPeer(address)
     serve_raw(peer, answer)
     server.join(40)
@@ -125,11 +122,8 @@ def test_a_duplicate_reply_is_refused_and_the_client_is_cut_off() -> None:
     strategy = FirstRoundWaitsForAll(3, 2)
     server = ServerThread(server_address=address, strategy=strategy,
                           config=fl.server.ServerConfig(num_rounds=2, round_timeout=20))
-    threads = [threading.Thread(
-        target=fl.client.start_numpy_client, daemon=True,
-        kwargs={"server_address": address, "client": c, "max_wait_time": 20}) for c in honest]
-    for thread in threads:
-        thread.start()
+    for client in honest:
+        start_client_thread(address, client, [], max_wait_time=20)
     peer = RawPeer(address)
     raw = serve_raw(peer, lambda ins: [fit_res_bytes(received(ins), 5)] * 2)
     server.join(40)
@@ -168,8 +162,7 @@ def test_an_unusable_evaluation_is_a_failure_and_the_loss_is_the_honest_clients(
     server = ServerThread(server_address=address, strategy=strategy,
                           config=fl.server.ServerConfig(num_rounds=1, round_timeout=20))
     for client in honest:
-        threading.Thread(target=fl.client.start_numpy_client, daemon=True, kwargs={
-            "server_address": address, "client": client, "max_wait_time": 20}).start()
+        start_client_thread(address, client, [], max_wait_time=20)
     peer = RawPeer(address)
     serve_raw(peer, lambda ins: [fit_res_bytes(received(ins), 20)] if isinstance(ins, FitIns)
               else [evaluate_res_bytes(loss, count)])
