@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 import fedsilo as fl
-from fedsilo.common import FitIns, GetParametersIns, chunking, serde
+from fedsilo.common import FitIns, GetParametersIns, serde
 from fedsilo.server.client_manager import Criterion
 from fedsilo.server.client_proxy import ClientProxy
 from tests.conftest import free_port
+from tests.reliability import frame_schema
 from tests.reliability.peers import (
     FirstRoundWaitsForAll,
     Honest,
@@ -67,8 +68,8 @@ def nan_with_huge_count(ins: Any) -> list[bytes]:
 
 def chunk_bomb(ins: Any) -> list[bytes]:
     """A first chunk frame that announces a terabyte of tensors."""
-    chunk = chunking._Chunk(transfer=1, index=0, count=2**20, sizes=[2**40], data=b"x")
-    return [chunking._Frame(chunk=chunk).SerializeToString()]
+    chunk = frame_schema.Chunk(transfer=1, index=0, count=2**20, sizes=[2**40], data=b"x")
+    return [frame_schema.Frame(chunk=chunk).SerializeToString()]
 
 
 HOSTILE: dict[str, Any] = {

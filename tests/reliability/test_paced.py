@@ -18,6 +18,7 @@ import fedsilo as fl
 from fedsilo.common import ProtocolError, chunking
 from fedsilo.server.grpc import servicer as servicer_module
 from tests.conftest import free_port
+from tests.reliability import frame_schema
 from tests.reliability.peers import ServerThread, start_numpy_clients
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,11 +40,11 @@ def test_hand_written_frames_read_the_same_as_protobufs(
 ) -> None:
     pieces = [memoryview(data)[: len(data) // 2], memoryview(data)[len(data) // 2:]]
     ours = chunking._frame_bytes(transfer, index, count, head, sizes, pieces)
-    by_protobuf = chunking._Frame.FromString(ours).chunk
+    by_protobuf = frame_schema.Frame.FromString(ours).chunk
     assert (by_protobuf.transfer, by_protobuf.index, by_protobuf.count) == (transfer, index, count)
     assert (by_protobuf.head, list(by_protobuf.sizes), by_protobuf.data) == (head, sizes, data)
 
-    reference = chunking._Frame(chunk=chunking._Chunk(
+    reference = frame_schema.Frame(chunk=frame_schema.Chunk(
         transfer=transfer, index=index, count=count, head=head, sizes=sizes, data=data))
     parsed = chunking.parse_frame(reference.SerializeToString())
     assert (parsed.transfer, parsed.index, parsed.count) == (transfer, index, count)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from fedsilo.common import serde
 from fedsilo.common import typing as t
@@ -56,34 +55,17 @@ PACED_FRAME = 4 * 2**20  # frame size for large messages sent in frames to be re
 PACED_ABOVE = 16 * 2**20  # replies with more tensor bytes go to a fedsilo server as frames
 
 
-def _frame_classes() -> tuple[Any, Any]:
-    """Build the frame messages in a private descriptor pool (no generated code needed)."""
-    file = descriptor_pb2.FileDescriptorProto(name="fedsilo/chunking.proto",
-                                              package="fedsilo.chunking", syntax="proto3")
-    label, kind = descriptor_pb2.FieldDescriptorProto, descriptor_pb2.FieldDescriptorProto
-    chunk = file.message_type.add(name="Chunk")
-    for number, (name, type_, repeated) in enumerate([
-        ("transfer", kind.TYPE_UINT64, False),   # 1: id of the message the chunk belongs to
-        ("index", kind.TYPE_UINT32, False),      # 2: position of this frame
-        ("count", kind.TYPE_UINT32, False),      # 3: number of frames (first frame)
-        ("head", kind.TYPE_BYTES, False),        # 4: the message without tensor bytes (first)
-        ("sizes", kind.TYPE_UINT64, True),       # 5: each tensor's length (first frame)
-        ("data", kind.TYPE_BYTES, False),        # 6: the next slice of tensor bytes
-    ], start=1):
-        chunk.field.add(name=name, number=number, type=type_,
-                        label=label.LABEL_REPEATED if repeated else label.LABEL_OPTIONAL)
-    frame = file.message_type.add(name="Frame")
-    frame.field.add(name="chunk", number=15, type=kind.TYPE_MESSAGE,
-                    label=label.LABEL_OPTIONAL, type_name=".fedsilo.chunking.Chunk")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    classes = message_factory.GetMessages([file], pool=pool)
-    return classes["fedsilo.chunking.Chunk"], classes["fedsilo.chunking.Frame"]
-
-
-# The frame's schema as protobuf messages: the reference the hand-written encoder
-# (_frame_bytes) and parser (parse_frame) are tested against.
-_Chunk, _Frame = _frame_classes()
+# The frame's schema, in protobuf terms (written and read by hand below; the tests check
+# both against protobuf's own encoding of it):
+#   message Chunk {
+#     uint64 transfer = 1;        // id of the message the chunk belongs to
+#     uint32 index = 2;           // position of this frame
+#     uint32 count = 3;           // number of frames (first frame)
+#     bytes head = 4;             // the message without tensor bytes (first frame)
+#     repeated uint64 sizes = 5;  // each tensor's length (first frame)
+#     bytes data = 6;             // the next slice of tensor bytes
+#   }
+#   message Frame { Chunk chunk = 15; }
 _transfers = itertools.count(1)
 
 
@@ -225,9 +207,6 @@ class _ByteStream:
         self._parts = parts
         self._part = 0
         self._offset = 0
-
-    def read(self, size: int) -> bytes:
-        return b"".join(self.views(size))
 
     def views(self, size: int) -> list[memoryview]:
         """The next ``size`` bytes, as views of the parts (no copy)."""
