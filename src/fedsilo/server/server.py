@@ -42,11 +42,11 @@ log = logging.getLogger("fedsilo.server")
 __all__ = ["Server"]
 
 R = TypeVar("R")
-
-DEFAULT_MAX_WORKERS = 512  # threads waiting for replies at once, unless set_max_workers
 Ins = TypeVar("Ins")
 FitResultsAndFailures = tuple[list[tuple[ClientProxy, FitRes]], list[BaseException]]
 EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[BaseException]]
+
+DEFAULT_MAX_WORKERS = 512  # threads waiting for replies at once, unless set_max_workers
 
 
 class Server:

@@ -111,21 +111,25 @@ class GrpcClientProxy(ClientProxy):
     def _call(self, ins: serde.ServerInstruction, expected: type, timeout: float | None) -> Any:
         answer = self.bridge.request(self._encode(ins), timeout)
         try:
-            if isinstance(answer, ProtocolError):
-                raise InvalidUpdate(self.cid, f"unreadable reply: {answer}")
-            try:
-                reply = (serde.client_message_from_bytes(answer) if isinstance(answer, bytes)
-                         else answer)
-            except ProtocolError as exc:
-                raise InvalidUpdate(self.cid, f"unreadable reply: {exc}") from exc
-            if not isinstance(reply, expected):
-                raise InvalidUpdate(
-                    self.cid, f"answered {type(ins).__name__} with {type(reply).__name__}")
+            reply = self._decode(ins, answer, expected)
         except BaseException:
             self.bridge.release_reply()
             raise
         if expected is not FitRes:  # a fit result is released by the round loop, once folded
             self.bridge.release_reply()
+        return reply
+
+    def _decode(self, ins: serde.ServerInstruction, answer: object, expected: type) -> Any:
+        if isinstance(answer, ProtocolError):
+            raise InvalidUpdate(self.cid, f"unreadable reply: {answer}")
+        try:
+            reply = (serde.client_message_from_bytes(answer) if isinstance(answer, bytes)
+                     else answer)
+        except ProtocolError as exc:
+            raise InvalidUpdate(self.cid, f"unreadable reply: {exc}") from exc
+        if not isinstance(reply, expected):
+            raise InvalidUpdate(
+                self.cid, f"answered {type(ins).__name__} with {type(reply).__name__}")
         return reply
 
     def release_reply(self) -> None:
