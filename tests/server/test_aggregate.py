@@ -3,11 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import fedsilo as fl
 from fedsilo.server.strategy.aggregate import (
     add_weighted,
     add_weighted_many,
     aggregate_weighted_mean,
     weighted_loss_avg,
+    weighted_mean_from_sums,
 )
 
 
@@ -47,6 +49,72 @@ def test_folding_a_batch_equals_the_formula_and_folding_one_at_a_time() -> None:
         assert got.dtype == np.float64 and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
         np.testing.assert_allclose(got, sequential, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_results", [1, 2, 9, 300])
+def test_float32_mean_is_within_float32_rounding_of_the_formula(n_results: int) -> None:
+    """float32 layers are averaged in float32: the error bound is N roundings of float32
+    relative to the weighted mean of absolute values (plus the final rounding)."""
+    rng = np.random.default_rng(n_results)
+    sizes = [(301, 107), (7,), (40_000,)]  # longer and shorter than a block, not a multiple
+    results = [([(rng.normal(size=size) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+                 for size in sizes], int(rng.integers(1, 10_000))) for _ in range(n_results)]
+    total = sum(n for _, n in results)
+    got = aggregate_weighted_mean(results)
+    for index, layer in enumerate(got):
+        exact = sum(n * layers[index].astype(np.float64) for layers, n in results) / total
+        scale = sum(n * np.abs(layers[index].astype(np.float64)) for layers, n in results) / total
+        bound = (n_results + 2) * np.finfo(np.float32).eps * scale
+        assert layer.dtype == np.float32 and layer.shape == exact.shape
+        assert np.all(np.abs(layer - exact) <= bound)
+
+
+def test_a_layer_float32_in_only_some_results_is_summed_in_float64() -> None:
+    rng = np.random.default_rng(5)
+    results = [([rng.normal(size=20_000).astype(np.float32)], 3),
+               ([rng.normal(size=20_000)], 5)]
+    exact = (3 * results[0][0][0].astype(np.float64) + 5 * results[1][0][0]) / 8
+    got = aggregate_weighted_mean(results)
+    assert got[0].dtype == np.float32  # the first result's dtype, as before
+    np.testing.assert_allclose(got[0], exact.astype(np.float32), rtol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+@pytest.mark.parametrize("size", [1, 5, 32_767, 32_768, 32_769, 100_001])
+def test_mean_from_sums_narrows_in_place_exactly_like_astype(dtype: type, size: int) -> None:
+    sums = np.random.default_rng(size).normal(size=size) * 3.0
+    want = (sums / 7.0).astype(dtype)
+    buffer = sums.copy()
+    got = weighted_mean_from_sums([buffer.reshape(1, -1)], 7.0, [np.empty(0, dtype=dtype)])[0]
+    assert got.dtype == want.dtype and got.shape == (1, size)
+    np.testing.assert_array_equal(got.reshape(-1), want)
+    assert size == 1 or np.shares_memory(got, buffer)  # no model-sized temporary
+
+
+def test_streaming_fedavg_keeps_no_reply_alive() -> None:
+    """After ``add``, the reply's arrays can be freed: the round holds the sums only."""
+    import gc
+    import weakref
+
+    accumulator = fl.server.strategy.FedAvg().fit_accumulator(
+        1, fl.common.ndarrays_to_parameters([np.zeros(3, dtype=np.float32)]))
+    assert accumulator is not None
+    gone, results = [], []
+    for k in range(3):
+        update = np.full(3, float(k), dtype=np.float32)
+        gone.append(weakref.ref(update))
+        res = fl.common.FitRes(fl.common.Status(fl.common.Code.OK, ""),
+                               fl.common.Parameters([], ""), k + 1, {})
+        accumulator.add(None, res, [update])  # type: ignore[arg-type]
+        results.append((None, res))
+        del update
+    gc.collect()
+    assert all(ref() is None for ref in gone)
+    parameters, _ = accumulator.finish(results, [])  # type: ignore[arg-type]
+    assert parameters is not None
+    mean = fl.common.parameters_to_ndarrays(parameters)[0]
+    assert mean.dtype == np.float32
+    np.testing.assert_allclose(mean, np.full(3, (0 * 1 + 1 * 2 + 2 * 3) / 6), rtol=1e-7)
 
 
 def test_integer_layers_average_to_float() -> None:

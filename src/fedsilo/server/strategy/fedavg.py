@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypedDict
 
+import numpy as np
+
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import (
     EvaluateIns,
@@ -246,7 +248,8 @@ class WeightedMeanAccumulator(FitAccumulator):
     def add(self, client: ClientProxy, res: FitRes, arrays: NDArrays) -> None:
         self.sums_ = add_weighted(self.sums_, arrays, res.num_examples)
         if not self.like_:
-            self.like_ = [array[:0].reshape(-1) for array in arrays]  # dtypes only
+            # Dtypes only: a fresh empty array, since a view would keep the reply alive.
+            self.like_ = [np.empty(0, dtype=array.dtype) for array in arrays]
         self.total_ += res.num_examples
 
     def finish(
