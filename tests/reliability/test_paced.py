@@ -84,8 +84,8 @@ class SlotWatch:
                          servicer_module._ReleaseOnce.__call__)
         watch = self
 
-        def watched_take(servicer: Any, bridge: Any) -> bool:
-            got = take(servicer, bridge)
+        async def watched_take(servicer: Any, bridge: Any) -> bool:
+            got = await take(servicer, bridge)
             if got:
                 with watch.lock:
                     watch.held += 1
@@ -94,7 +94,7 @@ class SlotWatch:
             return got
 
         def watched_release(once: Any) -> None:
-            if once._semaphore is not None:
+            if once._slots is not None:
                 with watch.lock:
                     watch.held -= 1
             release(once)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 import pytest
 
 from fedsilo.common import ClientDisconnected, ClientTimeout
-from fedsilo.server.grpc.bridge import InstructionBridge
+from fedsilo.server.grpc.bridge import NOT_DUE, InstructionBridge
+from fedsilo.server.grpc.servicer import ReplySlots
 
 
 def test_reply_reaches_the_waiting_request() -> None:
@@ -115,3 +118,56 @@ def test_closing_gives_back_the_slot_of_a_reply_nobody_released() -> None:
     assert held.calls == 1
     bridge.release_reply()  # the round loop's own release comes later: not a second one
     assert held.calls == 1
+
+
+def test_poll_reports_not_due_and_the_change_callback_fires_when_it_may_be_due() -> None:
+    changes = []
+    bridge = InstructionBridge("c", on_change=lambda: changes.append(bridge.closed))
+    assert bridge.poll_message() is NOT_DUE and not changes
+    answered: list[object] = []
+    asking = threading.Thread(target=lambda: answered.append(bridge.request(b"ins", 5)))
+    asking.start()
+    deadline = time.monotonic() + 5
+    while not changes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert changes == [False]  # the instruction was queued
+    assert bridge.poll_message() == b"ins"
+    assert bridge.poll_message() is NOT_DUE  # in flight: the next waits for the reply
+    bridge.deliver(b"reply")
+    asking.join(5)
+    assert answered == [b"reply"] and len(changes) == 2
+    bridge.close("done", farewell=b"bye")
+    assert changes[-1] is True
+    assert bridge.poll_message() == b"bye"
+    assert bridge.poll_message() is None
+
+
+def test_reply_slots_wait_for_a_release_from_another_thread_and_time_out() -> None:
+    slots = ReplySlots(1)
+
+    async def scenario() -> tuple[bool, bool, bool, float]:
+        first = await slots.take(5, lambda: False)
+        threading.Timer(0.1, slots.release).start()
+        started = time.monotonic()
+        second = await slots.take(5, lambda: False)  # woken by the release
+        waited = time.monotonic() - started
+        third = await slots.take(0.3, lambda: False)  # nobody releases: times out
+        return first, second, third, waited
+
+    first, second, third, waited = asyncio.run(scenario())
+    assert first and second and not third
+    assert waited < 4  # woken by the release, not by the 5 s limit
+
+
+def test_reply_slots_stop_waiting_once_told_to_give_up() -> None:
+    slots = ReplySlots(1)
+    gone = threading.Event()
+
+    async def scenario() -> tuple[bool, bool]:
+        held = await slots.take(5, lambda: False)
+        threading.Timer(0.1, gone.set).start()
+        return held, await slots.take(30, gone.is_set)
+
+    started = time.monotonic()
+    assert asyncio.run(scenario()) == (True, False)
+    assert time.monotonic() - started < 20

@@ -25,16 +25,24 @@ from fedsilo.common.exceptions import ClientDisconnected, ClientTimeout
 
 log = logging.getLogger("fedsilo.server")
 
-__all__ = ["InstructionBridge", "Outgoing"]
+__all__ = ["NOT_DUE", "InstructionBridge", "Outgoing"]
 
 Outgoing = bytes | Sequence[bytes]  # one message, or the chunk frames of one
+NOT_DUE = object()  # poll_message: no instruction is due yet
 
 
 class InstructionBridge:
-    """A thread-safe rendezvous between the round loop and one ``Join`` stream."""
+    """A thread-safe rendezvous between the round loop and one ``Join`` stream.
 
-    def __init__(self, cid: str) -> None:
+    ``on_change`` is called from whichever thread made the change, whenever an
+    instruction may have become due or the bridge closed: an event loop serving
+    the stream polls again then. It may run with the bridge's lock held, so it
+    must neither block nor call back into the bridge.
+    """
+
+    def __init__(self, cid: str, on_change: Callable[[], None] | None = None) -> None:
         self.cid = cid
+        self._on_change = on_change
         self._cv = threading.Condition()
         self._outgoing: deque[tuple[int, Outgoing]] = deque()
         self._replies: dict[int, object | None] = {}  # ticket -> reply (None: still waiting)
@@ -69,6 +77,7 @@ class InstructionBridge:
             self._replies[ticket] = None
             self._outgoing.append((ticket, message))
             self._cv.notify_all()
+            self._changed()
             while self._replies.get(ticket) is None and not self._closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -107,17 +116,31 @@ class InstructionBridge:
         reply in flight, if any) before it reports closed.
         """
         with self._cv:
-            while not self._closed and (not self._outgoing or self._in_flight is not None):
+            while (message := self._take_due()) is NOT_DUE:
                 self._cv.wait()
-            while self._farewell is not None and self._in_flight is not None \
+            return message  # type: ignore[return-value]
+
+    def poll_message(self) -> Outgoing | None | object:
+        """``next_message`` without waiting: ``NOT_DUE`` when it would wait."""
+        with self._cv:
+            return self._take_due()
+
+    def _take_due(self) -> Outgoing | None | object:
+        if not self._closed and (not self._outgoing or self._in_flight is not None):
+            return NOT_DUE
+        if self._closed:
+            if self._farewell is not None and self._in_flight is not None \
                     and not self._stream_ended:
-                self._cv.wait()
-            if self._closed:
-                farewell, self._farewell = self._farewell, None
-                return farewell
-            ticket, message = self._outgoing.popleft()
-            self._in_flight = ticket
-            return message
+                return NOT_DUE  # the farewell goes after the reply in flight
+            farewell, self._farewell = self._farewell, None
+            return farewell
+        ticket, message = self._outgoing.popleft()
+        self._in_flight = ticket
+        return message
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     def deliver(self, reply: object, release: Callable[[], None] | None = None) -> bool:
         """Hand the reply to the instruction in flight; False when no instruction was out.
@@ -138,6 +161,7 @@ class InstructionBridge:
             elif ticket is not None:
                 log.warning("client %s: dropped a late reply to an abandoned instruction",
                             self.cid)
+        self._changed()
         if not kept and release is not None:
             release()
         return ticket is not None
@@ -166,5 +190,6 @@ class InstructionBridge:
             self._releases.clear()
             self._held = None
             self._cv.notify_all()
+        self._changed()
         for release in releases:
             release()

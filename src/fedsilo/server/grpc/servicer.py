@@ -2,11 +2,13 @@
 
 Thin on purpose: it admits or refuses the client, registers it, relays
 instructions and replies through the client's bridge, and unregisters the
-client when the stream ends. A reader thread takes the client's messages as
-they come, so a reply nobody asked for (a duplicate) is seen for what it is.
-Replies stay bytes here unless they arrived in chunks; they are decoded by the
-proxy, where a bad one becomes that client's failure instead of breaking the
-stream.
+client when the stream ends. Every stream is served on one asyncio event loop
+(``grpc.aio``): a writer that sends each instruction once it is due, and a
+reader that takes the client's messages as they come, so a reply nobody asked
+for (a duplicate) is seen for what it is. The round loop's threads meet the
+loop only at the bridge. Replies stay bytes here unless they arrived in
+chunks; they are decoded by the proxy, where a bad one becomes that client's
+failure instead of breaking the stream.
 
 Large replies from fedsilo clients arrive as chunk frames, and only a few of
 them are read and held at a time (``paced_replies``): the reader of any other
@@ -19,26 +21,29 @@ would hold every reply in full at the same moment.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import threading
-import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import cast
 
 import grpc
+import grpc.aio
 
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH, chunking, serde
 from fedsilo.common.exceptions import ProtocolError
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.grpc.auth import ClientAllowlist
-from fedsilo.server.grpc.bridge import InstructionBridge
+from fedsilo.server.grpc.bridge import NOT_DUE, InstructionBridge
 from fedsilo.server.grpc.client_proxy import GrpcClientProxy
 
 log = logging.getLogger("fedsilo.server")
 
-__all__ = ["FederationServicer", "SERVICE_NAME"]
+__all__ = ["FederationServicer", "ReplySlots", "SERVICE_NAME"]
 
 SERVICE_NAME = "flwr.proto.FlowerService"
 _DISCONNECT_RES_TAG = b"\x0a"  # ClientMessage field 1 (disconnect_res), length-delimited
@@ -47,7 +52,7 @@ PACING_WAIT_S = 10.0  # a reader that waited this long for a slot reads on witho
 
 
 class FederationServicer:
-    """Serves ``Join`` streams for a client manager.
+    """Serves ``Join`` streams for a client manager, on a ``grpc.aio`` server's loop.
 
     ``allowlist``: only clients whose TLS certificate carries an enrolled public
     key are registered; the others are refused before any instruction.
@@ -73,59 +78,75 @@ class FederationServicer:
         self.allowlist = allowlist
         self.max_transfer = max_transfer
         self._serial = itertools.count(1)
-        self._reply_slots = threading.Semaphore(paced_replies)
+        self._reply_slots = ReplySlots(paced_replies)
 
-    def Join(  # noqa: N802 - the protocol's method name
-        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
+    async def Join(  # noqa: N802 - the protocol's method name
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:
         refusal = self._refusal(context)
         if refusal is not None:
             log.warning("refused a client at %s: %s", context.peer(), refusal)
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         peer_limit = chunking.parse_announcement(context.invocation_metadata())
-        context.send_initial_metadata(chunking.announce(self.max_message_length))
+        await context.send_initial_metadata(chunking.announce(self.max_message_length))
         cid = f"{context.peer()}#{next(self._serial)}"
-        bridge = InstructionBridge(cid)
+        due = asyncio.Event()
+        bridge = InstructionBridge(cid, on_change=_waker(due))
         proxy = GrpcClientProxy(cid, bridge, max_message_length=self.max_message_length,
                                 peer_limit=peer_limit)
         if not self.client_manager.register(proxy):
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"client id {cid} is taken")
-        context.add_callback(lambda: self._release(proxy, self._ended(bridge)))
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"client id {cid} is taken")
         violation: list[str] = []
-        reader = threading.Thread(target=self._read_replies,
-                                  args=(request_iterator, bridge, violation),
-                                  name=f"fedsilo-replies-{cid}", daemon=True)
-        reader.start()
+        reader = asyncio.create_task(self._read_replies(request_iterator, bridge, violation),
+                                     name=f"fedsilo-replies-{cid}")
         try:
-            while True:
-                outgoing = bridge.next_message()
-                if outgoing is None:
-                    break
-                if isinstance(outgoing, bytes):
-                    yield outgoing
-                else:
-                    yield from outgoing
+            await self._send_instructions(bridge, context, due)
         finally:
             self._release(proxy, self._ended(bridge))
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
         if violation:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, violation[0])
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, violation[0])
 
-    def _refusal(self, context: grpc.ServicerContext) -> str | None:
+    @staticmethod
+    async def _send_instructions(bridge: InstructionBridge, context: grpc.aio.ServicerContext,
+                                 due: asyncio.Event) -> None:
+        """Write each instruction once it is due, until the bridge closes."""
+        while True:
+            outgoing = bridge.poll_message()
+            if outgoing is NOT_DUE:
+                due.clear()
+                outgoing = bridge.poll_message()  # a change between the poll and clear()
+                if outgoing is NOT_DUE:
+                    await due.wait()
+                    continue
+            if outgoing is None:
+                return
+            frames = (outgoing,) if isinstance(outgoing, bytes) else cast(Sequence[bytes], outgoing)
+            try:
+                for frame in frames:
+                    await context.write(frame)
+            except Exception as exc:  # the stream is gone, whatever gRPC raised
+                bridge.stream_ended(f"the client's stream ended ({type(exc).__name__})")
+                return
+
+    def _refusal(self, context: grpc.aio.ServicerContext) -> str | None:
         if self.allowlist is None:
             return None
         certificates = context.auth_context().get("x509_pem_cert") or [None]
         admitted, reason = self.allowlist.admits(certificates[0])
         return None if admitted else reason
 
-    def _read_replies(self, requests: Iterator[bytes], bridge: InstructionBridge,
-                      violation: list[str]) -> None:
+    async def _read_replies(self, requests: AsyncIterator[bytes], bridge: InstructionBridge,
+                            violation: list[str]) -> None:
         """Hand each reply to the bridge until the stream ends or breaks the protocol."""
         assembler = chunking.ChunkAssembler(serde.client_message_from_bytes,
                                             max_transfer=self.max_transfer)
         reason = None
         slot = False  # whether this stream holds one of the slots for large replies
         try:
-            for data in requests:
+            async for data in requests:
                 reply: object = data
                 if chunking.is_frame(data):
                     starting = not assembler.busy
@@ -138,7 +159,7 @@ class FederationServicer:
                         return
                     if reply is None:
                         if starting:  # the first frame of a large reply: wait for a slot
-                            slot = self._take_slot(bridge)
+                            slot = await self._take_slot(bridge)
                         continue
                 release = None
                 buffer, assembler.last_buffer = assembler.last_buffer, None
@@ -160,26 +181,25 @@ class FederationServicer:
                 if isinstance(reply, bytes) and reply.startswith(_DISCONNECT_RES_TAG):
                     bridge.close("the client disconnected at the server's request")
                     return
-                # Drop this thread's references before waiting for the next message: a
+                # Drop this coroutine's references before waiting for the next message: a
                 # model-sized reply must not stay alive for the whole next round.
                 del data, reply
+        except asyncio.CancelledError:
+            reason = "the server stopped reading"
+            raise
         except Exception as exc:  # the stream is gone, whatever gRPC raised
             code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
             reason = f"{type(exc).__name__} {code or ''}".strip()
         finally:
             if slot:
                 self._reply_slots.release()
-        bridge.stream_ended(self._ended(bridge, reason))
+            bridge.stream_ended(self._ended(bridge, reason))
 
-    def _take_slot(self, bridge: InstructionBridge) -> bool:
+    async def _take_slot(self, bridge: InstructionBridge) -> bool:
         """Wait for a slot to read the rest of a large reply; False when going on without
         one (the stream closed, or PACING_WAIT_S passed: a client that stalls halfway
         through a reply delays the others by no more than that)."""
-        deadline = time.monotonic() + PACING_WAIT_S
-        while not self._reply_slots.acquire(timeout=0.2):
-            if bridge.closed or time.monotonic() > deadline:
-                return False
-        return True
+        return await self._reply_slots.take(PACING_WAIT_S, lambda: bridge.closed)
 
     def _ended(self, bridge: InstructionBridge, detail: str | None = None) -> str:
         """Why the client's stream ended, in words that point at a fix."""
@@ -195,21 +215,79 @@ class FederationServicer:
         self.client_manager.unregister(proxy)
 
 
-class _ReleaseOnce:
-    """Releases one slot of a semaphore the first time it is called."""
+def _waker(event: asyncio.Event) -> Callable[[], None]:
+    """A callable, safe from any thread, that sets ``event`` on the running loop."""
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
 
-    def __init__(self, semaphore: threading.Semaphore) -> None:
-        self._semaphore: threading.Semaphore | None = semaphore
+    def wake() -> None:
+        if threading.get_ident() == loop_thread:
+            event.set()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(event.set)
+
+    return wake
+
+
+class ReplySlots:
+    """A counting semaphore taken on an event loop and given back from any thread."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    async def take(self, timeout: float, give_up: Callable[[], bool]) -> bool:
+        """Take a slot; False after ``timeout`` seconds or once ``give_up()`` is true
+        (checked at least every 0.2 s)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self._lock:
+                if self._free > 0:
+                    self._free -= 1
+                    return True
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, waiter))
+            try:
+                await asyncio.wait((waiter,), timeout=min(0.2, max(deadline - loop.time(), 0)))
+            finally:
+                with self._lock:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove((loop, waiter))
+            if give_up() or loop.time() >= deadline:
+                return False
+
+    def release(self) -> None:
+        with self._lock:
+            self._free += 1
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:  # each retries; the one that is first takes the slot
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _ReleaseOnce:
+    """Gives back one slot the first time it is called."""
+
+    def __init__(self, slots: ReplySlots) -> None:
+        self._slots: ReplySlots | None = slots
         self._lock = threading.Lock()
 
     def __call__(self) -> None:
         with self._lock:
-            semaphore, self._semaphore = self._semaphore, None
-        if semaphore is not None:
-            semaphore.release()
+            slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.release()
 
 
-def add_servicer(server: grpc.Server, servicer: FederationServicer) -> None:
+def add_servicer(server: grpc.aio.Server, servicer: FederationServicer) -> None:
     """Register the servicer with raw-bytes (de)serializers."""
     handler = grpc.method_handlers_generic_handler(
         SERVICE_NAME,
