@@ -1,14 +1,16 @@
 """Creating and starting the gRPC server that clients join.
 
-The server is a ``grpc.aio`` server on an event loop of its own, in a daemon
-thread: every client's stream is served there, without a thread per stream,
-while the round loop keeps its blocking, thread-based API.
+The server is a ``grpc.aio`` server on fedsilo's event loop, which runs in a
+daemon thread: every client's stream is served there, without a thread per
+stream, while the round loop keeps its blocking, thread-based API. All servers
+of a process share that one loop: gRPC dispatches every asyncio completion in
+the process through the loop that first used ``grpc.aio``, so a loop per
+server would leave the others stranded once the first one stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 from typing import Any
@@ -104,79 +106,65 @@ def start_grpc_server(
         await server.start()
         return server, port
 
-    return FederationGrpcServer.launch(start)
+    return FederationGrpcServer.launch(start, servicer)
+
+
+_LOOP_LOCK = threading.Lock()
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def server_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop for gRPC servers, started on first use and kept."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="fedsilo-grpc-loop",
+                             daemon=True).start()
+            _LOOP = loop
+        return _LOOP
 
 
 class FederationGrpcServer:
-    """A running ``grpc.aio`` server and the event loop thread that serves it.
+    """A running ``grpc.aio`` server on the shared server loop.
 
     ``stop(grace)`` behaves like ``grpc.Server.stop``: streams get ``grace``
     seconds to finish (None: none), and the returned event is set once the
-    server, its loop and its thread are gone.
+    server and its streams are gone.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
-                 server: grpc.aio.Server) -> None:
-        self._loop = loop
-        self._thread = thread
+    def __init__(self, server: grpc.aio.Server, servicer: FederationServicer) -> None:
         self._server = server
+        self._servicer = servicer
         self._stopped: threading.Event | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def launch(cls, start: Any) -> tuple[FederationGrpcServer, int]:
-        """Run ``start()`` (a coroutine function returning ``(server, port)``) on a new
-        loop thread."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fedsilo-grpc-loop",
-                                  daemon=True)
-        thread.start()
-        try:
-            server, port = asyncio.run_coroutine_threadsafe(start(), loop).result()
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
-            raise
-        return cls(loop, thread, server), port
+    def launch(cls, start: Any, servicer: FederationServicer) -> tuple[FederationGrpcServer, int]:
+        """Run ``start()`` (a coroutine function returning ``(server, port)``) on the
+        server loop."""
+        server, port = asyncio.run_coroutine_threadsafe(start(), server_loop()).result()
+        return cls(server, servicer), port
 
     def stop(self, grace: float | None) -> threading.Event:
         with self._lock:
             if self._stopped is not None:
                 return self._stopped
-            self._stopped = threading.Event()
-        stopped = self._stopped
+            self._stopped = stopped = threading.Event()
 
         async def shut_down() -> None:
             await self._server.stop(grace)
-            # Streams whose handlers are gone leave their reader tasks behind: end them.
-            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+            await self._servicer.end_streams()
 
-        def finish(_: object) -> None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            threading.Thread(target=self._close_loop, args=(stopped,),
-                             name="fedsilo-grpc-stop", daemon=True).start()
-
-        asyncio.run_coroutine_threadsafe(shut_down(), self._loop).add_done_callback(finish)
+        asyncio.run_coroutine_threadsafe(shut_down(), server_loop()).add_done_callback(
+            lambda _: stopped.set())
         return stopped
-
-    def _close_loop(self, stopped: threading.Event) -> None:
-        self._thread.join()
-        with contextlib.suppress(RuntimeError):
-            self._loop.close()
-        stopped.set()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         """Block until ``stop`` has finished; False on timeout."""
         with self._lock:
             stopped = self._stopped
-        if stopped is None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return stopped.wait(timeout)
+        return stopped is not None and stopped.wait(timeout)
 
 
 def _check_certificates(

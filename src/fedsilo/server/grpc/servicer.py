@@ -79,6 +79,7 @@ class FederationServicer:
         self.max_transfer = max_transfer
         self._serial = itertools.count(1)
         self._reply_slots = ReplySlots(paced_replies)
+        self._readers: set[asyncio.Task[None]] = set()  # touched on the loop only
 
     async def Join(  # noqa: N802 - the protocol's method name
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -99,6 +100,8 @@ class FederationServicer:
         violation: list[str] = []
         reader = asyncio.create_task(self._read_replies(request_iterator, bridge, violation),
                                      name=f"fedsilo-replies-{cid}")
+        self._readers.add(reader)
+        reader.add_done_callback(self._readers.discard)
         try:
             await self._send_instructions(bridge, context, due)
         finally:
@@ -108,6 +111,13 @@ class FederationServicer:
                 await reader
         if violation:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, violation[0])
+
+    async def end_streams(self) -> None:
+        """Cancel the readers of streams whose handlers are gone (after the server stopped)."""
+        readers = list(self._readers)
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
 
     @staticmethod
     async def _send_instructions(bridge: InstructionBridge, context: grpc.aio.ServicerContext,
