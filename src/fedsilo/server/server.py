@@ -328,8 +328,10 @@ class Server:
         failures: list[BaseException] = []
         pool = self._worker_pool()
         futures = {pool.submit(call, client, ins): client for client, ins in instructions}
-        for future in concurrent.futures.as_completed(futures):
-            client = futures[future]
+        # One wake-up when all are done (as_completed would wake this thread per client), and
+        # the results in the order the clients were sampled, whatever order they answered in.
+        concurrent.futures.wait(futures)
+        for future, client in futures.items():
             try:
                 results.append((client, future.result()))
             except ClientFailure as exc:

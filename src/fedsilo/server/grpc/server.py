@@ -50,7 +50,8 @@ def start_grpc_server(
     ``require_client_certificate`` (mutual TLS) a client must present a
     certificate the CA signed; with ``client_allowlist`` its public key must
     also be enrolled, else it is refused before it is registered. Port 0 picks
-    a free port.
+    a free port. At most ``max_concurrent_workers`` streams are served at once;
+    a client beyond that is refused with RESOURCE_EXHAUSTED.
 
     Keepalive: the server pings a quiet connection every ``keepalive_time``
     seconds and drops a client that does not answer within
