@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from fedsilo.common import FitIns, ReconnectIns, ndarrays_to_parameters, parameters_to_ndarrays
+from fedsilo.common import (
+    ClientDisconnected,
+    FitIns,
+    ReconnectIns,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from fedsilo.server.grpc.server import server_loop, start_grpc_server
-from tests.reliability.peers import Honest, RecordingClientManager, initial, start_client_thread
+from tests.reliability.peers import (
+    Honest,
+    RawPeer,
+    RecordingClientManager,
+    initial,
+    start_client_thread,
+)
 
 
 def test_a_server_keeps_serving_after_another_in_the_process_stopped() -> None:
@@ -50,3 +64,31 @@ def test_stop_is_idempotent_and_ends_every_stream() -> None:
     assert not any(t.is_alive() for t in threads)
     assert manager.num_available() == 0  # every stream unregistered its client
     assert server.wait_for_termination(0)
+
+
+def test_a_client_whose_stream_ended_is_unregistered_before_its_request_fails() -> None:
+    """A round that sees the failure must not be able to sample the client again."""
+    manager = RecordingClientManager()
+    server, port = start_grpc_server(client_manager=manager, server_address="127.0.0.1:0")
+    try:
+        for _ in range(5):  # an ordering, not a timing: it must hold every time
+            peer = RawPeer(f"127.0.0.1:{port}")
+            assert manager.wait_for(1, timeout=20)
+            (proxy,) = manager.all().values()
+            seen: list[object] = []
+
+            def ask(proxy: object = proxy, seen: list[object] = seen) -> None:
+                try:
+                    proxy.fit(FitIns(ndarrays_to_parameters(initial()), {}),  # type: ignore
+                              timeout=20)
+                except ClientDisconnected:
+                    seen.append(set(manager.all()))  # who is registered when it fails
+
+            asking = threading.Thread(target=ask)
+            asking.start()
+            peer.receive()  # the instruction arrived; the client goes away without answering
+            peer.close()
+            asking.join(20)
+            assert seen == [set()], seen
+    finally:
+        server.stop(None).wait(10)

@@ -98,12 +98,12 @@ class FederationServicer:
         if not self.client_manager.register(proxy):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"client id {cid} is taken")
         violation: list[str] = []
-        reader = asyncio.create_task(self._read_replies(request_iterator, bridge, violation),
+        reader = asyncio.create_task(self._read_replies(request_iterator, proxy, violation),
                                      name=f"fedsilo-replies-{cid}")
         self._readers.add(reader)
         reader.add_done_callback(self._readers.discard)
         try:
-            await self._send_instructions(bridge, context, due)
+            await self._send_instructions(proxy, context, due)
         finally:
             self._release(proxy, self._ended(bridge))
             reader.cancel()
@@ -119,10 +119,10 @@ class FederationServicer:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
 
-    @staticmethod
-    async def _send_instructions(bridge: InstructionBridge, context: grpc.aio.ServicerContext,
-                                 due: asyncio.Event) -> None:
+    async def _send_instructions(self, proxy: GrpcClientProxy,
+                                 context: grpc.aio.ServicerContext, due: asyncio.Event) -> None:
         """Write each instruction once it is due, until the bridge closes."""
+        bridge = proxy.bridge
         while True:
             outgoing = bridge.poll_message()
             if outgoing is NOT_DUE:
@@ -138,7 +138,7 @@ class FederationServicer:
                 for frame in frames:
                     await context.write(frame)
             except Exception as exc:  # the stream is gone, whatever gRPC raised
-                bridge.stream_ended(f"the client's stream ended ({type(exc).__name__})")
+                self._release(proxy, self._ended(bridge, type(exc).__name__))
                 return
 
     def _refusal(self, context: grpc.aio.ServicerContext) -> str | None:
@@ -148,9 +148,10 @@ class FederationServicer:
         admitted, reason = self.allowlist.admits(certificates[0])
         return None if admitted else reason
 
-    async def _read_replies(self, requests: AsyncIterator[bytes], bridge: InstructionBridge,
+    async def _read_replies(self, requests: AsyncIterator[bytes], proxy: GrpcClientProxy,
                             violation: list[str]) -> None:
         """Hand each reply to the bridge until the stream ends or breaks the protocol."""
+        bridge = proxy.bridge
         assembler = chunking.ChunkAssembler(serde.client_message_from_bytes,
                                             max_transfer=self.max_transfer)
         reason = None
@@ -203,7 +204,7 @@ class FederationServicer:
         finally:
             if slot:
                 self._reply_slots.release()
-            bridge.stream_ended(self._ended(bridge, reason))
+            self._release(proxy, self._ended(bridge, reason))
 
     async def _take_slot(self, bridge: InstructionBridge) -> bool:
         """Wait for a slot to read the rest of a large reply; False when going on without
@@ -221,8 +222,12 @@ class FederationServicer:
                 "bytes (raise it with start_server(grpc_max_message_length=...))")
 
     def _release(self, proxy: GrpcClientProxy, reason: str) -> None:
-        proxy.bridge.stream_ended(reason)
+        """The stream is over: unregister the client, then fail what waits on it.
+
+        In this order, a round that sees the client fail can no longer sample it again.
+        """
         self.client_manager.unregister(proxy)
+        proxy.bridge.stream_ended(reason)
 
 
 def _waker(event: asyncio.Event) -> Callable[[], None]:
