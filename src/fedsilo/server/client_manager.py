@@ -23,7 +23,11 @@ class Criterion(ABC):
 
 
 class ClientManager(ABC):
-    """The registry of available clients."""
+    """The registry of available clients.
+
+    The gRPC server calls ``register`` and ``unregister`` on the event loop that serves
+    every client's stream: they must return quickly and never wait for other clients.
+    """
 
     @abstractmethod
     def num_available(self) -> int: ...
