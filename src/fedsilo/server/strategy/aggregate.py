@@ -50,11 +50,11 @@ def aggregate_weighted_mean(results: list[tuple[NDArrays, int]]) -> NDArrays:
     _check_like(results[0][0], [layers for layers, _ in results])
     total = sum(int(n) for _, n in results)
     _check_total(total)
+    weights = np.array([float(n) / total for _, n in results], dtype=np.float32)
     means: NDArrays = []
     for index, ref in enumerate(results[0][0]):
         layers = [layers[index] for layers, _ in results]
         if all(layer.dtype == np.float32 for layer in layers):
-            weights = np.array([float(n) / total for _, n in results], dtype=np.float32)
             means.append(_mean_float32(layers, weights))
         else:
             sums = add_weighted_many([], [([layer], float(n))
