@@ -171,3 +171,57 @@ def test_reply_slots_stop_waiting_once_told_to_give_up() -> None:
     started = time.monotonic()
     assert asyncio.run(scenario()) == (True, False)
     assert time.monotonic() - started < 20
+
+
+class Notifications:
+    """Counts ``notify`` calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.event.set()
+
+
+def test_a_submitted_instruction_notifies_once_its_reply_is_in() -> None:
+    bridge = InstructionBridge("c")
+    notify = Notifications()
+    ticket = bridge.submit(b"ins", notify)
+    with pytest.raises(RuntimeError, match="no reply to collect yet"):
+        bridge.collect(ticket)
+    assert notify.calls == 0
+    threading.Thread(target=lambda: (bridge.next_message(), bridge.deliver(b"reply"))).start()
+    assert notify.event.wait(5)
+    assert bridge.collect(ticket) == b"reply"
+    assert notify.calls == 1
+    bridge.close("done")  # nothing waits any more: no second notification
+    assert notify.calls == 1
+
+
+def test_closing_notifies_what_was_submitted_and_collect_then_fails() -> None:
+    bridge = InstructionBridge("c")
+    notify = Notifications()
+    ticket = bridge.submit(b"ins", notify)
+    bridge.close("the client's stream ended")
+    assert notify.calls == 1
+    with pytest.raises(ClientDisconnected, match="stream ended"):
+        bridge.collect(ticket)
+    with pytest.raises(ClientDisconnected):
+        bridge.submit(b"next", notify)
+
+
+def test_an_abandoned_submission_is_not_notified_and_its_late_reply_is_dropped() -> None:
+    bridge = InstructionBridge("c")
+    notify, slot = Notifications(), Releases()
+    ticket = bridge.submit(b"one", notify)
+    assert bridge.poll_message() == b"one"
+    bridge.abandon(ticket)
+    assert bridge.deliver(b"late", slot) is True  # read and dropped
+    assert notify.calls == 0 and slot.calls == 1
+    second = Notifications()
+    ticket = bridge.submit(b"two", second)
+    assert bridge.poll_message() == b"two"
+    bridge.deliver(b"reply to two")
+    assert second.calls == 1 and bridge.collect(ticket) == b"reply to two"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from fedsilo.common.typing import (
     DisconnectRes,
@@ -17,7 +19,20 @@ from fedsilo.common.typing import (
     ReconnectIns,
 )
 
-__all__ = ["ClientProxy"]
+__all__ = ["ClientProxy", "PendingReply"]
+
+Instruction = GetPropertiesIns | GetParametersIns | FitIns | EvaluateIns | ReconnectIns
+
+
+class PendingReply(Protocol):
+    """An instruction sent by ``ClientProxy.submit`` whose reply is awaited."""
+
+    def result(self) -> Any:
+        """The reply, once ``notify`` was called; raises a ``ClientFailure`` subclass
+        when the client did not answer or answered with something unusable."""
+
+    def cancel(self) -> None:
+        """Stop waiting: a reply that still comes is dropped."""
 
 
 class ClientProxy(ABC):
@@ -53,6 +68,16 @@ class ClientProxy(ABC):
     def reconnect(
         self, ins: ReconnectIns, timeout: float | None, group_id: int | None = None
     ) -> DisconnectRes: ...
+
+    def submit(self, ins: Instruction, notify: Callable[[], None]) -> PendingReply | None:
+        """Send ``ins`` without waiting for the reply; ``notify()`` is called, from any
+        thread, once ``result()`` of the returned handle no longer blocks.
+
+        The round loop uses this to wait for many clients from one thread. The default
+        returns None: the proxy has blocking calls only, and the round loop calls them
+        from worker threads (the call's ``timeout`` then applies per client).
+        """
+        return None
 
     def release_reply(self) -> None:  # noqa: B027 - optional for transports, not abstract
         """The caller is done with the reply ``fit`` returned last (folded or kept it).

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from fedsilo.common.exceptions import CheckpointError, ClientFailure, ClientReportedError
+from fedsilo.common.exceptions import (
+    CheckpointError,
+    ClientFailure,
+    ClientReportedError,
+    ClientTimeout,
+)
 from fedsilo.common.parameter import parameters_to_ndarrays
 from fedsilo.common.typing import (
     Code,
-    EvaluateIns,
     EvaluateRes,
-    FitIns,
     FitRes,
     GetParametersIns,
     NDArrays,
@@ -32,7 +37,7 @@ from fedsilo.server.checkpoint import (
     save_checkpoint,
 )
 from fedsilo.server.client_manager import ClientManager
-from fedsilo.server.client_proxy import ClientProxy
+from fedsilo.server.client_proxy import ClientProxy, PendingReply
 from fedsilo.server.history import History
 from fedsilo.server.strategy import FedAvg, Strategy
 from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_evaluate_res, check_fit_res
@@ -267,8 +272,7 @@ class Server:
         accumulator = self.strategy.fit_accumulator(server_round, self.parameters)
         fold_lock = threading.Lock()
 
-        def call(client: ClientProxy, ins: FitIns) -> FitRes:
-            res = client.fit(ins, timeout, group_id=server_round)
+        def fold(client: ClientProxy, res: FitRes) -> FitRes:
             try:
                 if res.status.code != Code.OK:
                     raise ClientReportedError(client.cid,
@@ -287,7 +291,7 @@ class Server:
                 del res
                 client.release_reply()  # the transport may read the next large reply
 
-        results, failures = self._run_parallel(instructions, call, "fit", server_round)
+        results, failures = self._run_parallel(instructions, "fit", fold, timeout, server_round)
         if accumulator is not None:
             parameters, metrics = accumulator.finish(results, failures)  # type: ignore[arg-type]
         else:
@@ -305,14 +309,14 @@ class Server:
         if not instructions:
             return None
 
-        def call(client: ClientProxy, ins: EvaluateIns) -> EvaluateRes:
-            res = client.evaluate(ins, timeout, group_id=server_round)
+        def check(client: ClientProxy, res: EvaluateRes) -> EvaluateRes:
             if res.status.code != Code.OK:
                 raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
             check_evaluate_res(client.cid, res, self.max_num_examples)
             return res
 
-        results, failures = self._run_parallel(instructions, call, "evaluate", server_round)
+        results, failures = self._run_parallel(instructions, "evaluate", check, timeout,
+                                               server_round)
         loss, metrics = self.strategy.aggregate_evaluate(
             server_round, results, failures)  # type: ignore[arg-type]
         return loss, metrics, (results, failures)
@@ -320,27 +324,74 @@ class Server:
     def _run_parallel(
         self,
         instructions: Sequence[tuple[ClientProxy, Ins]],
-        call: Callable[[ClientProxy, Ins], R],
-        what: str,
+        method: str,
+        process: Callable[[ClientProxy, Any], R],
+        timeout: float | None,
         server_round: int,
     ) -> tuple[list[tuple[ClientProxy, R]], list[BaseException]]:
+        """Send every instruction, then ``process`` each reply in this thread as it comes.
+
+        A proxy that can ``submit`` an instruction costs no thread while its client
+        works; the others are called (``method``) from worker threads. The results come
+        back in the order the clients were sampled, whatever order they answered in.
+        """
+        done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        outcomes: dict[int, object] = {}
+        pending: dict[int, PendingReply] = {}
+        threaded: dict[int, concurrent.futures.Future[R]] = {}
+        for index, (client, ins) in enumerate(instructions):
+            try:
+                handle = client.submit(ins, functools.partial(done.put, index))  # type: ignore[arg-type]
+            except Exception as exc:  # not sent: that client's failure
+                outcomes[index] = exc
+                continue
+            if handle is not None:
+                pending[index] = handle
+                continue
+
+            def blocking(client: ClientProxy, ins: Ins) -> R:
+                return process(client, getattr(client, method)(ins, timeout,
+                                                               group_id=server_round))
+
+            future = self._worker_pool().submit(blocking, client, ins)
+            future.add_done_callback(functools.partial(_put_index, done, index))
+            threaded[index] = future
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(outcomes) < len(instructions):
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                index = done.get(timeout=remaining)
+            except queue.Empty:  # the submitted ones that are still out have timed out
+                for index, handle in pending.items():
+                    if index not in outcomes:
+                        handle.cancel()
+                        outcomes[index] = ClientTimeout(instructions[index][0].cid,
+                                                        f"no reply within {timeout:g} s")
+                deadline = None  # threaded calls time out by themselves
+                continue
+            if index in outcomes:
+                continue
+            try:
+                if index in threaded:
+                    outcomes[index] = threaded[index].result()
+                else:
+                    outcomes[index] = process(instructions[index][0], pending[index].result())
+            except Exception as exc:  # recorded as that client's failure below
+                outcomes[index] = exc
         results: list[tuple[ClientProxy, R]] = []
         failures: list[BaseException] = []
-        pool = self._worker_pool()
-        futures = {pool.submit(call, client, ins): client for client, ins in instructions}
-        # One wake-up when all are done (as_completed would wake this thread per client), and
-        # the results in the order the clients were sampled, whatever order they answered in.
-        concurrent.futures.wait(futures)
-        for future, client in futures.items():
-            try:
-                results.append((client, future.result()))
-            except ClientFailure as exc:
-                failures.append(exc)
-            except Exception as exc:  # a bug in a proxy must not end the round
-                wrapped = ClientFailure(client.cid, f"{type(exc).__name__}: {exc}")
-                wrapped.__cause__ = exc
+        for index, (client, _) in enumerate(instructions):
+            outcome = outcomes[index]
+            if not isinstance(outcome, BaseException):
+                results.append((client, outcome))  # type: ignore[arg-type]
+            elif isinstance(outcome, ClientFailure):
+                failures.append(outcome)
+            else:  # a bug in a proxy must not end the round
+                wrapped = ClientFailure(client.cid, f"{type(outcome).__name__}: {outcome}")
+                wrapped.__cause__ = outcome
                 failures.append(wrapped)
-        level = logging.DEBUG if what == "disconnect" else logging.WARNING
+        level = logging.DEBUG if method == "reconnect" else logging.WARNING
+        what = "disconnect" if method == "reconnect" else method
         for failure in failures:
             log.log(level, "round %d %s: %s", server_round, what, failure)
         return results, failures
@@ -352,10 +403,7 @@ class Server:
             return
         instructions = [(c, ReconnectIns(seconds=None)) for c in clients]
         try:
-            self._run_parallel(
-                instructions,
-                lambda client, ins: client.reconnect(ins, timeout),
-                "disconnect", 0)
+            self._run_parallel(instructions, "reconnect", lambda client, res: res, timeout, 0)
         finally:
             self._stop_workers()
 
@@ -373,6 +421,10 @@ class Server:
         if self._workers is not None:
             self._workers.shutdown(wait=False)
             self._workers = None
+
+
+def _put_index(done: queue.SimpleQueue[int], index: int, _: object) -> None:
+    done.put(index)
 
 
 def _decode_or_none(parameters: Parameters) -> NDArrays | None:

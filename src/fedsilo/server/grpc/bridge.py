@@ -47,6 +47,7 @@ class InstructionBridge:
         self._outgoing: deque[tuple[int, Outgoing]] = deque()
         self._replies: dict[int, object | None] = {}  # ticket -> reply (None: still waiting)
         self._releases: dict[int, Callable[[], None]] = {}  # ticket -> its reply's slot
+        self._notify: dict[int, Callable[[], None]] = {}  # ticket -> who waits without a thread
         self._held: Callable[[], None] | None = None  # the slot of the last reply handed out
         self._in_flight: int | None = None
         self._tickets = itertools.count(1)
@@ -66,30 +67,57 @@ class InstructionBridge:
 
     # Round-loop side --------------------------------------------------------
 
-    def request(self, message: Outgoing, timeout: float | None) -> object:
-        """Send ``message`` (a serialized ServerMessage or its frames) and wait for the reply."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def submit(self, message: Outgoing, notify: Callable[[], None] | None = None) -> int:
+        """Queue ``message`` (a serialized ServerMessage or its frames); return its ticket.
+
+        ``notify`` is called once, from whichever thread, when the reply is in or the
+        bridge closed: then ``collect(ticket)`` returns at once. It must not block.
+        """
         self.release_reply()  # whoever sends the next instruction is done with the last reply
         with self._cv:
             if self._closed:
                 raise ClientDisconnected(self.cid, self.close_reason)
             ticket = next(self._tickets)
             self._replies[ticket] = None
+            if notify is not None:
+                self._notify[ticket] = notify
             self._outgoing.append((ticket, message))
             self._cv.notify_all()
             self._changed()
+        return ticket
+
+    def collect(self, ticket: int) -> object:
+        """The reply to ``ticket``, once it is in; ``ClientDisconnected`` if the bridge
+        closed first. A caller that stops waiting calls ``abandon`` instead."""
+        with self._cv:
+            reply = self._replies.get(ticket)
+            if reply is None and not self._closed:
+                raise RuntimeError(f"client {self.cid}: no reply to collect yet")
+            self._replies.pop(ticket, None)
+            self._notify.pop(ticket, None)
+            self._held = self._releases.pop(ticket, None)
+            if reply is None:
+                self._abandon(ticket)
+                raise ClientDisconnected(self.cid, self.close_reason)
+            return reply
+
+    def abandon(self, ticket: int) -> None:
+        """Stop waiting for ``ticket``: its reply, when it comes, is read and dropped."""
+        with self._cv:
+            self._abandon(ticket)
+
+    def request(self, message: Outgoing, timeout: float | None) -> object:
+        """Send ``message`` and wait for the reply (``submit``, wait, ``collect``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ticket = self.submit(message)
+        with self._cv:
             while self._replies.get(ticket) is None and not self._closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     self._abandon(ticket)
                     raise ClientTimeout(self.cid, f"no reply within {timeout:g} s")
                 self._cv.wait(remaining)
-            reply = self._replies.pop(ticket, None)
-            self._held = self._releases.pop(ticket, None)
-            if reply is None:
-                self._abandon(ticket)
-                raise ClientDisconnected(self.cid, self.close_reason)
-            return reply
+            return self.collect(ticket)
 
     def release_reply(self) -> None:
         """Say that the last reply ``request`` returned is consumed (its slot, if it holds
@@ -101,6 +129,7 @@ class InstructionBridge:
 
     def _abandon(self, ticket: int) -> None:
         self._replies.pop(ticket, None)
+        self._notify.pop(ticket, None)
         release = self._releases.pop(ticket, None)
         if release is not None:
             release()
@@ -154,14 +183,18 @@ class InstructionBridge:
             ticket, self._in_flight = self._in_flight, None
             self._cv.notify_all()
             kept = ticket is not None and ticket in self._replies
+            notify = None
             if kept:
                 self._replies[ticket] = reply  # type: ignore[index]
                 if release is not None:
                     self._releases[ticket] = release  # type: ignore[index]
+                notify = self._notify.pop(ticket, None)  # type: ignore[arg-type]
             elif ticket is not None:
                 log.warning("client %s: dropped a late reply to an abandoned instruction",
                             self.cid)
         self._changed()
+        if notify is not None:
+            notify()
         if not kept and release is not None:
             release()
         return ticket is not None
@@ -189,7 +222,10 @@ class InstructionBridge:
                 releases.append(self._held)
             self._releases.clear()
             self._held = None
+            waiting, self._notify = list(self._notify.values()), {}
             self._cv.notify_all()
         self._changed()
         for release in releases:
             release()
+        for notify in waiting:
+            notify()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH, chunking, serde
@@ -20,7 +21,7 @@ from fedsilo.common.typing import (
     GetPropertiesRes,
     ReconnectIns,
 )
-from fedsilo.server.client_proxy import ClientProxy
+from fedsilo.server.client_proxy import ClientProxy, Instruction
 from fedsilo.server.grpc.bridge import InstructionBridge, Outgoing
 
 __all__ = ["GrpcClientProxy", "encode_instruction"]
@@ -68,6 +69,15 @@ def encode_instruction(ins: serde.ServerInstruction) -> bytes:
     return serde.server_message_to_bytes(ins)
 
 
+_EXPECTED: dict[type, type] = {
+    GetPropertiesIns: GetPropertiesRes,
+    GetParametersIns: GetParametersRes,
+    FitIns: FitRes,
+    EvaluateIns: EvaluateRes,
+    ReconnectIns: DisconnectRes,
+}
+
+
 class GrpcClientProxy(ClientProxy):
     """Sends each instruction through the client's ``Join`` stream and decodes the reply.
 
@@ -109,7 +119,9 @@ class GrpcClientProxy(ClientProxy):
             raise ClientFailure(self.cid, f"{type(ins).__name__} not sent: {exc}") from exc
 
     def _call(self, ins: serde.ServerInstruction, expected: type, timeout: float | None) -> Any:
-        answer = self.bridge.request(self._encode(ins), timeout)
+        return self._finish(ins, self.bridge.request(self._encode(ins), timeout), expected)
+
+    def _finish(self, ins: serde.ServerInstruction, answer: object, expected: type) -> Any:
         try:
             reply = self._decode(ins, answer, expected)
         except BaseException:
@@ -118,6 +130,10 @@ class GrpcClientProxy(ClientProxy):
         if expected is not FitRes:  # a fit result is released by the round loop, once folded
             self.bridge.release_reply()
         return reply
+
+    def submit(self, ins: Instruction, notify: Callable[[], None]) -> _PendingGrpcReply:
+        """Queue ``ins`` on the client's stream; no thread waits for the reply."""
+        return _PendingGrpcReply(self, ins, self.bridge.submit(self._encode(ins), notify))
 
     def _decode(self, ins: serde.ServerInstruction, answer: object, expected: type) -> Any:
         if isinstance(answer, ProtocolError):
@@ -163,3 +179,24 @@ class GrpcClientProxy(ClientProxy):
             # it answers, while the server drains its streams.
             self.bridge.close("the federation ended", farewell=encode_instruction(ins))
             raise
+
+
+class _PendingGrpcReply:
+    """An instruction on a client's stream whose reply the round loop collects."""
+
+    def __init__(self, proxy: GrpcClientProxy, ins: Instruction, ticket: int) -> None:
+        self._proxy = proxy
+        self._ins = ins
+        self._ticket = ticket
+
+    def result(self) -> Any:
+        answer = self._proxy.bridge.collect(self._ticket)
+        return self._proxy._finish(self._ins, answer, _EXPECTED[type(self._ins)])
+
+    def cancel(self) -> None:
+        self._proxy.bridge.abandon(self._ticket)
+        if isinstance(self._ins, ReconnectIns):
+            # Still busy with an earlier instruction: as in ``reconnect``, it gets the
+            # ReconnectIns once it answers.
+            self._proxy.bridge.close("the federation ended",
+                                     farewell=encode_instruction(self._ins))
