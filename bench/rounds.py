@@ -9,8 +9,10 @@ that the aggregated parameters agree between the servers and with the closed for
 
     python bench/rounds.py                      # the three standard settings, 5 rounds each
     python bench/rounds.py --settings 10x1M --rounds 3 --markdown
+    python bench/rounds.py --rounds 8 --repeat 3 --markdown   # the README's table
 
-Per-round seconds are medians over the rounds after the first (which includes connecting);
+Per-round seconds are medians over the rounds after the first (which includes connecting),
+pooled over the runs with --repeat (the server's peak RSS is then the highest of its runs);
 "MB/s" is what the server moved per second (the broadcast to and the replies from all N
 clients); "RSS" is the server's peak resident memory.
 """
@@ -52,15 +54,21 @@ class Peer:
 
 @dataclass
 class Outcome:
-    round_seconds: list[float]
+    runs: list[list[float]]  # the round seconds of each federation run
     peak_rss_mb: float
     final: np.ndarray
 
     @property
     def median(self) -> float:
-        """Median round time, the first round left out: it includes clients connecting."""
-        steady = self.round_seconds[1:] or self.round_seconds
+        """Median round time over every run, each run's first round left out: it includes
+        clients connecting."""
+        steady = [s for rounds in self.runs for s in (rounds[1:] or rounds)]
         return statistics.median(steady)
+
+    def merged(self, other: Outcome) -> Outcome:
+        """Both runs' rounds; the higher of the two peaks."""
+        return Outcome(self.runs + other.runs, max(self.peak_rss_mb, other.peak_rss_mb),
+                       other.final)
 
 
 def parse_setting(text: str) -> tuple[int, int]:
@@ -117,7 +125,7 @@ def run_federation(server: Peer, client: Peer, n_clients: int, n_params: int, ro
                 proc.kill()
                 proc.wait()
     measured = json.loads(out.read_text())
-    return Outcome(measured["round_seconds"], measured["peak_rss_mb"],
+    return Outcome([measured["round_seconds"]], measured["peak_rss_mb"],
                    np.load(str(out) + ".npy"))
 
 
@@ -166,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="10x1M,10x10M,50x100k",
                         help="comma-separated NxP, e.g. 10x1M (P accepts k and M)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every federation this many times, interleaved (A B C A B C), "
+                             "and pool their rounds: steadier ratios on a noisy machine")
     parser.add_argument("--skip-flwr13", action="store_true", help="leave out Flower 1.3.0")
     parser.add_argument("--markdown", action="store_true", help="print a README table too")
     parser.add_argument("--json", type=Path, help="write all figures to this file")
@@ -195,16 +206,22 @@ def main(argv: list[str] | None = None) -> int:
             n_clients, n_params = parse_setting(setting)
             moved_mb = 2 * n_clients * n_params * 4 / 1e6
             outcomes: dict[str, Outcome] = {}
-            for server, client in pairs:
-                name = (server.label if server is client
-                        else f"{server.label} + {client.label} clients")
-                outcomes[name] = run_federation(server, client, n_clients, n_params,
-                                                args.rounds, False, workdir)
-                result = outcomes[name]
-                print(f"{setting:>8} {name:<36} median {result.median:7.3f} s/round  "
-                      f"{moved_mb / result.median:8,.0f} MB/s  "
-                      f"peak RSS {result.peak_rss_mb:7,.0f} MB  "
-                      f"rounds {[round(s, 3) for s in result.round_seconds]}", flush=True)
+            for repeat in range(args.repeat):
+                for server, client in pairs:
+                    name = (server.label if server is client
+                            else f"{server.label} + {client.label} clients")
+                    result = run_federation(server, client, n_clients, n_params,
+                                            args.rounds, False, workdir)
+                    print(f"{setting:>8} {name:<36} median {result.median:7.3f} s/round  "
+                          f"{moved_mb / result.median:8,.0f} MB/s  "
+                          f"peak RSS {result.peak_rss_mb:7,.0f} MB  "
+                          f"rounds {[round(s, 3) for s in result.runs[0]]}", flush=True)
+                    outcomes[name] = (result if repeat == 0
+                                      else outcomes[name].merged(result))
+            if args.repeat > 1:
+                for name, result in outcomes.items():
+                    print(f"{setting:>8} {name:<36} median {result.median:7.3f} s/round over "
+                          f"{args.repeat} runs, peak RSS {result.peak_rss_mb:,.0f} MB")
             ours = outcomes["fedsilo"]
             for name, result in outcomes.items():
                 rows.append({

@@ -8,7 +8,7 @@ import pytest
 
 from fedsilo.common import ClientDisconnected, ClientTimeout
 from fedsilo.server.grpc.bridge import NOT_DUE, InstructionBridge
-from fedsilo.server.grpc.servicer import ReplySlots
+from fedsilo.server.grpc.servicer import ReplySlots, _Wakeups
 
 
 def test_reply_reaches_the_waiting_request() -> None:
@@ -225,3 +225,25 @@ def test_an_abandoned_submission_is_not_notified_and_its_late_reply_is_dropped()
     assert bridge.poll_message() == b"two"
     bridge.deliver(b"reply to two")
     assert second.calls == 1 and bridge.collect(ticket) == b"reply to two"
+
+
+def test_wakeups_from_many_threads_set_every_event_on_the_loop() -> None:
+    async def scenario() -> None:
+        wakeups = _Wakeups(asyncio.get_running_loop())
+        events = [asyncio.Event() for _ in range(400)]
+        wakers = [wakeups.waker(event) for event in events]
+        threads = [threading.Thread(target=lambda part=part: [w() for w in part])
+                   for part in (wakers[i::4] for i in range(4))]
+        for thread in threads:
+            thread.start()
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in events)), 10)
+        for thread in threads:
+            thread.join()
+        wakers[0]()  # from the loop's own thread: set at once
+        assert events[0].is_set()
+        # Again after the batch: a later wake-up is not lost behind the earlier one.
+        late = asyncio.Event()
+        threading.Thread(target=wakeups.waker(late)).start()
+        await asyncio.wait_for(late.wait(), 10)
+
+    asyncio.run(scenario())

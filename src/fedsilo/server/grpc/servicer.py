@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -80,6 +81,7 @@ class FederationServicer:
         self._serial = itertools.count(1)
         self._reply_slots = ReplySlots(paced_replies)
         self._readers: set[asyncio.Task[None]] = set()  # touched on the loop only
+        self._wakeups: _Wakeups | None = None  # made on the loop, by the first stream
 
     async def Join(  # noqa: N802 - the protocol's method name
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -92,7 +94,9 @@ class FederationServicer:
         await context.send_initial_metadata(chunking.announce(self.max_message_length))
         cid = f"{context.peer()}#{next(self._serial)}"
         due = asyncio.Event()
-        bridge = InstructionBridge(cid, on_change=_waker(due))
+        if self._wakeups is None:
+            self._wakeups = _Wakeups(asyncio.get_running_loop())
+        bridge = InstructionBridge(cid, on_change=self._wakeups.waker(due))
         proxy = GrpcClientProxy(cid, bridge, max_message_length=self.max_message_length,
                                 peer_limit=peer_limit)
         if not self.client_manager.register(proxy):
@@ -230,19 +234,39 @@ class FederationServicer:
         proxy.bridge.stream_ended(reason)
 
 
-def _waker(event: asyncio.Event) -> Callable[[], None]:
-    """A callable, safe from any thread, that sets ``event`` on the running loop."""
-    loop = asyncio.get_running_loop()
-    loop_thread = threading.get_ident()
+class _Wakeups:
+    """Sets events on one event loop from any thread, one loop wake-up for many events.
 
-    def wake() -> None:
-        if threading.get_ident() == loop_thread:
+    The round loop makes instructions due for every client at once; waking the loop once
+    per client (a write to its self-pipe each) would cost a system call per client.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._events: list[asyncio.Event] = []
+
+    def waker(self, event: asyncio.Event) -> Callable[[], None]:
+        """A callable, safe from any thread, that sets ``event`` on the loop."""
+        return functools.partial(self._set, event)
+
+    def _set(self, event: asyncio.Event) -> None:
+        if threading.get_ident() == self._thread:
             event.set()
             return
+        with self._lock:
+            self._events.append(event)
+            if len(self._events) > 1:
+                return  # a wake-up is on its way and will set this one too
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(event.set)
+            self._loop.call_soon_threadsafe(self._set_all)
 
-    return wake
+    def _set_all(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+        for event in events:
+            event.set()
 
 
 class ReplySlots:
