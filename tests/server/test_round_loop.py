@@ -146,3 +146,27 @@ def test_failures_to_send_and_failed_replies_are_the_clients_failures() -> None:
     assert set(by_cid) == {"broken", "gone"}
     assert "RuntimeError: bug" in str(by_cid["broken"])
     assert by_cid["gone"] is gone.fail
+
+
+class Duck:
+    """A proxy that does not derive from ClientProxy and has no ``submit``: called from a
+    worker thread, as every proxy was before ``submit`` existed."""
+
+    def __init__(self, cid: str, client: fl.client.NumPyClient) -> None:
+        self.cid, self.properties = cid, {}
+        self._inner = InProcessClientProxy(cid, client.to_client())
+
+    def fit(self, ins: FitIns, timeout: float | None, group_id: int | None = None) -> FitRes:
+        return self._inner.fit(ins, timeout, group_id)
+
+    def release_reply(self) -> None:
+        pass
+
+
+def test_a_proxy_without_submit_is_called_from_a_worker_thread() -> None:
+    server, (parameters, _, (results, failures)) = round_with(
+        Duck("duck", Scaled(3.0, 1)),  # type: ignore[arg-type]
+        Submitting("a", Scaled(1.0, 1), delay=0.0))
+    assert not failures and len(results) == 2
+    np.testing.assert_allclose(parameters_to_ndarrays(parameters)[0], 2.0, rtol=1e-6)
+    assert server._workers is not None

@@ -51,7 +51,7 @@ Ins = TypeVar("Ins")
 FitResultsAndFailures = tuple[list[tuple[ClientProxy, FitRes]], list[BaseException]]
 EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[BaseException]]
 
-DEFAULT_MAX_WORKERS = 512  # threads waiting for replies at once, unless set_max_workers
+DEFAULT_MAX_WORKERS = 512  # threads calling blocking proxies at once, unless set_max_workers
 
 
 class Server:
@@ -78,8 +78,10 @@ class Server:
         self.checkpoint_keep = checkpoint_keep
         self.parameters = Parameters(tensors=[], tensor_type="numpy.ndarray")
         self.max_workers: int | None = None
-        # Threads that wait for clients' replies; kept across rounds, since starting and
-        # ending one thread per client every round costs more than a small model's round.
+        # Threads that call proxies without ``submit`` (in-process and simulated clients);
+        # made on first need and kept across rounds, since starting and ending one thread per
+        # client every round costs more than a small model's round. Clients on gRPC streams
+        # need none: the round loop submits to them and waits for all from its own thread.
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._workers_size = 0
         self.on_round_end: Callable[[int, History], None] | None = None
@@ -340,8 +342,10 @@ class Server:
         pending: dict[int, PendingReply] = {}
         threaded: dict[int, concurrent.futures.Future[R]] = {}
         for index, (client, ins) in enumerate(instructions):
+            submit = getattr(client, "submit", None)  # a proxy need not derive from ours
             try:
-                handle = client.submit(ins, functools.partial(done.put, index))  # type: ignore[arg-type]
+                handle = None if submit is None else submit(ins, functools.partial(done.put,
+                                                                                   index))
             except Exception as exc:  # not sent: that client's failure
                 outcomes[index] = exc
                 continue
