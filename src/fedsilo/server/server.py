@@ -341,6 +341,10 @@ class Server:
         outcomes: dict[int, object] = {}
         pending: dict[int, PendingReply] = {}
         threaded: dict[int, concurrent.futures.Future[R]] = {}
+
+        def blocking(client: ClientProxy, ins: Ins) -> R:
+            return process(client, getattr(client, method)(ins, timeout, group_id=server_round))
+
         for index, (client, ins) in enumerate(instructions):
             submit = getattr(client, "submit", None)  # a proxy need not derive from ours
             try:
@@ -352,11 +356,6 @@ class Server:
             if handle is not None:
                 pending[index] = handle
                 continue
-
-            def blocking(client: ClientProxy, ins: Ins) -> R:
-                return process(client, getattr(client, method)(ins, timeout,
-                                                               group_id=server_round))
-
             future = self._worker_pool().submit(blocking, client, ins)
             future.add_done_callback(functools.partial(_put_index, done, index))
             threaded[index] = future

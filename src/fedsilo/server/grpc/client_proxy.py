@@ -118,10 +118,13 @@ class GrpcClientProxy(ClientProxy):
         except chunking.TooLarge as exc:
             raise ClientFailure(self.cid, f"{type(ins).__name__} not sent: {exc}") from exc
 
-    def _call(self, ins: serde.ServerInstruction, expected: type, timeout: float | None) -> Any:
-        return self._finish(ins, self.bridge.request(self._encode(ins), timeout), expected)
+    def _call(self, ins: Instruction, timeout: float | None) -> Any:
+        return self._finish(ins, self.bridge.request(self._encode(ins), timeout))
 
-    def _finish(self, ins: serde.ServerInstruction, answer: object, expected: type) -> Any:
+    def _finish(self, ins: Instruction, answer: object) -> Any:
+        """Decode ``answer`` as the reply ``ins`` expects; its slot is released unless it
+        is a fit result."""
+        expected = _EXPECTED[type(ins)]
         try:
             reply = self._decode(ins, answer, expected)
         except BaseException:
@@ -154,31 +157,34 @@ class GrpcClientProxy(ClientProxy):
     def get_properties(
         self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None = None
     ) -> GetPropertiesRes:
-        return self._call(ins, GetPropertiesRes, timeout)  # type: ignore[no-any-return]
+        return self._call(ins, timeout)  # type: ignore[no-any-return]
 
     def get_parameters(
         self, ins: GetParametersIns, timeout: float | None, group_id: int | None = None
     ) -> GetParametersRes:
-        return self._call(ins, GetParametersRes, timeout)  # type: ignore[no-any-return]
+        return self._call(ins, timeout)  # type: ignore[no-any-return]
 
     def fit(self, ins: FitIns, timeout: float | None, group_id: int | None = None) -> FitRes:
-        return self._call(ins, FitRes, timeout)  # type: ignore[no-any-return]
+        return self._call(ins, timeout)  # type: ignore[no-any-return]
 
     def evaluate(
         self, ins: EvaluateIns, timeout: float | None, group_id: int | None = None
     ) -> EvaluateRes:
-        return self._call(ins, EvaluateRes, timeout)  # type: ignore[no-any-return]
+        return self._call(ins, timeout)  # type: ignore[no-any-return]
 
     def reconnect(
         self, ins: ReconnectIns, timeout: float | None, group_id: int | None = None
     ) -> DisconnectRes:
         try:
-            return self._call(ins, DisconnectRes, timeout)  # type: ignore[no-any-return]
+            return self._call(ins, timeout)  # type: ignore[no-any-return]
         except ClientTimeout:
-            # Still busy with an earlier instruction: it gets the ReconnectIns once
-            # it answers, while the server drains its streams.
-            self.bridge.close("the federation ended", farewell=encode_instruction(ins))
+            self._farewell(ins)
             raise
+
+    def _farewell(self, ins: ReconnectIns) -> None:
+        """The client is still busy with an earlier instruction: it gets the ReconnectIns
+        once it answers, while the server drains its streams."""
+        self.bridge.close("the federation ended", farewell=encode_instruction(ins))
 
 
 class _PendingGrpcReply:
@@ -190,13 +196,9 @@ class _PendingGrpcReply:
         self._ticket = ticket
 
     def result(self) -> Any:
-        answer = self._proxy.bridge.collect(self._ticket)
-        return self._proxy._finish(self._ins, answer, _EXPECTED[type(self._ins)])
+        return self._proxy._finish(self._ins, self._proxy.bridge.collect(self._ticket))
 
     def cancel(self) -> None:
         self._proxy.bridge.abandon(self._ticket)
-        if isinstance(self._ins, ReconnectIns):
-            # Still busy with an earlier instruction: as in ``reconnect``, it gets the
-            # ReconnectIns once it answers.
-            self._proxy.bridge.close("the federation ended",
-                                     farewell=encode_instruction(self._ins))
+        if isinstance(self._ins, ReconnectIns):  # as in ``reconnect`` on a timeout
+            self._proxy._farewell(self._ins)
