@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import grpc
 
 from fedsilo.common import chunking, serde
+from fedsilo.common.memory import reuse_buffers_up_to
 
 _SERVICE_METHOD = "/flwr.proto.FlowerService/Join"
 _CLOSE = object()
@@ -53,6 +54,7 @@ class StreamConnection:
                 data: bytes = next(self._responses)
             except StopIteration:
                 return None
+            reuse_buffers_up_to(len(data))  # see fedsilo.common.memory
             if not chunking.is_frame(data):
                 return serde.server_message_from_bytes(data)
             message = self._assembler.feed(data)
@@ -73,6 +75,7 @@ class StreamConnection:
             reply, max_length=self.max_message_length, peer_limit=self.peer_limit,
             what="grpc_max_message_length (start_client's and start_server's)",
             paced_above=chunking.PACED_ABOVE)
+        reuse_buffers_up_to(sum(len(frame) for frame in frames))
         for frame in frames:
             self._outgoing.put(frame)
 
