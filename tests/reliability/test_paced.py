@@ -208,3 +208,19 @@ def test_the_servers_assembled_tensors_are_read_only() -> None:
     assembler = chunking.ChunkAssembler(serde.server_message_from_bytes)
     arrays = assemble(assembler, frames_of(model()))
     assert not any(a.flags.writeable for a in arrays)
+
+
+def test_the_first_frame_announces_the_whole_models_size() -> None:
+    """What the client sizes its malloc settings by before the model's buffers exist."""
+    from fedsilo.common import serde
+
+    assembler = chunking.ChunkAssembler(serde.server_message_from_bytes)
+    arrays = model()
+    frames = frames_of(arrays)
+    assert len(frames) > 2 and assembler.announced == 0
+    tensors = fl.common.ndarrays_to_parameters(arrays).tensors
+    for frame in frames[:-1]:
+        assert assembler.feed(frame) is None
+        assert assembler.announced == sum(len(t) for t in tensors)
+    assert assembler.feed(frames[-1]) is not None
+    assert assembler.announced == 0

@@ -54,12 +54,14 @@ class StreamConnection:
                 data: bytes = next(self._responses)
             except StopIteration:
                 return None
-            reuse_buffers_up_to(len(data))  # see fedsilo.common.memory
             if not chunking.is_frame(data):
+                reuse_buffers_up_to(len(data))  # see fedsilo.common.memory
                 return serde.server_message_from_bytes(data)
             message = self._assembler.feed(data)
             if message is not None:
                 return message  # type: ignore[return-value]
+            # the first frame announces the whole model: its buffers come next
+            reuse_buffers_up_to(self._assembler.announced)
 
     @property
     def peer_limit(self) -> int | None:

@@ -345,6 +345,12 @@ class ChunkAssembler:
         """Whether a message is half received."""
         return self._current is not None
 
+    @property
+    def announced(self) -> int:
+        """The tensor bytes of the message being received, as its first frame announced;
+        0 between messages."""
+        return len(self._current.buffer) if self._current is not None else 0
+
     def feed(self, data: bytes) -> Message | None:
         """Take one frame; return the message once its last frame arrived."""
         try:

@@ -23,11 +23,12 @@ faults took more of a client's CPU than copying the bytes did. Once a client has
 message of S bytes, ``reuse_buffers_up_to(S)`` has malloc serve blocks up to 1.25 S from its
 heap and keep up to 4 x that free before trimming, so the next round's buffers are the same,
 already mapped memory. Measured in federations of 10 echo clients on 2 cores, a client's CPU
-per fit went from 131 ms to 75-85 ms at 10M float32 parameters, with its peak RSS from 275 to
-about 320 MB. The price is that memory: between rounds a client keeps the freed buffers of
-the last round (a few models' worth) instead of returning them. ``FEDSILO_MALLOC_REUSE=0``
-leaves malloc's defaults alone. Servers keep the defaults: they hold many clients' messages
-at once, and keeping them raised a server's peak RSS from 0.5 to 0.8 GB in the same runs.
+per fit went from 116-133 ms to 71-82 ms at 10M float32 parameters, with its peak RSS from
+about 280 to about 320 MB. The price is that memory: between rounds a client keeps the
+freed buffers of the last round (a few models' worth) instead of returning them.
+``FEDSILO_MALLOC_REUSE=0`` leaves malloc's defaults alone. Servers keep the defaults: they
+hold many clients' messages at once, and keeping them raised a server's peak RSS from 0.5 to
+0.8 GB in the same runs.
 """
 
 from __future__ import annotations
