@@ -70,3 +70,10 @@ def test_buffer_reuse_only_ever_grows() -> None:
     # below 1 MiB malloc keeps up by itself; a size within a quarter of the last, or
     # smaller, changes nothing
     assert out == "False True False False True"
+
+
+def test_messages_beyond_what_mallopt_takes_are_capped() -> None:
+    """mallopt takes a C int: a 4 GiB model sets the largest threshold it can, no error."""
+    out = _in_fresh_process(
+        "from fedsilo.common.memory import reuse_buffers_up_to as f; print(f(4 << 30))")
+    assert out == "True"

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -49,11 +50,12 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _MIN_REUSE = 1 << 20  # below this, malloc's own dynamic threshold already keeps up
-_MAX_THRESHOLD = 1 << 62  # far above any message; mallopt takes an int
+_MAX_THRESHOLD = 2**31 - 1  # mallopt takes a C int
 
 _reuse_size = 0  # the message size the settings were last raised for
 
 
+@functools.cache
 def _mallopt() -> Callable[[int, int], int] | None:
     name = ctypes.util.find_library("c")
     if name is None:
@@ -76,17 +78,18 @@ def reuse_buffers_up_to(size: int) -> bool:
         return False
     if os.environ.get("FEDSILO_MALLOC_REUSE", "1") == "0":
         return False
+    _reuse_size = size  # also when refused: not asked again until messages grow
     mallopt = _mallopt()
     if mallopt is None:
         return False
     threshold = min(size + size // 4, _MAX_THRESHOLD)
+    trim = min(4 * threshold, _MAX_THRESHOLD)
     # the threshold first: setting either one fixes both, ending malloc's own adjustment
     if not mallopt(_M_MMAP_THRESHOLD, threshold):
         log.debug("mallopt(M_MMAP_THRESHOLD, %d) was refused", threshold)
         return False
-    if not mallopt(_M_TRIM_THRESHOLD, min(4 * threshold, _MAX_THRESHOLD)):
-        log.debug("mallopt(M_TRIM_THRESHOLD, %d) was refused", 4 * threshold)
-    _reuse_size = size
+    if not mallopt(_M_TRIM_THRESHOLD, trim):
+        log.debug("mallopt(M_TRIM_THRESHOLD, %d) was refused", trim)
     return True
 
 
