@@ -91,14 +91,14 @@ class InstructionBridge:
         closed first. A caller that stops waiting calls ``abandon`` instead."""
         with self._cv:
             reply = self._replies.get(ticket)
-            if reply is None and not self._closed:
-                raise RuntimeError(f"client {self.cid}: no reply to collect yet")
-            self._replies.pop(ticket, None)
-            self._notify.pop(ticket, None)
-            self._held = self._releases.pop(ticket, None)
             if reply is None:
+                if not self._closed:
+                    raise RuntimeError(f"client {self.cid}: no reply to collect yet")
                 self._abandon(ticket)
                 raise ClientDisconnected(self.cid, self.close_reason)
+            del self._replies[ticket]
+            self._notify.pop(ticket, None)
+            self._held = self._releases.pop(ticket, None)
             return reply
 
     def abandon(self, ticket: int) -> None:
