@@ -6,14 +6,26 @@
 IMPL is `fedsilo` or `flwr`: the same code drives either package, imported as `fl`. A client's
 fit returns the parameters it received (plus INDEX + 1 when OFFSET is 1, which makes the weighted
 mean a non-trivial function of every client's reply), with INDEX + 1 examples.
+
+IMPL `grpc` is the floor under both: the same traffic on bare gRPC Python with nothing else. Its
+server (grpc.aio, as fedsilo's) sends the model's bytes to every client in messages of at most
+PACED_FRAME bytes and waits until each client has echoed them all back; a client (a blocking
+stream, as both packages' clients) copies every message once, as any decode and encode would,
+and sends it back. No protobuf, no checks, no aggregation: what a federation costs in gRPC alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import queue
 import resource
 import sys
 import time
+
+FLOOR_METHOD = "/floor.Echo/Join"
+FLOOR_FRAME = 4 * 2**20  # fedsilo's frame size for large models (chunking.PACED_FRAME)
+FLOOR_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
 def import_impl(impl: str):  # type: ignore[no-untyped-def]
@@ -79,6 +91,74 @@ def run_server(impl: str, port: int, n_clients: int, n_params: int, rounds: int,
         json.dump({"round_seconds": durations, "peak_rss_mb": peak_kib / 1024}, handle)
 
 
+def run_floor_server(port: int, n_clients: int, n_params: int, rounds: int, out: str) -> None:
+    import grpc
+    import numpy as np
+
+    model = initial_model(n_params)[0]
+    data = model.tobytes()
+    frames = [data[start:start + FLOOR_FRAME] for start in range(0, len(data), FLOOR_FRAME)]
+    durations: list[float] = []
+
+    async def serve() -> None:
+        joined: asyncio.Queue = asyncio.Queue()
+        finished = asyncio.Event()
+
+        async def join(requests, context):  # type: ignore[no-untyped-def]
+            inbox: asyncio.Queue = asyncio.Queue()
+            await joined.put((context, inbox))
+
+            async def read() -> None:
+                async for message in requests:
+                    inbox.put_nowait(message)
+
+            reader = asyncio.ensure_future(read())
+            await finished.wait()
+            await context.write(b"")  # the end: the client closes its stream
+            await reader
+
+        handler = grpc.method_handlers_generic_handler(
+            "floor.Echo", {"Join": grpc.stream_stream_rpc_method_handler(join)})
+        server = grpc.aio.server(options=FLOOR_OPTIONS)
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        peers = [await joined.get() for _ in range(n_clients)]
+
+        async def exchange(context, inbox) -> None:  # type: ignore[no-untyped-def]
+            for frame in frames:
+                await context.write(frame)
+            for _ in frames:
+                await inbox.get()
+
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await asyncio.gather(*(exchange(context, inbox) for context, inbox in peers))
+            durations.append(time.perf_counter() - started)
+        finished.set()
+        await server.stop(5)
+
+    asyncio.run(serve())
+    np.save(out + ".npy", model)
+    with open(out, "w") as handle:
+        json.dump({"round_seconds": durations, "peak_rss_mb": peak_rss_kib() / 1024}, handle)
+
+
+def run_floor_client(port: int) -> None:
+    import grpc
+
+    outgoing: queue.Queue = queue.Queue()
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=FLOOR_OPTIONS) as channel:
+        replies = channel.stream_stream(FLOOR_METHOD)(iter(outgoing.get, None))
+        for message in replies:
+            if not message:
+                break
+            outgoing.put(bytes(memoryview(message)))  # one copy, as a decode + encode makes
+        outgoing.put(None)
+        for _ in replies:  # until the server ends the call
+            pass
+
+
 def run_client(impl: str, port: int, index: int, offset: bool) -> None:
     fl = import_impl(impl)
     weight = index + 1
@@ -101,7 +181,11 @@ def run_client(impl: str, port: int, index: int, offset: bool) -> None:
 
 if __name__ == "__main__":
     role, impl, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if role == "server":
+    if impl == "grpc" and role == "server":
+        run_floor_server(port, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
+    elif impl == "grpc":
+        run_floor_client(port)
+    elif role == "server":
         run_server(impl, port, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
     else:
         run_client(impl, port, int(sys.argv[4]), sys.argv[5] == "1")

@@ -7,6 +7,11 @@ Flower 1.3.0 (each in its own virtual environment) with their own clients, and f
 with Flower clients. It also measures raw TCP throughput on loopback in the same run, and checks
 that the aggregated parameters agree between the servers and with the closed form.
 
+The "bare gRPC" row is the floor under every server here: the same messages moved by gRPC Python
+alone, with an echo for a client and no protobuf, checks or aggregation (see _peers.py). fedsilo's
+time over the floor's is what fedsilo itself adds; the floor's MB/s is the most any server built
+on gRPC Python reaches on this machine.
+
     python bench/rounds.py                      # the three standard settings, 5 rounds each
     python bench/rounds.py --settings 10x1M --rounds 3 --markdown
     python bench/rounds.py --rounds 8 --repeat 3 --markdown   # the README's table
@@ -192,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     # (server, clients) pairs run for every setting
     pairs = [(fedsilo, fedsilo)] + [(b, b) for b in baselines]
     pairs += [(fedsilo, b) for b in baselines]
+    floor = Peer("bare gRPC", "grpc", sys.executable)
 
     tcp = loopback_throughput()
     print(f"raw TCP on loopback: {tcp / 1e6:,.0f} MB/s")
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="fedsilo-rounds-") as tmp:
         workdir = Path(tmp)
-        check_ok = correctness_check(pairs, workdir)
+        check_ok = correctness_check(pairs, workdir)  # the floor aggregates nothing
         report["aggregates_agree"] = check_ok
         rows: list[dict[str, object]] = []
         for setting in args.settings.split(","):
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             moved_mb = 2 * n_clients * n_params * 4 / 1e6
             outcomes: dict[str, Outcome] = {}
             for repeat in range(args.repeat):
-                for server, client in pairs:
+                for server, client in [*pairs, (floor, floor)]:
                     name = (server.label if server is client
                             else f"{server.label} + {client.label} clients")
                     result = run_federation(server, client, n_clients, n_params,
@@ -236,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{setting:>8} fedsilo / {baseline.label}: "
                       f"time x{ours.median / other.median:.2f}, "
                       f"peak RSS x{ours.peak_rss_mb / other.peak_rss_mb:.2f}")
+            print(f"{setting:>8} fedsilo / bare gRPC floor: "
+                  f"time x{ours.median / outcomes[floor.label].median:.2f}")
             print(f"{setting:>8} fedsilo moved {moved_mb / ours.median / (tcp / 1e6):.1%} of raw "
                   "TCP loopback throughput")
         report["rows"] = rows
