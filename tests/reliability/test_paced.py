@@ -6,7 +6,10 @@ few hundred kilobytes takes the path a model of hundreds of megabytes takes.
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 
 import fedsilo as fl
 from fedsilo.common import ProtocolError, chunking
+from fedsilo.server.grpc import client_proxy
 from fedsilo.server.grpc import servicer as servicer_module
 from tests.conftest import free_port
 from tests.reliability import frame_schema
@@ -224,3 +228,65 @@ def test_the_first_frame_announces_the_whole_models_size() -> None:
         assert assembler.announced == sum(len(t) for t in tensors)
     assert assembler.feed(frames[-1]) is not None
     assert assembler.announced == 0
+
+
+def test_a_broadcasts_frames_are_freed_once_written(
+    small_pacing: SlotWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model's frames (as large as the model) go once the stream has written them: while
+    the client trains, nothing in the server refers to them any more, instead of a cache or
+    the stream's sender keeping them until the next round."""
+    first_frames: list[bytes] = []  # each round's first frame: held here, and here only
+    encode = chunking.encode_frames
+
+    def recording(message: Any, **kwargs: Any) -> list[bytes]:
+        frames = encode(message, **kwargs)
+        if isinstance(message, fl.common.FitIns):
+            assert len(frames) > 1  # the model goes in frames
+            first_frames.append(frames[0])
+        return frames
+
+    monkeypatch.setattr(chunking, "encode_frames", recording)
+    holders_during_fit: list[int] = []
+
+    def holders() -> int:  # references beyond first_frames' own and getrefcount's argument
+        gc.collect()
+        return sys.getrefcount(first_frames[-1]) - 2
+
+    class Probe(Offset):
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+            deadline = time.monotonic() + 10  # the write's completion may trail the delivery
+            held = holders()
+            while held and time.monotonic() < deadline:
+                time.sleep(0.01)
+                held = holders()
+            holders_during_fit.append(held)
+            return super().fit(parameters, config)
+
+    seen = federate(seeing(fl.server.strategy.FedAvg, 1), [Probe(1.0, 10)], rounds=2)
+    assert len(first_frames) == 2
+    assert holders_during_fit == [0, 0]
+    for got, start in zip(seen[2], model(), strict=True):
+        np.testing.assert_allclose(got, start + 2.0, rtol=1e-12)
+
+
+def test_shared_encodings_held_weakly_live_as_long_as_a_sender_holds_them() -> None:
+    cache = client_proxy._EncodedInstructions(size=1, weak=True)
+    ins = fl.common.FitIns(fl.common.ndarrays_to_parameters(model()), {})
+    builds: list[int] = []
+
+    def build(ins: Any) -> list[bytes]:
+        builds.append(1)
+        return [b"frame"] * 3
+
+    first = cache.encode(ins, 7, build)
+    assert cache.encode(ins, 7, build) is first and len(builds) == 1  # shared while held
+    del first
+    gc.collect()
+    again = cache.encode(ins, 7, build)  # freed once no one held it: built anew
+    assert list(again) == [b"frame"] * 3 and len(builds) == 2
+
+    strong = client_proxy._EncodedInstructions(size=1)
+    kept = strong.encode(ins, 0, lambda ins: b"message")
+    del kept
+    assert strong.encode(ins, 0, lambda ins: b"other") == b"message"  # held until evicted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -35,31 +36,42 @@ class _EncodedInstructions:
     each round.
     """
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 4, *, weak: bool = False) -> None:
         self._size = size
+        self._weak = weak  # hold the encodings weakly: only while someone else holds them
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[int, int], tuple[object, Any]] = OrderedDict()
 
     def encode(self, ins: serde.ServerInstruction, frame_size: int = 0,
                build: Any = serde.server_message_to_bytes) -> Any:
-        """``build(ins)``, computed once per (instruction, frame_size)."""
+        """``build(ins)``, computed once per (instruction, frame_size) while it is held."""
         key = (id(ins), frame_size)
         # Built under the lock: the round loop asks for every client at once, and all but
         # the first must wait for that one encoding instead of making their own.
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] is ins:
-                self._entries.move_to_end(key)
-                return entry[1]
-            data = build(ins)
-            self._entries[key] = (ins, data)
+                data = entry[1]() if self._weak else entry[1]
+                if data is not None:
+                    self._entries.move_to_end(key)
+                    return data
+            data = _Frames(build(ins)) if self._weak else build(ins)
+            self._entries[key] = (ins, weakref.ref(data) if self._weak else data)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
         return data
 
 
+class _Frames(list):  # type: ignore[type-arg]
+    """A model's frames: a list that can be referred to weakly."""
+
+    __slots__ = ("__weakref__",)
+
+
 _ENCODED = _EncodedInstructions(size=2)  # this round's FitIns and EvaluateIns
-_FRAMES = _EncodedInstructions(size=1)  # chunked models are large: keep one round's frames
+# Chunked models are as large as the model: held only while a client's stream still has them
+# to send, so they are freed once written, not a round later.
+_FRAMES = _EncodedInstructions(size=1, weak=True)
 
 
 def encode_instruction(ins: serde.ServerInstruction) -> bytes:

@@ -137,10 +137,8 @@ class FederationServicer:
                     continue
             if outgoing is None:
                 return
-            frames = (outgoing,) if isinstance(outgoing, bytes) else cast(Sequence[bytes], outgoing)
             try:
-                for frame in frames:
-                    await context.write(frame)
+                await _write(context, outgoing)
             except Exception as exc:  # the stream is gone, whatever gRPC raised
                 self._release(proxy, self._ended(bridge, type(exc).__name__))
                 return
@@ -324,6 +322,17 @@ class _ReleaseOnce:
             slots, self._slots = self._slots, None
         if slots is not None:
             slots.release()
+
+
+async def _write(context: grpc.aio.ServicerContext, outgoing: object) -> None:
+    """Write one instruction: a serialized message or its frames, one frame at a time.
+
+    Its own coroutine, so that no local keeps a model's frames alive once written while the
+    stream waits for the next instruction, which can be a round away.
+    """
+    frames = (outgoing,) if isinstance(outgoing, bytes) else cast(Sequence[bytes], outgoing)
+    for frame in frames:
+        await context.write(frame)
 
 
 def add_servicer(server: grpc.aio.Server, servicer: FederationServicer) -> None:
