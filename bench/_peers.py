@@ -24,7 +24,6 @@ import sys
 import time
 
 FLOOR_METHOD = "/floor.Echo/Join"
-FLOOR_FRAME = 4 * 2**20  # fedsilo's frame size for large models (chunking.PACED_FRAME)
 FLOOR_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
@@ -95,9 +94,11 @@ def run_floor_server(port: int, n_clients: int, n_params: int, rounds: int, out:
     import grpc
     import numpy as np
 
+    from fedsilo.common.chunking import PACED_FRAME  # fedsilo's frame size for large models
+
     model = initial_model(n_params)[0]
     data = model.tobytes()
-    frames = [data[start:start + FLOOR_FRAME] for start in range(0, len(data), FLOOR_FRAME)]
+    frames = [data[start:start + PACED_FRAME] for start in range(0, len(data), PACED_FRAME)]
     durations: list[float] = []
 
     async def serve() -> None:

@@ -38,9 +38,11 @@ class _EncodedInstructions:
 
     def __init__(self, size: int = 4, *, weak: bool = False) -> None:
         self._size = size
-        self._weak = weak  # hold the encodings weakly: only while someone else holds them
+        # weak: hold each encoding only while someone else does (lists of frames only)
+        self._weak = weak
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[int, int], tuple[object, Any]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int], tuple[object, Callable[[], Any]]] = \
+            OrderedDict()
 
     def encode(self, ins: serde.ServerInstruction, frame_size: int = 0,
                build: Any = serde.server_message_to_bytes) -> Any:
@@ -51,15 +53,27 @@ class _EncodedInstructions:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] is ins:
-                data = entry[1]() if self._weak else entry[1]
+                data = entry[1]()  # None once a weakly held encoding was freed
                 if data is not None:
                     self._entries.move_to_end(key)
                     return data
             data = _Frames(build(ins)) if self._weak else build(ins)
-            self._entries[key] = (ins, weakref.ref(data) if self._weak else data)
+            self._entries[key] = (ins, weakref.ref(data) if self._weak else _Held(data))
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
         return data
+
+
+class _Held:
+    """A strong counterpart of ``weakref.ref``: calling it returns what it holds."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: object) -> None:
+        self._data = data
+
+    def __call__(self) -> object:
+        return self._data
 
 
 class _Frames(list):  # type: ignore[type-arg]
