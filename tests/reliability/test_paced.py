@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import fedsilo as fl
 from fedsilo.common import ProtocolError, chunking
+from fedsilo.common.memory import BufferPool
 from fedsilo.server.grpc import client_proxy
 from fedsilo.server.grpc import servicer as servicer_module
 from tests.conftest import free_port
@@ -290,3 +291,29 @@ def test_shared_encodings_held_weakly_live_as_long_as_a_sender_holds_them() -> N
     kept = strong.encode(ins, 0, lambda ins: b"message")
     del kept
     assert strong.encode(ins, 0, lambda ins: b"other") == b"message"  # held until evicted
+
+
+def test_reply_buffers_are_filled_again_round_after_round(
+    small_pacing: SlotWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large replies are assembled in buffers the server keeps: one reply read at a time
+    needs two buffers at most (one being read while the round loop lets go of the last),
+    and every later reply lands in memory an earlier one left, not in memory mapped afresh."""
+    outcomes: list[bool] = []  # per reply: whether a kept buffer was free for it
+
+    class Watched(BufferPool):
+        def _free(self, size: int) -> int | None:
+            index = super()._free(size)
+            outcomes.append(index is not None)
+            return index
+
+    monkeypatch.setattr(servicer_module, "BufferPool", Watched)
+    clients = [Offset(1.0, 10), Offset(-2.0, 30), Offset(4.0, 20)]
+    seen = federate(seeing(fl.server.strategy.FedAvg, 3), clients, rounds=4)
+    assert len(outcomes) == 4 * len(clients)
+    assert 1 <= outcomes.count(False) <= 2
+    expected = model()
+    for server_round in range(1, 5):
+        expected = [sum(c.n * (p + c.offset) for c in clients) / 60 for p in expected]
+        for got, want in zip(seen[server_round], expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from fedsilo.server.strategy.aggregate import (
     add_weighted,
     add_weighted_many,
     aggregate_weighted_mean,
+    start_weighted,
     weighted_loss_avg,
     weighted_mean_from_sums,
 )
@@ -136,3 +139,51 @@ def test_no_results_and_zero_examples_are_errors() -> None:
 
 def test_weighted_loss() -> None:
     assert weighted_loss_avg([(1, 1.0), (3, 2.0)]) == pytest.approx(1.75)
+
+
+def test_starting_sums_in_a_used_buffer_ignores_what_it_held() -> None:
+    rng = np.random.default_rng(11)
+    layers = [rng.normal(size=(70, 501)).astype(np.float32), rng.integers(-9, 9, size=33)]
+    buffer = np.full(8 * (70 * 501 + 33), 0xFF, dtype=np.uint8)  # NaN bits everywhere
+    sums = start_weighted(layers, 3.0, buffer)
+    for got, layer in zip(sums, layers, strict=True):
+        assert got.dtype == np.float64 and got.shape == layer.shape
+        assert np.shares_memory(got, buffer)
+        np.testing.assert_array_equal(got, 3.0 * layer.astype(np.float64))
+    more = [rng.normal(size=(70, 501)).astype(np.float32), rng.integers(-9, 9, size=33)]
+    sums = add_weighted(sums, more, 2.0)
+    for got, a, b in zip(sums, layers, more, strict=True):
+        np.testing.assert_allclose(got, 3.0 * a.astype(np.float64) + 2.0 * b, rtol=1e-15)
+    with pytest.raises(ValueError, match="uint8 buffer of"):
+        start_weighted(layers, 1.0, np.empty(8, dtype=np.uint8))
+
+
+def _fit_res(n: int) -> fl.common.FitRes:
+    return fl.common.FitRes(fl.common.Status(fl.common.Code.OK, ""),
+                            fl.common.Parameters([], ""), n, {})
+
+
+def test_streaming_fedavg_reuses_its_sums_but_never_under_a_mean_still_held() -> None:
+    """The sums of a round go to the next round once the mean written over them is let go;
+    a strategy that keeps the aggregate keeps it intact."""
+    class Keeping(fl.server.strategy.FedAvg):
+        kept: list[list[np.ndarray]] = []
+
+        def conclude_fit(self, server_round: int, aggregate: Any, results: Any) -> Any:
+            self.kept.append(aggregate)  # views of the sums' buffer
+            return super().conclude_fit(server_round, aggregate, results)
+
+    start = fl.common.ndarrays_to_parameters([np.zeros(50_000, dtype=np.float32)])
+    addresses = []
+    for strategy, value in ((fl.server.strategy.FedAvg(), 1.0), (fl.server.strategy.FedAvg(), 2.0),
+                            (Keeping(), 3.0), (Keeping(), 4.0)):
+        accumulator = strategy.fit_accumulator(1, start)
+        assert accumulator is not None
+        accumulator.add(None, _fit_res(2), [np.full(50_000, value, dtype=np.float32)])
+        addresses.append(accumulator.sums_[0].__array_interface__["data"][0])  # type: ignore
+        parameters, _ = accumulator.finish([(None, _fit_res(2))], [])  # type: ignore[list-item]
+        assert parameters is not None
+        np.testing.assert_array_equal(fl.common.parameters_to_ndarrays(parameters)[0], value)
+    assert addresses[1] == addresses[0]  # the first round's mean was let go: reused
+    assert addresses[3] != addresses[2]  # the third round's mean is still held
+    assert [float(kept[0][0]) for kept in Keeping.kept] == [3.0, 4.0]

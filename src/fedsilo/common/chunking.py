@@ -21,7 +21,6 @@ byte (``0x7a``) tells a frame from a plain message.
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 from fedsilo.common import serde
 from fedsilo.common import typing as t
 from fedsilo.common.exceptions import ProtocolError
+from fedsilo.common.memory import BufferPool
 
 __all__ = [
     "FRAME_PREFIX",
@@ -328,17 +328,19 @@ class ChunkAssembler:
     With ``private`` the views are writable and a buffer that nothing refers to any
     more is filled again by the next message of the same size, instead of new memory
     being faulted in for every message: for a client, whose model arrives every round
-    and whose arrays need not be copied to be writable.
+    and whose arrays need not be copied to be writable. ``pool`` shares kept buffers
+    among assemblers (a server's streams); see ``BufferPool``.
     """
 
     def __init__(self, decode: Any, *, max_transfer: int = DEFAULT_MAX_TRANSFER,
-                 private: bool = False) -> None:
+                 private: bool = False, pool: BufferPool | None = None) -> None:
         self._decode = decode
         self._max_transfer = max_transfer
         self._private = private
-        self._spare: Any = None  # the last buffer, for reuse (private assemblers only)
+        # A private assembler refills its one buffer; a shared pool serves many assemblers.
+        self._pool = BufferPool(1) if private and pool is None else pool
         self._current: _Transfer | None = None
-        self.last_buffer: Any = None  # the buffer behind the last message's tensors
+        self.last_buffer: Any = None  # the last message's own view of its buffer (not private)
 
     @property
     def busy(self) -> bool:
@@ -388,14 +390,9 @@ class ChunkAssembler:
         if total > self._max_transfer:
             raise ProtocolError(f"a chunked message announced {total} bytes, over this side's "
                                 f"limit of {self._max_transfer} bytes")
-        spare, self._spare = self._spare, None
-        # Two references: ``spare`` and getrefcount's argument. Any view of the buffer
-        # still alive (a tensor, an array the client kept) holds one more.
-        if spare is not None and len(spare) == total and sys.getrefcount(spare) == 2:
-            return _Transfer(chunk.transfer, chunk.count, chunk.head, list(chunk.sizes), spare)
-        del spare
         try:
-            buffer = np.empty(total, dtype=np.uint8)
+            buffer = np.empty(total, dtype=np.uint8) if self._pool is None \
+                else self._pool.take(total)
         except MemoryError as exc:
             raise ProtocolError(f"a chunked message announced {total} bytes, more than this "
                                 "side can reserve") from exc
@@ -406,15 +403,16 @@ class ChunkAssembler:
             raise ProtocolError(f"chunk frames carried {transfer.received} bytes, their first "
                                 f"frame announced {len(transfer.buffer)}")
         message = self._decode(transfer.head)
-        whole = memoryview(transfer.buffer)
-        if self._private:
-            self._spare = transfer.buffer
-        else:
+        # This message's own view of the buffer: every tensor refers to the buffer through
+        # it, so it lives exactly as long as one of them does, even when the buffer is pooled.
+        owner = transfer.buffer[:]
+        whole = memoryview(owner)
+        if not self._private:
             whole = whole.toreadonly()
         bounds = np.cumsum([0, *transfer.sizes]).tolist()
         tensors = [whole[start:stop] for start, stop in itertools.pairwise(bounds)]
-        if not self._private:
-            self.last_buffer = transfer.buffer
+        if not self._private:  # a private assembler's caller needs no handle on it
+            self.last_buffer = owner
         return _with_tensors(message, tensors)  # type: ignore[arg-type]
 
 

@@ -1,7 +1,7 @@
-"""glibc malloc settings for processes that move model-sized messages.
+"""Memory for processes that move model-sized messages: glibc malloc settings and pools.
 
-Two settings, both process-wide and both through ``mallopt``; other C libraries are left as
-they are.
+Two malloc settings, both process-wide and both through ``mallopt``; other C libraries are
+left as they are.
 
 **A server's arena cap** keeps a long-running server's resident memory close to what it
 actually uses.
@@ -26,9 +26,14 @@ already mapped memory. Measured in federations of 10 echo clients on 2 cores, a 
 per fit went from 116-133 ms to 71-82 ms at 10M float32 parameters, with its peak RSS from
 about 280 to about 320 MB. The price is that memory: between rounds a client keeps the
 freed buffers of the last round (a few models' worth) instead of returning them.
-``FEDSILO_MALLOC_REUSE=0`` leaves malloc's defaults alone. Servers keep the defaults: they
-hold many clients' messages at once, and keeping them raised a server's peak RSS from 0.5 to
-0.8 GB in the same runs.
+``FEDSILO_MALLOC_REUSE=0`` leaves malloc's defaults alone. A server raises the same settings
+for the largest model it sends in frames: it builds the model's frames and serializes each
+new global model every round. It reads large replies a few at a time (see the servicer), so
+what it keeps freed stays within a few models.
+
+**Buffer pools** (``BufferPool``) keep model-sized numpy buffers for the next message of the
+same size, whatever malloc's settings: a server's reply buffers and the float64 sums of its
+rounds, a client's model buffer. A buffer is handed out again only once nothing refers to it.
 """
 
 from __future__ import annotations
@@ -38,11 +43,16 @@ import ctypes.util
 import functools
 import logging
 import os
+import sys
+import threading
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 log = logging.getLogger("fedsilo")
 
-__all__ = ["DEFAULT_ARENAS", "limit_malloc_arenas", "reuse_buffers_up_to"]
+__all__ = ["DEFAULT_ARENAS", "BufferPool", "limit_malloc_arenas", "reuse_buffers_up_to"]
 
 DEFAULT_ARENAS = 2
 # mallopt parameter numbers, from glibc's malloc.h
@@ -106,3 +116,50 @@ def limit_malloc_arenas(arenas: int | None = None) -> bool:
     if not accepted:
         log.debug("mallopt(M_ARENA_MAX, %d) was refused", arenas)
     return accepted
+
+
+class BufferPool:
+    """Model-sized byte buffers, filled again by the next message of the same size once
+    nothing refers to them.
+
+    A buffer of a few MiB or more comes from a fresh ``mmap``, which the kernel maps and
+    zeroes page by page as the message fills it; for a peer that receives a model-sized
+    message after another, that costs more CPU than copying the bytes in. The pool keeps
+    the last ``keep`` buffers it handed out and hands one out again only once nothing else
+    holds it (no tensor, array or view of it is alive), so a message never overwrites
+    another that is still in use. Safe from any thread.
+    """
+
+    def __init__(self, keep: int) -> None:
+        if keep < 1:
+            raise ValueError(f"a buffer pool keeps at least 1 buffer, got {keep}")
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._buffers: list[Any] = []  # the most recently handed out last
+
+    def take(self, size: int) -> Any:
+        """A uint8 array of ``size`` bytes: a kept one nothing else holds, or a new one."""
+        with self._lock:
+            index = self._free(size)
+            if index is not None:
+                buffer = self._buffers.pop(index)
+            else:
+                buffer = np.empty(size, dtype=np.uint8)
+                if len(self._buffers) >= self._keep:
+                    del self._buffers[0]  # freed once whatever still holds it lets go
+            self._buffers.append(buffer)
+            return buffer
+
+    def _free(self, size: int) -> int | None:
+        for index in range(len(self._buffers)):
+            # Two references: the list and getrefcount's argument. Any view of the buffer
+            # that is still alive (a tensor, an array made from one) holds one more, and
+            # only this pool could hand out a new one.
+            if len(self._buffers[index]) == size and sys.getrefcount(self._buffers[index]) == 2:
+                return index
+        return None
+
+    @property
+    def kept(self) -> int:
+        """How many buffers the pool holds (in use or not)."""
+        return len(self._buffers)

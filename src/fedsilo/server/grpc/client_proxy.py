@@ -10,6 +10,7 @@ from typing import Any
 
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH, chunking, serde
 from fedsilo.common.exceptions import ClientFailure, ClientTimeout, InvalidUpdate, ProtocolError
+from fedsilo.common.memory import reuse_buffers_up_to
 from fedsilo.common.typing import (
     DisconnectRes,
     EvaluateIns,
@@ -134,6 +135,7 @@ class GrpcClientProxy(ClientProxy):
             # A large model goes to a fedsilo client in frames: the stream sends one frame
             # at a time, so the server holds one frame per client in gRPC's buffers, not
             # a copy of the whole model per client.
+            reuse_buffers_up_to(size)  # see fedsilo.common.memory
             return chunking.encode_frames(
                 ins, max_length=self.max_message_length, peer_limit=self.peer_limit,
                 what="start_server(grpc_max_message_length=...)",

@@ -37,6 +37,7 @@ import grpc.aio
 
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH, chunking, serde
 from fedsilo.common.exceptions import ProtocolError
+from fedsilo.common.memory import BufferPool
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.bridge import NOT_DUE, InstructionBridge
@@ -80,6 +81,9 @@ class FederationServicer:
         self.max_transfer = max_transfer
         self._serial = itertools.count(1)
         self._reply_slots = ReplySlots(paced_replies)
+        # Large replies are assembled in buffers kept for the next ones: one per slot, and
+        # one for a reply the round loop still folds while the slots read the next.
+        self._buffers = BufferPool(paced_replies + 1)
         self._readers: set[asyncio.Task[None]] = set()  # touched on the loop only
         self._wakeups: _Wakeups | None = None  # made on the loop, by the first stream
 
@@ -155,14 +159,17 @@ class FederationServicer:
         """Hand each reply to the bridge until the stream ends or breaks the protocol."""
         bridge = proxy.bridge
         assembler = chunking.ChunkAssembler(serde.client_message_from_bytes,
-                                            max_transfer=self.max_transfer)
+                                            max_transfer=self.max_transfer, pool=self._buffers)
         reason = None
         slot = False  # whether this stream holds one of the slots for large replies
         try:
             async for data in requests:
                 reply: object = data
                 if chunking.is_frame(data):
-                    starting = not assembler.busy
+                    if not assembler.busy and not slot:
+                        # The first frame of a large reply: wait for a slot before taking
+                        # a buffer for it.
+                        slot = await self._take_slot(bridge)
                     try:
                         reply = assembler.feed(data)
                     except ProtocolError as exc:
@@ -171,8 +178,6 @@ class FederationServicer:
                         bridge.close(violation[0])
                         return
                     if reply is None:
-                        if starting:  # the first frame of a large reply: wait for a slot
-                            slot = await self._take_slot(bridge)
                         continue
                 release = None
                 buffer, assembler.last_buffer = assembler.last_buffer, None

@@ -30,6 +30,7 @@ __all__ = [
     "krum_scores",
     "l2_norm",
     "pairwise_squared_distances",
+    "start_weighted",
     "weighted_loss_avg",
     "weighted_mean_from_sums",
 ]
@@ -121,6 +122,29 @@ def add_weighted_many(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> ND
     return sums
 
 
+def start_weighted(layers: NDArrays, weight: float, buffer: NDArray | None = None) -> NDArrays:
+    """The float64 running sums ``weight * layers``, to fold more updates into.
+
+    With ``buffer`` (a uint8 array of 8 bytes per element of ``layers``) the sums are
+    views of it, written without being zeroed first: a caller that keeps a buffer from
+    round to round spares the kernel mapping and zeroing a model's worth of new pages.
+    """
+    shapes = [np.shape(layer) for layer in layers]
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    if buffer is None:
+        buffer = np.empty(8 * sum(sizes), dtype=np.uint8)
+    if buffer.dtype != np.uint8 or buffer.size != 8 * sum(sizes):
+        raise ValueError(f"the sums of {sum(sizes)} elements need a uint8 buffer of "
+                         f"{8 * sum(sizes)} bytes, got {buffer.size} of {buffer.dtype}")
+    whole = buffer.view(np.float64)
+    sums, start = [], 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        sums.append(whole[start:start + size].reshape(shape))
+        start += size
+    _fold_one(sums, layers, float(weight), first=True)
+    return sums
+
+
 def _check_like(reference: NDArrays, models: list[NDArrays]) -> None:
     """Every model has the reference's number of layers and each layer its shape."""
     for layers in models:
@@ -137,16 +161,19 @@ def _check_total(total: float) -> None:
             f"the results hold {total} examples in all; the weights need a positive sum")
 
 
-def _fold_one(sums: NDArrays, layers: NDArrays, weight: float) -> None:
+def _fold_one(sums: NDArrays, layers: NDArrays, weight: float, first: bool = False) -> None:
+    """``sums += weight * layers`` chunk by chunk; ``first``: ``sums = weight * layers``."""
     scratch = np.empty(_FOLD_CHUNK, dtype=np.float64)
     for acc, layer in zip(sums, layers, strict=True):
         flat_acc, flat = acc.reshape(-1), np.asarray(layer).reshape(-1)
         for start in range(0, flat_acc.size, _FOLD_CHUNK):
             stop = min(start + _FOLD_CHUNK, flat_acc.size)
-            target, part = flat_acc[start:stop], scratch[:stop - start]
+            target = flat_acc[start:stop]
+            part = target if first else scratch[:stop - start]
             part[...] = flat[start:stop]  # a plain cast: faster than a casting multiply
             part *= weight
-            target += part
+            if not first:
+                target += part
 
 
 def _fold_block(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> None:

@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from fedsilo.common.memory import BufferPool
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import (
     EvaluateIns,
@@ -24,6 +25,7 @@ from fedsilo.server.client_proxy import ClientProxy
 from fedsilo.server.strategy.aggregate import (
     add_weighted,
     aggregate_weighted_mean,
+    start_weighted,
     weighted_loss_avg,
     weighted_mean_from_sums,
 )
@@ -33,6 +35,11 @@ log = logging.getLogger("fedsilo.server")
 
 __all__ = ["EvaluateFn", "FedAvg", "FedAvgOptions", "SamplingOptions",
            "WeightedMeanAccumulator"]
+
+# The float64 sums of a round, kept for the next round's (the mean is written over their
+# start, so they are free again once the new model is serialized). Two: a server that runs
+# rounds while another round's mean is still held gets a second buffer, not a stall.
+_SUMS = BufferPool(2)
 
 EvaluateFn = Callable[
     [int, NDArrays, dict[str, Scalar]], tuple[float, dict[str, Scalar]] | None
@@ -246,7 +253,11 @@ class WeightedMeanAccumulator(FitAccumulator):
         self.total_ = 0
 
     def add(self, client: ClientProxy, res: FitRes, arrays: NDArrays) -> None:
-        self.sums_ = add_weighted(self.sums_, arrays, res.num_examples)
+        if self.sums_:
+            self.sums_ = add_weighted(self.sums_, arrays, res.num_examples)
+        else:
+            size = 8 * sum(int(np.size(array)) for array in arrays)
+            self.sums_ = start_weighted(arrays, res.num_examples, _SUMS.take(size))
         if not self.like_:
             # Dtypes only: a fresh empty array, since a view would keep the reply alive.
             self.like_ = [np.empty(0, dtype=array.dtype) for array in arrays]
