@@ -317,3 +317,23 @@ def test_reply_buffers_are_filled_again_round_after_round(
         expected = [sum(c.n * (p + c.offset) for c in clients) / 60 for p in expected]
         for got, want in zip(seen[server_round], expected, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_clients_model_buffer_takes_every_later_model(
+    small_pacing: SlotWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client lets go of each instruction before it waits for the next, so the model of
+    every round after the first lands in the buffer of the one before."""
+    outcomes: list[bool] = []  # per model received in frames: whether the buffer was free
+
+    class Watched(BufferPool):
+        def _free(self, size: int) -> int | None:
+            index = super()._free(size)
+            outcomes.append(index is not None)
+            return index
+
+    monkeypatch.setattr(chunking, "BufferPool", Watched)  # private assemblers' pools only
+    seen = federate(seeing(fl.server.strategy.FedAvg, 1), [Offset(1.0, 10)], rounds=4)
+    assert outcomes == [False, True, True, True]
+    for got, start in zip(seen[4], model(), strict=True):
+        np.testing.assert_allclose(got, start + 4.0, rtol=1e-12)

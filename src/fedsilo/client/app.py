@@ -211,6 +211,9 @@ def _serve_one_session(
                 if isinstance(ins, ReconnectIns):
                     connection.finish()
                     return ins.seconds
+                # Let go of this instruction before waiting for the next: a model that came in
+                # frames frees its buffer for the next model.
+                del ins, reply
         except _StreamEnded:
             # The server closed the stream without a ReconnectIns: treat it as a drop.
             raise _DroppedStream() from None
