@@ -337,3 +337,19 @@ def test_a_clients_model_buffer_takes_every_later_model(
     assert outcomes == [False, True, True, True]
     for got, start in zip(seen[4], model(), strict=True):
         np.testing.assert_allclose(got, start + 4.0, rtol=1e-12)
+
+
+def test_a_paced_messages_first_frame_carries_no_tensor_bytes() -> None:
+    """A reply that waits for a slot costs the server its first frame only: the head."""
+    from fedsilo.common import serde
+
+    arrays = model()
+    frames = frames_of(arrays)
+    first = chunking.parse_frame(frames[0])
+    assert first.index == 0 and first.count == len(frames) and len(first.data) == 0
+    assert len(frames[0]) < 1024
+    tensors = fl.common.ndarrays_to_parameters(arrays).tensors
+    assert sum(len(chunking.parse_frame(f).data) for f in frames) == sum(len(t) for t in tensors)
+    assembled = assemble(chunking.ChunkAssembler(serde.server_message_from_bytes), frames)
+    for got, want in zip(assembled, arrays, strict=True):
+        np.testing.assert_array_equal(got, want)

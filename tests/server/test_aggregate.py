@@ -164,19 +164,21 @@ def _fit_res(n: int) -> fl.common.FitRes:
 
 
 def test_streaming_fedavg_reuses_its_sums_but_never_under_a_mean_still_held() -> None:
-    """The sums of a round go to the next round once the mean written over them is let go;
-    a strategy that keeps the aggregate keeps it intact."""
+    """A strategy's sums go to its next round once the mean written over them is let go; a
+    strategy that keeps the aggregate keeps it intact."""
     class Keeping(fl.server.strategy.FedAvg):
-        kept: list[list[np.ndarray]] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.kept: list[list[np.ndarray]] = []
 
         def conclude_fit(self, server_round: int, aggregate: Any, results: Any) -> Any:
             self.kept.append(aggregate)  # views of the sums' buffer
             return super().conclude_fit(server_round, aggregate, results)
 
     start = fl.common.ndarrays_to_parameters([np.zeros(50_000, dtype=np.float32)])
+    plain, keeping = fl.server.strategy.FedAvg(), Keeping()
     addresses = []
-    for strategy, value in ((fl.server.strategy.FedAvg(), 1.0), (fl.server.strategy.FedAvg(), 2.0),
-                            (Keeping(), 3.0), (Keeping(), 4.0)):
+    for strategy, value in ((plain, 1.0), (plain, 2.0), (keeping, 3.0), (keeping, 4.0)):
         accumulator = strategy.fit_accumulator(1, start)
         assert accumulator is not None
         accumulator.add(None, _fit_res(2), [np.full(50_000, value, dtype=np.float32)])
@@ -186,4 +188,4 @@ def test_streaming_fedavg_reuses_its_sums_but_never_under_a_mean_still_held() ->
         np.testing.assert_array_equal(fl.common.parameters_to_ndarrays(parameters)[0], value)
     assert addresses[1] == addresses[0]  # the first round's mean was let go: reused
     assert addresses[3] != addresses[2]  # the third round's mean is still held
-    assert [float(kept[0][0]) for kept in Keeping.kept] == [3.0, 4.0]
+    assert [float(kept[0][0]) for kept in keeping.kept] == [3.0, 4.0]

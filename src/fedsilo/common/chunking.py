@@ -115,7 +115,8 @@ def encode_frames(
     tensors exceed ``paced_above`` bytes goes as frames of at most ``paced_frame``
     bytes to a peer that takes chunks, even when it would fit in one message: the
     receiver can then read large messages a few at a time (see the server's
-    ``FederationServicer``) instead of holding all of them at once.
+    ``FederationServicer``) instead of holding all of them at once; the first of those
+    frames carries the message without its tensors.
     """
     tensors = _tensors(message)
     tensor_bytes = sum(len(x) for x in tensors)
@@ -125,7 +126,7 @@ def encode_frames(
             and paced_frame < max_length):
         frame_size = min(peer_limit, paced_frame) - FRAME_OVERHEAD
         if frame_size > FRAME_OVERHEAD:
-            return list(_chunk_frames(message, tensors, frame_size))
+            return list(_chunk_frames(message, tensors, frame_size, head_alone=True))
     if tensor_bytes + FRAME_OVERHEAD < max_length or not tensors:
         data = _serialize(message)
         if len(data) <= max_length:
@@ -144,7 +145,11 @@ def encode_frames(
     return list(_chunk_frames(message, tensors, frame_size))
 
 
-def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int) -> Iterator[bytes]:
+def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int,
+                  head_alone: bool = False) -> Iterator[bytes]:
+    """``head_alone``: the first frame carries the head and no tensor bytes, so a receiver
+    that reads the first frame of many messages and the rest of a few at a time (a server
+    pacing replies) holds a few hundred bytes for each message that waits, not a frame."""
     head = _serialize(_without_tensors(message))
     if len(head) >= frame_size:
         raise TooLarge(f"the message's configuration alone holds {len(head)} bytes, over the "
@@ -153,7 +158,7 @@ def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int) -> It
     first_room = frame_size - len(head) - 10 * len(tensors)
     if first_room <= 0:
         raise TooLarge(f"{len(tensors)} tensors do not fit in frames of {frame_size} bytes")
-    bounds = [0, min(first_room, total)]
+    bounds = [0, 0 if head_alone else min(first_room, total)]
     while bounds[-1] < total:
         bounds.append(min(bounds[-1] + frame_size, total))
     transfer = next(_transfers)

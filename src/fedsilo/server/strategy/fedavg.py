@@ -36,11 +36,6 @@ log = logging.getLogger("fedsilo.server")
 __all__ = ["EvaluateFn", "FedAvg", "FedAvgOptions", "SamplingOptions",
            "WeightedMeanAccumulator"]
 
-# The float64 sums of a round, kept for the next round's (the mean is written over their
-# start, so they are free again once the new model is serialized). Two: a server that runs
-# rounds while another round's mean is still held gets a second buffer, not a stall.
-_SUMS = BufferPool(2)
-
 EvaluateFn = Callable[
     [int, NDArrays, dict[str, Scalar]], tuple[float, dict[str, Scalar]] | None
 ]
@@ -256,8 +251,11 @@ class WeightedMeanAccumulator(FitAccumulator):
         if self.sums_:
             self.sums_ = add_weighted(self.sums_, arrays, res.num_examples)
         else:
+            # The sums' buffer is the strategy's, kept from round to round: the mean is
+            # written over its start, so it is free again once the new model is serialized.
+            pool = self.strategy.__dict__.setdefault("_sums_buffers", BufferPool(1))
             size = 8 * sum(int(np.size(array)) for array in arrays)
-            self.sums_ = start_weighted(arrays, res.num_examples, _SUMS.take(size))
+            self.sums_ = start_weighted(arrays, res.num_examples, pool.take(size))
         if not self.like_:
             # Dtypes only: a fresh empty array, since a view would keep the reply alive.
             self.like_ = [np.empty(0, dtype=array.dtype) for array in arrays]
