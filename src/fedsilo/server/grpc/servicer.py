@@ -183,7 +183,7 @@ class FederationServicer:
                 buffer, assembler.last_buffer = assembler.last_buffer, None
                 if slot:
                     # The slot goes with the reply: freed when the round loop is done with
-                    # it, or at the latest when its buffer is freed.
+                    # it, or at the latest when the reply's view of its buffer is freed.
                     release = _ReleaseOnce(self._reply_slots)
                     if buffer is not None:
                         weakref.finalize(buffer, release)
