@@ -83,3 +83,26 @@ def test_threads_never_share_a_buffer() -> None:
         thread.join(10)
     assert clashes == []
     assert pool.kept <= 3
+
+
+def test_a_copy_of_a_pool_or_of_what_holds_one_starts_empty() -> None:
+    """A strategy keeps a pool for its sums; copying or pickling the strategy still works."""
+    import copy
+    import pickle
+
+    import fedsilo as fl
+
+    pool = BufferPool(3)
+    held = pool.take(100)
+    for clone in (copy.deepcopy(pool), pickle.loads(pickle.dumps(pool))):
+        assert clone.kept == 0
+        assert clone.take(100) is not held and clone.kept == 1
+    strategy = fl.server.strategy.FedAvg()
+    accumulator = strategy.fit_accumulator(
+        1, fl.common.ndarrays_to_parameters([np.zeros(10, dtype=np.float32)]))
+    assert accumulator is not None
+    res = fl.common.FitRes(fl.common.Status(fl.common.Code.OK, ""),
+                           fl.common.Parameters([], ""), 1, {})
+    accumulator.add(None, res, [np.ones(10, dtype=np.float32)])  # type: ignore[arg-type]
+    assert isinstance(copy.deepcopy(strategy), fl.server.strategy.FedAvg)
+    assert isinstance(pickle.loads(pickle.dumps(strategy)), fl.server.strategy.FedAvg)

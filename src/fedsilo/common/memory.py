@@ -163,3 +163,11 @@ class BufferPool:
     def kept(self) -> int:
         """How many buffers the pool holds (in use or not)."""
         return len(self._buffers)
+
+    def __getstate__(self) -> dict[str, int]:
+        # A copy (pickled, or deep-copied with what holds the pool) starts empty: buffers
+        # are memory to reuse, not state.
+        return {"keep": self._keep}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["keep"])  # type: ignore[misc]
