@@ -15,11 +15,26 @@ from fedsilo.common.memory import BufferPool
 def test_a_buffer_nothing_holds_is_handed_out_again() -> None:
     pool = BufferPool(2)
     first = pool.take(1000)
-    address = first.__array_interface__["data"][0]
+    kept = weakref.ref(first)
     del first
     again = pool.take(1000)
-    assert again.__array_interface__["data"][0] == address
+    assert again is kept()  # the same array object, not merely the same address
     assert again.dtype == np.uint8 and again.shape == (1000,)
+
+
+def test_eviction_lets_go_of_a_free_buffer_first_and_discard_forgets_one() -> None:
+    pool = BufferPool(2)
+    held = pool.take(100)  # the oldest, still in use
+    free = weakref.ref(pool.take(200))  # nothing holds it
+    pool.take(300)  # the pool is full: the free buffer goes, not the older held one
+    assert free() is None and pool.kept == 2
+    newer = pool.take(100)  # the kept one of this size is in use: a new one
+    assert pool.kept == 2
+    pool.discard(newer)
+    assert pool.kept == 1
+    kept = weakref.ref(held)
+    del held, newer
+    assert pool.take(100) is kept()  # the one the pool still keeps, free now
 
 
 def _hold(buffer: np.ndarray, holder: str) -> object:
@@ -94,9 +109,11 @@ def test_a_copy_of_a_pool_or_of_what_holds_one_starts_empty() -> None:
 
     pool = BufferPool(3)
     held = pool.take(100)
+    assert pool.kept == 1 and held is not None
     for clone in (copy.deepcopy(pool), pickle.loads(pickle.dumps(pool))):
         assert clone.kept == 0
-        assert clone.take(100) is not held and clone.kept == 1
+        clone.take(100)
+        assert clone.kept == 1
     strategy = fl.server.strategy.FedAvg()
     accumulator = strategy.fit_accumulator(
         1, fl.common.ndarrays_to_parameters([np.zeros(10, dtype=np.float32)]))

@@ -353,3 +353,26 @@ def test_a_paced_messages_first_frame_carries_no_tensor_bytes() -> None:
     assembled = assemble(chunking.ChunkAssembler(serde.server_message_from_bytes), frames)
     for got, want in zip(assembled, arrays, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_message_abandoned_halfway_leaves_its_buffer_out_of_the_pool() -> None:
+    from fedsilo.common import serde
+
+    pool = BufferPool(3)
+    assembler = chunking.ChunkAssembler(serde.server_message_from_bytes, pool=pool)
+    frames = frames_of(model())
+    assert assembler.feed(frames[0]) is None and assembler.feed(frames[1]) is None
+    assert pool.kept == 1
+    with pytest.raises(ProtocolError, match="was due"):
+        assembler.feed(frames[3])  # out of order
+    assert pool.kept == 0 and not assembler.busy
+    assert assembler.feed(frames[0]) is None and pool.kept == 1
+    assembler.abandon()  # the stream ended halfway
+    assert pool.kept == 0 and not assembler.busy
+    with pytest.raises(ProtocolError, match="must start with frame 0"):
+        assembler.check_first(frames[1])  # refused before any buffer is taken
+    assembler.check_first(frames[0])
+    assert pool.kept == 0
+    for got, want in zip(assemble(assembler, frames), model(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert pool.kept == 1

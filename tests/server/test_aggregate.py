@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -177,15 +178,16 @@ def test_streaming_fedavg_reuses_its_sums_but_never_under_a_mean_still_held() ->
 
     start = fl.common.ndarrays_to_parameters([np.zeros(50_000, dtype=np.float32)])
     plain, keeping = fl.server.strategy.FedAvg(), Keeping()
-    addresses = []
+    buffers = []  # each round's sums buffer, held weakly
     for strategy, value in ((plain, 1.0), (plain, 2.0), (keeping, 3.0), (keeping, 4.0)):
         accumulator = strategy.fit_accumulator(1, start)
         assert accumulator is not None
         accumulator.add(None, _fit_res(2), [np.full(50_000, value, dtype=np.float32)])
-        addresses.append(accumulator.sums_[0].__array_interface__["data"][0])  # type: ignore
+        buffers.append(weakref.ref(accumulator.sums_[0].base))  # type: ignore[attr-defined]
         parameters, _ = accumulator.finish([(None, _fit_res(2))], [])  # type: ignore[list-item]
         assert parameters is not None
         np.testing.assert_array_equal(fl.common.parameters_to_ndarrays(parameters)[0], value)
-    assert addresses[1] == addresses[0]  # the first round's mean was let go: reused
-    assert addresses[3] != addresses[2]  # the third round's mean is still held
+    assert buffers[1]() is buffers[0]() is not None  # the first round's mean was let go
+    assert buffers[3]() is not buffers[2]()  # the third round's mean is still held
+    assert buffers[2]() is not None
     assert [float(kept[0][0]) for kept in keeping.kept] == [3.0, 4.0]

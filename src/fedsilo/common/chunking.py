@@ -149,7 +149,8 @@ def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int,
                   head_alone: bool = False) -> Iterator[bytes]:
     """``head_alone``: the first frame carries the head and no tensor bytes, so a receiver
     that reads the first frame of many messages and the rest of a few at a time (a server
-    pacing replies) holds a few hundred bytes for each message that waits, not a frame."""
+    pacing replies) holds the head and the tensors' sizes of each message that waits, not a
+    frame."""
     head = _serialize(_without_tensors(message))
     if len(head) >= frame_size:
         raise TooLarge(f"the message's configuration alone holds {len(head)} bytes, over the "
@@ -363,13 +364,13 @@ class ChunkAssembler:
         try:
             chunk = parse_frame(data)
         except ProtocolError:
-            self._current = None
+            self.abandon()
             raise
         current = self._current
         if current is None:
             current = self._start(chunk)
         elif chunk.transfer != current.transfer or chunk.index != current.next_index:
-            self._current = None
+            self.abandon()
             raise ProtocolError(
                 f"chunk {chunk.index} of transfer {chunk.transfer} arrived while frame "
                 f"{current.next_index} of transfer {current.transfer} was due")
@@ -377,17 +378,34 @@ class ChunkAssembler:
             current.next_index += 1
         size = len(chunk.data)
         if current.received + size > len(current.buffer):
-            self._current = None
+            self._current = current
+            self.abandon()
             raise ProtocolError("chunk frames carry more bytes than their first frame announced")
         current.buffer[current.received:current.received + size] = chunk.data
         current.received += size
+        self._current = current
         if current.next_index < current.count:
-            self._current = current
             return None
+        if current.received != len(current.buffer):
+            self.abandon()
+            raise ProtocolError(f"chunk frames carried {current.received} bytes, their first "
+                                f"frame announced {len(current.buffer)}")
         self._current = None
         return self._finish(current)
 
-    def _start(self, chunk: ParsedFrame) -> _Transfer:
+    def check_first(self, data: bytes) -> None:
+        """``ProtocolError`` for a frame that cannot start a message, before any buffer is
+        taken for it (a server checks a reply's first frame before it waits for a slot)."""
+        self._announced(parse_frame(data))
+
+    def abandon(self) -> None:
+        """Forget the message being received; its buffer does not go to the next message."""
+        current, self._current = self._current, None
+        if current is not None and self._pool is not None:
+            self._pool.discard(current.buffer)
+
+    def _announced(self, chunk: ParsedFrame) -> int:
+        """The tensor bytes a first frame announces, once it is a valid first frame."""
         if chunk.index != 0 or chunk.count < 1:
             raise ProtocolError(f"a chunked message must start with frame 0, got frame "
                                 f"{chunk.index} of {chunk.count}")
@@ -395,6 +413,10 @@ class ChunkAssembler:
         if total > self._max_transfer:
             raise ProtocolError(f"a chunked message announced {total} bytes, over this side's "
                                 f"limit of {self._max_transfer} bytes")
+        return total
+
+    def _start(self, chunk: ParsedFrame) -> _Transfer:
+        total = self._announced(chunk)
         try:
             buffer = np.empty(total, dtype=np.uint8) if self._pool is None \
                 else self._pool.take(total)
@@ -404,9 +426,6 @@ class ChunkAssembler:
         return _Transfer(chunk.transfer, chunk.count, chunk.head, list(chunk.sizes), buffer)
 
     def _finish(self, transfer: _Transfer) -> Message:
-        if transfer.received != len(transfer.buffer):
-            raise ProtocolError(f"chunk frames carried {transfer.received} bytes, their first "
-                                f"frame announced {len(transfer.buffer)}")
         message = self._decode(transfer.head)
         # This message's own view of the buffer: every tensor refers to the buffer through
         # it, so it lives exactly as long as one of them does, even when the buffer is pooled.

@@ -28,8 +28,9 @@ about 280 to about 320 MB. The price is that memory: between rounds a client kee
 freed buffers of the last round (a few models' worth) instead of returning them.
 ``FEDSILO_MALLOC_REUSE=0`` leaves malloc's defaults alone. A server raises the same settings
 for the largest model it sends in frames: it builds the model's frames and serializes each
-new global model every round. It reads large replies a few at a time (see the servicer), so
-what it keeps freed stays within a few models.
+new global model every round. It reads fedsilo clients' large replies a few at a time (see
+the servicer), so what it keeps freed stays within a few models; Flower clients' replies are
+not paced, and with many of them the freed memory kept can reach one model per client.
 
 **Buffer pools** (``BufferPool``) keep model-sized numpy buffers for the next message of the
 same size, whatever malloc's settings: a server's reply buffers and the float64 sums of its
@@ -146,18 +147,29 @@ class BufferPool:
             else:
                 buffer = np.empty(size, dtype=np.uint8)
                 if len(self._buffers) >= self._keep:
-                    del self._buffers[0]  # freed once whatever still holds it lets go
+                    # The oldest free buffer goes (freed now), else the oldest (freed once
+                    # whatever holds it lets go).
+                    free = [i for i in range(len(self._buffers)) if self._unheld(i)]
+                    del self._buffers[free[0] if free else 0]
             self._buffers.append(buffer)
             return buffer
 
+    def discard(self, buffer: Any) -> None:
+        """Keep ``buffer`` no longer (a message that was abandoned halfway)."""
+        with self._lock:
+            self._buffers = [kept for kept in self._buffers if kept is not buffer]
+
     def _free(self, size: int) -> int | None:
         for index in range(len(self._buffers)):
-            # Two references: the list and getrefcount's argument. Any view of the buffer
-            # that is still alive (a tensor, an array made from one) holds one more, and
-            # only this pool could hand out a new one.
-            if len(self._buffers[index]) == size and sys.getrefcount(self._buffers[index]) == 2:
+            if len(self._buffers[index]) == size and self._unheld(index):
                 return index
         return None
+
+    def _unheld(self, index: int) -> bool:
+        # Two references: the list and getrefcount's argument. Any view of the buffer that
+        # is still alive (a tensor, an array made from one) holds one more, and only this
+        # pool could hand out a new one.
+        return sys.getrefcount(self._buffers[index]) == 2
 
     @property
     def kept(self) -> int:

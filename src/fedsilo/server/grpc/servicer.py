@@ -166,11 +166,12 @@ class FederationServicer:
             async for data in requests:
                 reply: object = data
                 if chunking.is_frame(data):
-                    if not assembler.busy and not slot:
-                        # The first frame of a large reply: wait for a slot before taking
-                        # a buffer for it.
-                        slot = await self._take_slot(bridge)
                     try:
+                        if not assembler.busy and not slot:
+                            # The first frame of a large reply: checked, then a slot before
+                            # a buffer is taken for it.
+                            assembler.check_first(data)
+                            slot = await self._take_slot(bridge)
                         reply = assembler.feed(data)
                     except ProtocolError as exc:
                         bridge.deliver(exc)
@@ -209,6 +210,7 @@ class FederationServicer:
             code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
             reason = f"{type(exc).__name__} {code or ''}".strip()
         finally:
+            assembler.abandon()  # a reply cut off halfway leaves no buffer to the pool
             if slot:
                 self._reply_slots.release()
             self._release(proxy, self._ended(bridge, reason))
