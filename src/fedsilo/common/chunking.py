@@ -346,7 +346,7 @@ class ChunkAssembler:
         # A private assembler refills its one buffer; a shared pool serves many assemblers.
         self._pool = BufferPool(1) if private and pool is None else pool
         self._current: _Transfer | None = None
-        self.last_buffer: Any = None  # the last message's own view of its buffer (not private)
+        self.last_view: Any = None  # the last message's own view of its buffer (not private)
 
     @property
     def busy(self) -> bool:
@@ -368,7 +368,7 @@ class ChunkAssembler:
             raise
         current = self._current
         if current is None:
-            current = self._start(chunk)
+            current = self._current = self._start(chunk)
         elif chunk.transfer != current.transfer or chunk.index != current.next_index:
             self.abandon()
             raise ProtocolError(
@@ -378,12 +378,10 @@ class ChunkAssembler:
             current.next_index += 1
         size = len(chunk.data)
         if current.received + size > len(current.buffer):
-            self._current = current
             self.abandon()
             raise ProtocolError("chunk frames carry more bytes than their first frame announced")
         current.buffer[current.received:current.received + size] = chunk.data
         current.received += size
-        self._current = current
         if current.next_index < current.count:
             return None
         if current.received != len(current.buffer):
@@ -436,7 +434,7 @@ class ChunkAssembler:
         bounds = np.cumsum([0, *transfer.sizes]).tolist()
         tensors = [whole[start:stop] for start, stop in itertools.pairwise(bounds)]
         if not self._private:  # a private assembler's caller needs no handle on it
-            self.last_buffer = owner
+            self.last_view = owner
         return _with_tensors(message, tensors)  # type: ignore[arg-type]
 
 

@@ -149,8 +149,8 @@ class BufferPool:
                 if len(self._buffers) >= self._keep:
                     # The oldest free buffer goes (freed now), else the oldest (freed once
                     # whatever holds it lets go).
-                    free = [i for i in range(len(self._buffers)) if self._unheld(i)]
-                    del self._buffers[free[0] if free else 0]
+                    oldest_free = self._free()
+                    del self._buffers[0 if oldest_free is None else oldest_free]
             self._buffers.append(buffer)
             return buffer
 
@@ -159,17 +159,17 @@ class BufferPool:
         with self._lock:
             self._buffers = [kept for kept in self._buffers if kept is not buffer]
 
-    def _free(self, size: int) -> int | None:
+    def _free(self, size: int | None = None) -> int | None:
+        """The index of the oldest buffer nothing else holds (of ``size`` bytes, if given)."""
         for index in range(len(self._buffers)):
-            if len(self._buffers[index]) == size and self._unheld(index):
+            if size is not None and len(self._buffers[index]) != size:
+                continue
+            # Two references: the list and getrefcount's argument. Any view of the buffer
+            # that is still alive (a tensor, an array made from one) holds one more, and
+            # only this pool could hand out a new one.
+            if sys.getrefcount(self._buffers[index]) == 2:
                 return index
         return None
-
-    def _unheld(self, index: int) -> bool:
-        # Two references: the list and getrefcount's argument. Any view of the buffer that
-        # is still alive (a tensor, an array made from one) holds one more, and only this
-        # pool could hand out a new one.
-        return sys.getrefcount(self._buffers[index]) == 2
 
     @property
     def kept(self) -> int:

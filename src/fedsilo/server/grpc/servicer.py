@@ -181,15 +181,15 @@ class FederationServicer:
                     if reply is None:
                         continue
                 release = None
-                buffer, assembler.last_buffer = assembler.last_buffer, None
+                view, assembler.last_view = assembler.last_view, None
                 if slot:
                     # The slot goes with the reply: freed when the round loop is done with
                     # it, or at the latest when the reply's view of its buffer is freed.
                     release = _ReleaseOnce(self._reply_slots)
-                    if buffer is not None:
-                        weakref.finalize(buffer, release)
+                    if view is not None:
+                        weakref.finalize(view, release)
                     slot = False
-                del buffer  # the reply's tensors keep it alive as long as they are needed
+                del view  # the reply's tensors keep it alive as long as they are needed
                 if not bridge.deliver(reply, release):
                     violation.append("the client sent a reply while no instruction was waiting "
                                      "for one (a duplicate or unsolicited reply); replies can "
