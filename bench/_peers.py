@@ -1,7 +1,7 @@
 """Server and client programs for the round benchmark, run as separate processes.
 
     python _peers.py server IMPL PORT N P ROUNDS OUT
-    python _peers.py client IMPL PORT INDEX OFFSET
+    python _peers.py client IMPL PORT INDEX OFFSET [CPU_OUT]
 
 IMPL is `fedsilo` or `flwr`: the same code drives either package, imported as `fl`. A client's
 fit returns the parameters it received (plus INDEX + 1 when OFFSET is 1, which makes the weighted
@@ -12,6 +12,10 @@ server (grpc.aio, as fedsilo's) sends the model's bytes to every client in messa
 PACED_FRAME bytes and waits until each client has echoed them all back; a client (a blocking
 stream, as both packages' clients) copies every message once, as any decode and encode would,
 and sends it back. No protobuf, no checks, no aggregation: what a federation costs in gRPC alone.
+
+Every process also notes its CPU time (user and system, all its threads): a server at the start of
+every round and at the end of the last, a client at every fit (a floor client at every message),
+written to OUT and CPU_OUT. The benchmark turns them into CPU seconds per round.
 """
 
 from __future__ import annotations
@@ -63,13 +67,17 @@ def run_server(impl: str, port: int, n_clients: int, n_params: int, rounds: int,
     round_starts: list[float] = []
     finished: list[float] = []
     final: list[np.ndarray] = []
+    cpu_marks: list[float] = []  # CPU time at every round's start, then at the last one's end
 
     def on_fit_config(server_round: int) -> dict:
         round_starts.append(time.perf_counter())
+        cpu_marks.append(time.process_time())
         return {}
 
     def evaluate(server_round: int, parameters: list, config: dict):  # type: ignore[no-untyped-def]
         finished.append(time.perf_counter())
+        if server_round == rounds:
+            cpu_marks.append(time.process_time())
         if server_round == rounds:
             final.append(np.array(parameters[0]))
         return 0.0, {}
@@ -87,7 +95,8 @@ def run_server(impl: str, port: int, n_clients: int, n_params: int, rounds: int,
     peak_kib = peak_rss_kib()
     np.save(out + ".npy", final[0])
     with open(out, "w") as handle:
-        json.dump({"round_seconds": durations, "peak_rss_mb": peak_kib / 1024}, handle)
+        json.dump({"round_seconds": durations, "peak_rss_mb": peak_kib / 1024,
+                   "cpu_marks": cpu_marks}, handle)
 
 
 def run_floor_server(port: int, n_clients: int, n_params: int, rounds: int, out: str) -> None:
@@ -100,6 +109,7 @@ def run_floor_server(port: int, n_clients: int, n_params: int, rounds: int, out:
     data = model.tobytes()
     frames = [data[start:start + PACED_FRAME] for start in range(0, len(data), PACED_FRAME)]
     durations: list[float] = []
+    cpu_marks: list[float] = []
 
     async def serve() -> None:
         joined: asyncio.Queue = asyncio.Queue()
@@ -134,41 +144,56 @@ def run_floor_server(port: int, n_clients: int, n_params: int, rounds: int, out:
 
         for _ in range(rounds):
             started = time.perf_counter()
+            cpu_marks.append(time.process_time())
             await asyncio.gather(*(exchange(context, inbox) for context, inbox in peers))
             durations.append(time.perf_counter() - started)
+        cpu_marks.append(time.process_time())
         finished.set()
         await server.stop(5)
 
     asyncio.run(serve())
     np.save(out + ".npy", model)
     with open(out, "w") as handle:
-        json.dump({"round_seconds": durations, "peak_rss_mb": peak_rss_kib() / 1024}, handle)
+        json.dump({"round_seconds": durations, "peak_rss_mb": peak_rss_kib() / 1024,
+                   "cpu_marks": cpu_marks}, handle)
 
 
-def run_floor_client(port: int) -> None:
+def write_cpu_marks(cpu_out: str | None, marks: list[float]) -> None:
+    if cpu_out:
+        with open(cpu_out, "w") as handle:
+            json.dump(marks, handle)
+
+
+def run_floor_client(port: int, cpu_out: str | None = None) -> None:
     import grpc
 
     outgoing: queue.Queue = queue.Queue()
+    marks: list[float] = []  # CPU time at every message
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=FLOOR_OPTIONS) as channel:
         replies = channel.stream_stream(FLOOR_METHOD)(iter(outgoing.get, None))
         for message in replies:
             if not message:
                 break
+            marks.append(time.process_time())
             outgoing.put(bytes(memoryview(message)))  # one copy, as a decode + encode makes
         outgoing.put(None)
         for _ in replies:  # until the server ends the call
             pass
+    write_cpu_marks(cpu_out, marks)
 
 
-def run_client(impl: str, port: int, index: int, offset: bool) -> None:
+def run_client(impl: str, port: int, index: int, offset: bool,
+               cpu_out: str | None = None) -> None:
     fl = import_impl(impl)
     weight = index + 1
+    marks: list[float] = []  # CPU time at every fit
 
     class Echo(fl.client.NumPyClient):  # type: ignore[name-defined,misc]
         def get_parameters(self, config):  # type: ignore[no-untyped-def]
             raise RuntimeError("the strategy provides initial parameters")
 
         def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+            marks.append(time.process_time())
             if offset:
                 return [p + weight for p in parameters], weight, {}
             return parameters, weight, {}
@@ -178,6 +203,7 @@ def run_client(impl: str, port: int, index: int, offset: bool) -> None:
 
     fl.client.start_numpy_client(server_address=f"127.0.0.1:{port}", client=Echo(),
                                  grpc_max_message_length=2_000_000_000)
+    write_cpu_marks(cpu_out, marks)
 
 
 if __name__ == "__main__":
@@ -185,8 +211,9 @@ if __name__ == "__main__":
     if impl == "grpc" and role == "server":
         run_floor_server(port, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
     elif impl == "grpc":
-        run_floor_client(port)
+        run_floor_client(port, sys.argv[6] if len(sys.argv) > 6 else None)
     elif role == "server":
         run_server(impl, port, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
     else:
-        run_client(impl, port, int(sys.argv[4]), sys.argv[5] == "1")
+        run_client(impl, port, int(sys.argv[4]), sys.argv[5] == "1",
+                   sys.argv[6] if len(sys.argv) > 6 else None)

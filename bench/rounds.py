@@ -20,6 +20,12 @@ Per-round seconds are medians over the rounds after the first (which includes co
 pooled over the runs with --repeat (the server's peak RSS is then the highest of its runs);
 "MB/s" is what the server moved per second (the broadcast to and the replies from all N
 clients); "RSS" is the server's peak resident memory.
+
+"CPU" is the processor time a round takes, in core-seconds (user and system, every thread): the
+server's and all clients' together, over rounds 2 to the last (clients: 2 to the one before it).
+The server and the clients share this machine's cores, so no round can be shorter than that CPU
+time divided by the number of cores: the "CPU limit" printed beside it. A server whose round
+time is close to its CPU limit is bound by the machine's cores, not by waiting.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).with_name("_peers.py")
 sys.path.insert(0, str(REPO))
 
+from fedsilo.common.chunking import PACED_FRAME  # noqa: E402  (the floor's frame size)
 from tests.interop.flower_envs import FLWR_1_3, FLWR_NEWEST, ensure_flower_env  # noqa: E402
 
 RUN_TIMEOUT_S = 900
@@ -62,6 +69,8 @@ class Outcome:
     runs: list[list[float]]  # the round seconds of each federation run
     peak_rss_mb: float
     final: np.ndarray
+    cpu_server: list[float] = field(default_factory=list)  # CPU s per round, one per run
+    cpu_clients: list[float] = field(default_factory=list)  # all clients', one per run
 
     @property
     def median(self) -> float:
@@ -70,10 +79,18 @@ class Outcome:
         steady = [s for rounds in self.runs for s in (rounds[1:] or rounds)]
         return statistics.median(steady)
 
+    @property
+    def cpu(self) -> tuple[float, float] | None:
+        """Median CPU seconds per round over the runs: (server, all clients)."""
+        if not self.cpu_server or not self.cpu_clients:
+            return None
+        return statistics.median(self.cpu_server), statistics.median(self.cpu_clients)
+
     def merged(self, other: Outcome) -> Outcome:
         """Both runs' rounds; the higher of the two peaks."""
         return Outcome(self.runs + other.runs, max(self.peak_rss_mb, other.peak_rss_mb),
-                       other.final)
+                       other.final, self.cpu_server + other.cpu_server,
+                       self.cpu_clients + other.cpu_clients)
 
 
 def parse_setting(text: str) -> tuple[int, int]:
@@ -117,7 +134,7 @@ def run_federation(server: Peer, client: Peer, n_clients: int, n_params: int, ro
         wait_listening(port, server_proc)
         clients = [subprocess.Popen(
             [client.python, str(PEERS), "client", client.impl, str(port), str(i),
-             "1" if offset else "0"], env=env, stdout=subprocess.DEVNULL,
+             "1" if offset else "0", str(cpu_out(out, i))], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL) for i in range(n_clients)]
         _, err = server_proc.communicate(timeout=RUN_TIMEOUT_S)
         if server_proc.returncode != 0:
@@ -130,8 +147,28 @@ def run_federation(server: Peer, client: Peer, n_clients: int, n_params: int, ro
                 proc.kill()
                 proc.wait()
     measured = json.loads(out.read_text())
-    return Outcome([measured["round_seconds"]], measured["peak_rss_mb"],
-                   np.load(str(out) + ".npy"))
+    outcome = Outcome([measured["round_seconds"]], measured["peak_rss_mb"],
+                      np.load(str(out) + ".npy"))
+    server_cpu = cpu_per_round(measured["cpu_marks"], rounds + 1)
+    frames = -(-4 * n_params // PACED_FRAME) if client.impl == "grpc" else 1
+    per_client = [cpu_per_round(json.loads(cpu_out(out, i).read_text())[::frames], rounds)
+                  for i in range(n_clients)]
+    if server_cpu is not None and None not in per_client:
+        outcome.cpu_server.append(server_cpu)
+        outcome.cpu_clients.append(sum(c for c in per_client if c is not None))
+    return outcome
+
+
+def cpu_out(out: Path, index: int) -> Path:
+    return out.with_name(f"{out.stem}-client{index}-cpu.json")
+
+
+def cpu_per_round(marks: list[float], expected: int) -> float | None:
+    """CPU seconds per round from a process's CPU time at every round's start (``expected``
+    marks), the first round left out: it includes connecting and the first touch of memory."""
+    if len(marks) != expected or expected < 3:
+        return None
+    return (marks[-1] - marks[1]) / (expected - 2)
 
 
 def loopback_throughput(total_bytes: int = 4 << 30, chunk: int = 4 << 20) -> float:
@@ -220,22 +257,27 @@ def main(argv: list[str] | None = None) -> int:
                                             args.rounds, False, workdir)
                     print(f"{setting:>8} {name:<36} median {result.median:7.3f} s/round  "
                           f"{moved_mb / result.median:8,.0f} MB/s  "
-                          f"peak RSS {result.peak_rss_mb:7,.0f} MB  "
+                          f"peak RSS {result.peak_rss_mb:7,.0f} MB  {describe_cpu(result)}  "
                           f"rounds {[round(s, 3) for s in result.runs[0]]}", flush=True)
                     outcomes[name] = (result if repeat == 0
                                       else outcomes[name].merged(result))
             if args.repeat > 1:
                 for name, result in outcomes.items():
                     print(f"{setting:>8} {name:<36} median {result.median:7.3f} s/round over "
-                          f"{args.repeat} runs, peak RSS {result.peak_rss_mb:,.0f} MB")
+                          f"{args.repeat} runs, peak RSS {result.peak_rss_mb:,.0f} MB, "
+                          f"{describe_cpu(result)}")
             ours = outcomes["fedsilo"]
             for name, result in outcomes.items():
+                cpu = result.cpu
                 rows.append({
                     "setting": setting, "server": name, "median_s": result.median,
                     "mb_per_s": moved_mb / result.median, "peak_rss_mb": result.peak_rss_mb,
                     "time_ratio": ours.median / result.median,
                     "rss_ratio": ours.peak_rss_mb / result.peak_rss_mb,
                     "tcp_fraction": (moved_mb / result.median) / (tcp / 1e6),
+                    "cpu_server_s": cpu[0] if cpu else None,
+                    "cpu_clients_s": cpu[1] if cpu else None,
+                    "cpu_limit_s": sum(cpu) / CORES if cpu else None,
                 })
             for baseline in baselines:
                 other = outcomes[baseline.label]
@@ -270,15 +312,32 @@ def correctness_check(pairs: list[tuple[Peer, Peer]], workdir: Path) -> bool:
     return agree
 
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def describe_cpu(result: Outcome) -> str:
+    cpu = result.cpu
+    if cpu is None:
+        return "CPU n/a"
+    return (f"CPU/round server {cpu[0]:.3f} + clients {cpu[1]:.3f} = {sum(cpu):.3f} core-s "
+            f"(limit on {CORES} cores {sum(cpu) / CORES:.3f} s)")
+
+
 def print_markdown(rows: list[dict[str, object]], tcp: float) -> None:
-    print(f"\nRaw TCP loopback in the same run: {tcp / 1e6:,.0f} MB/s\n")
+    print(f"\nRaw TCP loopback in the same run: {tcp / 1e6:,.0f} MB/s; {CORES} cores\n")
     print("| setting | server (clients) | s/round (median) | MB/s | server peak RSS (MB) "
-          "| fedsilo time / this | fedsilo RSS / this |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+          "| fedsilo time / this | fedsilo RSS / this | CPU core-s/round: server + clients "
+          "| CPU limit (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
+        server_cpu, clients_cpu = row["cpu_server_s"], row["cpu_clients_s"]
+        cpu = (f"{server_cpu:.3f} + {clients_cpu:.3f}"
+               if isinstance(server_cpu, float) and isinstance(clients_cpu, float) else "n/a")
+        limit = row["cpu_limit_s"]
         print(f"| {row['setting']} | {row['server']} | {row['median_s']:.3f} | "
               f"{row['mb_per_s']:,.0f} | {row['peak_rss_mb']:,.0f} | "
-              f"{row['time_ratio']:.2f} | {row['rss_ratio']:.2f} |")
+              f"{row['time_ratio']:.2f} | {row['rss_ratio']:.2f} | {cpu} | "
+              f"{f'{limit:.3f}' if isinstance(limit, float) else 'n/a'} |")
 
 
 if __name__ == "__main__":
