@@ -22,7 +22,8 @@ pooled over the runs with --repeat (the server's peak RSS is then the highest of
 clients); "RSS" is the server's peak resident memory.
 
 "CPU" is the processor time a round takes, in core-seconds (user and system, every thread): the
-server's and all clients' together, over rounds 2 to the last (clients: 2 to the one before it).
+server's and all clients' together, over rounds 2 to the one before the last (from the server's
+start of round 2 and each client's fit of round 2 to the same points of the last round).
 The server and the clients share this machine's cores, so no round can be shorter than that CPU
 time divided by the number of cores: the "CPU limit" printed beside it. A server whose round
 time is close to its CPU limit is bound by the machine's cores, not by waiting.
@@ -149,7 +150,9 @@ def run_federation(server: Peer, client: Peer, n_clients: int, n_params: int, ro
     measured = json.loads(out.read_text())
     outcome = Outcome([measured["round_seconds"]], measured["peak_rss_mb"],
                       np.load(str(out) + ".npy"))
-    server_cpu = cpu_per_round(measured["cpu_marks"], rounds + 1)
+    # the server's CPU at every round's start (its last mark, the end, is left out so that
+    # its rounds are the clients' rounds)
+    server_cpu = cpu_per_round(measured["cpu_marks"][:rounds], rounds)
     frames = -(-4 * n_params // PACED_FRAME) if client.impl == "grpc" else 1
     per_client = [cpu_per_round(json.loads(cpu_out(out, i).read_text())[::frames], rounds)
                   for i in range(n_clients)]
@@ -165,7 +168,8 @@ def cpu_out(out: Path, index: int) -> Path:
 
 def cpu_per_round(marks: list[float], expected: int) -> float | None:
     """CPU seconds per round from a process's CPU time at every round's start (``expected``
-    marks), the first round left out: it includes connecting and the first touch of memory."""
+    marks): from the start of round 2 to the start of the last. The first round includes
+    connecting and the first touch of memory."""
     if len(marks) != expected or expected < 3:
         return None
     return (marks[-1] - marks[1]) / (expected - 2)

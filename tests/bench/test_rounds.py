@@ -12,7 +12,7 @@ from bench.rounds import Outcome, Peer, cpu_per_round, expected_after, run_feder
 
 
 def test_cpu_per_round_leaves_the_first_round_out_and_needs_every_mark() -> None:
-    # starts of rounds 1..4 and the end of round 4: rounds 2..4 took 2 + 3 + 5 s of CPU
+    # starts of rounds 1..5: rounds 2..4 took 2 + 3 + 5 s of CPU
     assert cpu_per_round([1.0, 11.0, 13.0, 16.0, 21.0], 5) == pytest.approx(10.0 / 3)
     assert cpu_per_round([1.0, 11.0, 13.0, 16.0], 5) is None  # a mark missing
     assert cpu_per_round([1.0, 2.0], 2) is None  # nothing left after the first round
