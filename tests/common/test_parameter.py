@@ -144,3 +144,88 @@ def test_other_headers_go_to_numpys_parser(header: bytes) -> None:
     padded = header + b" " * (-(len(header) + 11) % 64) + b"\n"
     data = b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded
     assert parameter._plain_header(memoryview(data + b"\0" * 12)) is None
+
+
+# Replies encoded straight from the arrays --------------------------------------------------
+
+ARRAYS_OF_EVERY_KIND = [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.float64(2.5).reshape(()),  # 0-d
+    np.zeros((0, 3), dtype=np.int64),  # empty
+    np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3)),  # Fortran order: copied
+    np.arange(20, dtype=np.float64)[::3],  # a strided view: copied
+    np.arange(5, dtype=">i4"),  # big-endian
+    np.array([True, False, True]),
+]
+
+
+def test_array_parameters_read_as_the_bytes_ndarrays_to_parameters_makes() -> None:
+    from fedsilo.common.parameter import ArrayParameters
+
+    lazy = ArrayParameters(ARRAYS_OF_EVERY_KIND)
+    eager = ndarrays_to_parameters(ARRAYS_OF_EVERY_KIND)
+    assert lazy.tensor_type == eager.tensor_type
+    assert lazy.tensors == eager.tensors
+    assert lazy == eager and eager == lazy
+    assert lazy != ndarrays_to_parameters(ARRAYS_OF_EVERY_KIND[:-1])
+    for got, want in zip(parameters_to_ndarrays(lazy), ARRAYS_OF_EVERY_KIND, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_array_parameters_write_the_arrays_memory_not_a_copy_until_tensors_are_read() -> None:
+    from fedsilo.common.parameter import ArrayParameters, tensor_pieces
+
+    array = np.arange(1000, dtype=np.float32)
+    lazy = ArrayParameters([array])
+    [[header, data]] = tensor_pieces(lazy)
+    assert np.shares_memory(np.frombuffer(data, dtype=np.float32), array)
+    assert b"".join([header, data]) == ndarray_to_bytes(array)
+    assert f"[{len(ndarray_to_bytes(array))}]" in repr(lazy)  # the tensor's size...
+    assert tensor_pieces(lazy)[0][1] is data  # ...without building the tensor
+    tensors = lazy.tensors
+    # once read, the pieces are the tensors and the array is no longer referred to
+    assert tensor_pieces(lazy) == [[tensors[0]]] and isinstance(tensors[0], bytes)
+    assert lazy.tensors is tensors  # made once
+
+
+def test_array_parameters_copy_and_pickle_as_plain_parameters() -> None:
+    import copy
+    import pickle
+
+    from fedsilo.common.parameter import ArrayParameters
+
+    lazy = ArrayParameters(ARRAYS_OF_EVERY_KIND)
+    for other in (copy.deepcopy(lazy), copy.copy(lazy), pickle.loads(pickle.dumps(lazy))):
+        assert type(other) is Parameters
+        assert other == ndarrays_to_parameters(ARRAYS_OF_EVERY_KIND)
+
+
+def test_array_parameters_refuse_object_arrays_when_made() -> None:
+    from fedsilo.common.parameter import ArrayParameters
+
+    with pytest.raises(SerializationError, match="object arrays need pickle"):
+        ArrayParameters([np.array([{"a": 1}], dtype=object)])
+
+
+def test_reply_parameters_are_lazy_only_where_replies_are_encoded_at_once() -> None:
+    import threading
+
+    from fedsilo.common.parameter import (
+        ArrayParameters,
+        replies_encoded_at_once,
+        reply_parameters,
+    )
+
+    arrays = [np.ones(3)]
+    assert type(reply_parameters(arrays)) is Parameters
+    seen_in_thread: list[type] = []
+    with replies_encoded_at_once():
+        assert type(reply_parameters(arrays)) is ArrayParameters
+        # another thread (in-process simulation runs clients in one) keeps copies
+        thread = threading.Thread(target=lambda: seen_in_thread.append(
+            type(reply_parameters(arrays))))
+        thread.start()
+        thread.join()
+    assert seen_in_thread == [Parameters]
+    assert type(reply_parameters(arrays)) is Parameters

@@ -23,6 +23,7 @@ from fedsilo.client.numpy_client import NumPyClient
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
 from fedsilo.common.chunking import TooLarge
 from fedsilo.common.exceptions import ProtocolError
+from fedsilo.common.parameter import replies_encoded_at_once
 from fedsilo.common.typing import ReconnectIns
 
 log = logging.getLogger("fedsilo.client")
@@ -195,25 +196,28 @@ def _serve_one_session(
                       keepalive_timeout=session.keepalive_timeout) as channel:
         connection = StreamConnection(channel, session.max_message_length)
         try:
-            while True:
-                ins = connection.receive()
-                if ins is None:
-                    raise _StreamEnded()
-                on_connected()
-                reply = handle_instruction(client, ins)
-                try:
-                    connection.send(reply)
-                except TooLarge as exc:
+            # Each reply is encoded as soon as the client returns it: a NumPyClient's arrays
+            # are copied once, straight into the frames.
+            with replies_encoded_at_once():
+                while True:
+                    ins = connection.receive()
+                    if ins is None:
+                        raise _StreamEnded()
+                    on_connected()
+                    reply = handle_instruction(client, ins)
+                    try:
+                        connection.send(reply)
+                    except TooLarge as exc:
+                        if isinstance(ins, ReconnectIns):
+                            raise
+                        log.error("reply not sent: %s", exc)
+                        connection.send(_error_reply(ins, f"reply not sent: {exc}"))
                     if isinstance(ins, ReconnectIns):
-                        raise
-                    log.error("reply not sent: %s", exc)
-                    connection.send(_error_reply(ins, f"reply not sent: {exc}"))
-                if isinstance(ins, ReconnectIns):
-                    connection.finish()
-                    return ins.seconds
-                # Let go of this instruction before waiting for the next: a model that came in
-                # frames frees its buffer for the next model.
-                del ins, reply
+                        connection.finish()
+                        return ins.seconds
+                    # Let go of this instruction before waiting for the next: a model that
+                    # came in frames frees its buffer for the next model.
+                    del ins, reply
         except _StreamEnded:
             # The server closed the stream without a ReconnectIns: treat it as a drop.
             raise _DroppedStream() from None

@@ -13,7 +13,7 @@ import numpy as np
 
 from fedsilo.client.client import Client
 from fedsilo.common.exceptions import ClientReturnError
-from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
+from fedsilo.common.parameter import parameters_to_ndarrays, reply_parameters
 from fedsilo.common.typing import (
     Code,
     Config,
@@ -150,7 +150,7 @@ class _NumPyClientAdapter(Client):
         arrays = _check_ndarrays(self.numpy_client.get_parameters(ins.config),
                                  _GET_PARAMETERS_EXAMPLE)
         return GetParametersRes(status=Status(Code.OK, "Success"),
-                                parameters=ndarrays_to_parameters(arrays))
+                                parameters=reply_parameters(arrays))
 
     def fit(self, ins: FitIns) -> FitRes:
         if not _overrides(self.numpy_client, "fit"):
@@ -162,7 +162,7 @@ class _NumPyClientAdapter(Client):
         num_examples = _check_count(result[1], _FIT_EXAMPLE)
         metrics = _check_metrics(result[2], _FIT_EXAMPLE)
         return FitRes(status=Status(Code.OK, "Success"),
-                      parameters=ndarrays_to_parameters(arrays),
+                      parameters=reply_parameters(arrays),
                       num_examples=num_examples, metrics=metrics)
 
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes:

@@ -31,6 +31,7 @@ from fedsilo.common import serde
 from fedsilo.common import typing as t
 from fedsilo.common.exceptions import ProtocolError
 from fedsilo.common.memory import BufferPool
+from fedsilo.common.parameter import tensor_pieces
 
 __all__ = [
     "FRAME_PREFIX",
@@ -119,7 +120,7 @@ def encode_frames(
     frames carries the message without its tensors.
     """
     tensors = _tensors(message)
-    tensor_bytes = sum(len(x) for x in tensors)
+    tensor_bytes = sum(_sizes(tensors))
     max_length = min(max_length, PROTOBUF_LIMIT)  # no setting lifts protobuf's own cap
     paced_frame = PACED_FRAME if paced_frame is None else paced_frame
     if (peer_limit is not None and paced_above is not None and tensor_bytes > paced_above
@@ -145,7 +146,7 @@ def encode_frames(
     return list(_chunk_frames(message, tensors, frame_size))
 
 
-def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int,
+def _chunk_frames(message: Message, tensors: list[list[Piece]], frame_size: int,
                   head_alone: bool = False) -> Iterator[bytes]:
     """``head_alone``: the first frame carries the head and no tensor bytes, so a receiver
     that reads the first frame of many messages and the rest of a few at a time (a server
@@ -155,7 +156,8 @@ def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int,
     if len(head) >= frame_size:
         raise TooLarge(f"the message's configuration alone holds {len(head)} bytes, over the "
                        f"frame size of {frame_size} bytes")
-    total = sum(len(x) for x in tensors)
+    sizes = _sizes(tensors)
+    total = sum(sizes)
     first_room = frame_size - len(head) - 10 * len(tensors)
     if first_room <= 0:
         raise TooLarge(f"{len(tensors)} tensors do not fit in frames of {frame_size} bytes")
@@ -163,12 +165,11 @@ def _chunk_frames(message: Message, tensors: list[bytes], frame_size: int,
     while bounds[-1] < total:
         bounds.append(min(bounds[-1] + frame_size, total))
     transfer = next(_transfers)
-    stream = _ByteStream(tensors)
+    stream = _ByteStream([piece for pieces in tensors for piece in pieces])
     for index in range(len(bounds) - 1):
         pieces = stream.views(bounds[index + 1] - bounds[index])
         if index == 0:
-            yield _frame_bytes(transfer, 0, len(bounds) - 1, head, [len(x) for x in tensors],
-                               pieces)
+            yield _frame_bytes(transfer, 0, len(bounds) - 1, head, sizes, pieces)
         else:
             yield _frame_bytes(transfer, index, 0, b"", [], pieces)
 
@@ -209,8 +210,8 @@ def _frame_bytes(transfer: int, index: int, count: int, head: bytes, sizes: list
 class _ByteStream:
     """Reads consecutive slices across a list of byte strings without joining them."""
 
-    def __init__(self, parts: list[bytes]) -> None:
-        self._parts = parts
+    def __init__(self, parts: list[Piece]) -> None:
+        self._parts = [memoryview(part).cast("B") for part in parts]
         self._part = 0
         self._offset = 0
 
@@ -218,7 +219,7 @@ class _ByteStream:
         """The next ``size`` bytes, as views of the parts (no copy)."""
         pieces = []
         while size > 0 and self._part < len(self._parts):
-            view = memoryview(self._parts[self._part])[self._offset:self._offset + size]
+            view = self._parts[self._part][self._offset:self._offset + size]
             pieces.append(view)
             size -= len(view)
             self._offset += len(view)
@@ -441,9 +442,17 @@ class ChunkAssembler:
 # Messages with and without their tensors ----------------------------------------
 
 
-def _tensors(message: Message) -> list[bytes]:
+Piece = bytes | memoryview
+
+
+def _tensors(message: Message) -> list[list[Piece]]:
+    """Each tensor's bytes, as pieces (see ``tensor_pieces``)."""
     parameters = getattr(message, "parameters", None)
-    return list(parameters.tensors) if isinstance(parameters, t.Parameters) else []
+    return tensor_pieces(parameters) if isinstance(parameters, t.Parameters) else []
+
+
+def _sizes(tensors: list[list[Piece]]) -> list[int]:
+    return [sum(memoryview(piece).nbytes for piece in pieces) for pieces in tensors]
 
 
 def _without_tensors(message: Message) -> Message:

@@ -11,6 +11,10 @@ import io
 import math
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -30,15 +34,26 @@ _PLAIN_HEADER = re.compile(
 
 __all__ = [
     "TENSOR_TYPE",
+    "ArrayParameters",
     "bytes_to_ndarray",
     "ndarray_to_bytes",
     "ndarrays_to_parameters",
     "parameters_to_ndarrays",
+    "replies_encoded_at_once",
+    "reply_parameters",
+    "tensor_pieces",
 ]
 
 
 def ndarray_to_bytes(ndarray: NDArray) -> bytes:
     """Serialize one array as ``.npy`` bytes (no pickle)."""
+    # One copy: the header and the raw array bytes joined into the result.
+    return b"".join(_npy_pieces(ndarray))
+
+
+def _npy_pieces(ndarray: NDArray) -> list[bytes | memoryview]:
+    """An array's ``.npy`` bytes as two pieces, the header and a view of the array's memory
+    (a copy only for an array that is not C-contiguous)."""
     array = np.asanyarray(ndarray)
     if array.dtype.hasobject:
         raise SerializationError(
@@ -56,8 +71,7 @@ def ndarray_to_bytes(ndarray: NDArray) -> bytes:
         npy_format.write_array_header_1_0(head, header)
     else:
         npy_format.write_array_header_2_0(head, header)
-    # One copy: the header and the raw array bytes joined into the result.
-    return b"".join((head.getvalue(), contiguous.reshape(-1).view(np.uint8).data))
+    return [head.getvalue(), contiguous.reshape(-1).view(np.uint8).data]
 
 
 def bytes_to_ndarray(tensor: bytes) -> NDArray:
@@ -144,6 +158,92 @@ def _header_end(view: memoryview) -> int:
     if len(view) < prefix_end:
         return len(view)
     return min(len(view), prefix_end + int.from_bytes(view[8:prefix_end], "little"))
+
+
+class ArrayParameters(Parameters):
+    """``Parameters`` made from arrays, whose ``.npy`` bytes are made only when ``tensors`` is
+    read.
+
+    An encoder that writes a message from ``tensor_pieces`` copies each array's memory once,
+    into the message, instead of once into the tensor's bytes and again into the message.
+    The arrays are read when the message is encoded, so only code that encodes its replies at
+    once (see ``replies_encoded_at_once``) makes these. Reading ``tensors`` gives the same
+    bytes ``ndarrays_to_parameters`` would; a copy or a pickle is a plain ``Parameters``.
+    """
+
+    def __init__(self, arrays: NDArrays) -> None:  # the dataclass's own __init__ is not used
+        # Every array is checked (and made C-contiguous) now, where its maker can be told.
+        self._pieces: list[list[bytes | memoryview]] = [_npy_pieces(a) for a in arrays]
+        self._tensors: list[bytes] | None = None
+        self.tensor_type = TENSOR_TYPE
+
+    @property  # type: ignore[override]
+    def tensors(self) -> list[bytes]:
+        if self._tensors is None:
+            self.tensors = [b"".join(pieces) for pieces in self._pieces]
+        assert self._tensors is not None
+        return self._tensors
+
+    @tensors.setter
+    def tensors(self, value: list[bytes]) -> None:
+        self._tensors = list(value)
+        self._pieces = [[tensor] for tensor in self._tensors]  # the arrays are let go
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Parameters):
+            return NotImplemented
+        return (self.tensors, self.tensor_type) == (other.tensors, other.tensor_type)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as Parameters
+
+    def __repr__(self) -> str:
+        sizes = [sum(memoryview(piece).nbytes for piece in pieces) for pieces in self._pieces]
+        return f"ArrayParameters(tensors of {sizes} bytes, tensor_type={self.tensor_type!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Parameters, (self.tensors, self.tensor_type)
+
+    def pieces(self) -> list[list[bytes | memoryview]]:
+        """Each tensor as its header and a view of its array, or as its bytes once made."""
+        return self._pieces
+
+
+def tensor_pieces(parameters: Parameters) -> list[list[bytes | memoryview]]:
+    """Each tensor's bytes as pieces to be written one after another: an ``ArrayParameters``
+    gives each array's ``.npy`` header and memory without building the tensor."""
+    if isinstance(parameters, ArrayParameters):
+        return parameters.pieces()
+    return [[tensor] for tensor in parameters.tensors]
+
+
+_ENCODED_AT_ONCE: ContextVar[bool] = ContextVar("fedsilo_replies_encoded_at_once",
+                                                default=False)
+
+
+@contextmanager
+def replies_encoded_at_once() -> Iterator[None]:
+    """Within this block (in this thread), ``reply_parameters`` gives ``ArrayParameters``.
+
+    For a transport that encodes each reply as soon as the client returns it, in the same
+    thread and before any more of the client's code runs, as a client's stream does: the
+    arrays are then read once, into the message, as they were when the client returned them.
+    A reply that waits (in-process simulation hands it to the server as it is) keeps tensors
+    copied when it was made, since the client's code may change its arrays afterwards.
+    """
+    token = _ENCODED_AT_ONCE.set(True)
+    try:
+        yield
+    finally:
+        _ENCODED_AT_ONCE.reset(token)
+
+
+def reply_parameters(arrays: NDArrays) -> Parameters:
+    """The parameters of a client's reply: ``ndarrays_to_parameters(arrays)``, or, within
+    ``replies_encoded_at_once``, ``ArrayParameters`` that copy the arrays only into the
+    encoded message."""
+    if _ENCODED_AT_ONCE.get():
+        return ArrayParameters(arrays)
+    return ndarrays_to_parameters(arrays)
 
 
 def ndarrays_to_parameters(ndarrays: NDArrays) -> Parameters:

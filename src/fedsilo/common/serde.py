@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 from fedsilo.common import typing as t
 from fedsilo.common import wire
 from fedsilo.common.exceptions import ProtocolError
+from fedsilo.common.parameter import tensor_pieces
 from fedsilo.proto import transport_pb2 as pb
 
 ServerMessage = pb.ServerMessage
@@ -274,7 +275,7 @@ def _split(data: bytes, carriers: dict[int, int]) -> wire.Split | None:
 
 def _parameters_field(number: int, parameters: t.Parameters) -> list[bytes | memoryview]:
     return wire.encode_length_delimited(
-        number, wire.encode_parameters(parameters.tensors, parameters.tensor_type))
+        number, wire.encode_parameters(tensor_pieces(parameters), parameters.tensor_type))
 
 
 def _split_parameters(split: wire.Split) -> t.Parameters:

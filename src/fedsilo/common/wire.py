@@ -167,12 +167,13 @@ def encode_length_delimited(number: int, pieces: Sequence[bytes | memoryview]) -
     return [encode_key(number, LENGTH_DELIMITED), encode_varint(length), *pieces]
 
 
-def encode_parameters(tensors: Sequence[bytes | memoryview], tensor_type: str) -> list[
+def encode_parameters(tensors: Sequence[Sequence[bytes | memoryview]], tensor_type: str) -> list[
         bytes | memoryview]:
-    """The pieces of a serialized ``Parameters`` message (not joined: no copy yet)."""
+    """The pieces of a serialized ``Parameters`` message (not joined: no copy yet), from each
+    tensor's bytes given as pieces."""
     pieces: list[bytes | memoryview] = []
     for tensor in tensors:
-        pieces += encode_length_delimited(1, [tensor])
+        pieces += encode_length_delimited(1, tensor)
     if tensor_type:
         pieces += encode_length_delimited(2, [tensor_type.encode("utf-8")])
     return pieces
