@@ -16,30 +16,9 @@ from fedsilo.common.typing import FitIns, FitRes, Parameters
 from fedsilo.simulation import InProcessClientProxy
 from tests.conftest import free_port
 from tests.reliability.peers import ServerThread
+from tests.reliability.test_paced import Offset, model
 
 pytestmark = pytest.mark.timeout(120)
-
-SHAPES = [(300, 200), (7,), (40_000,)]  # 480 kB + 56 B + 320 kB of float64
-
-
-def model() -> list[np.ndarray]:
-    rng = np.random.default_rng(3)
-    return [rng.standard_normal(shape) for shape in SHAPES]
-
-
-class Offset(fl.client.NumPyClient):
-    def __init__(self, offset: float, n: int) -> None:
-        self.offset, self.n = offset, n
-
-    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
-        return model()
-
-    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
-        return [p + self.offset for p in parameters], self.n, {}
-
-    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
-        return 0.0, self.n, {}
-
 
 class Keeping(Client):
     """Passes everything to a NumPyClient and keeps each fit reply to look at afterwards."""
