@@ -15,7 +15,7 @@ parameters, and 0.50 GB against 0.30 GB at 1M (the same run each way, on 2 cores
 The server now keeps one arena. With a second one, the event loop's thread allocated in an
 arena of its own, which gives an emptied heap back to the system whatever the trim threshold
 (glibc's rule for a thread's arena): every round at 10 x 10M, some of gRPC's 4 MiB frame
-buffers landed in fresh memory again, 8,700-16,700 page faults per round on the event loop
+buffers landed in fresh memory again, 42 to 16,700 page faults per round on the event loop
 (3 federations of fedsilo clients), against none with one arena, and the server's peak RSS
 was 502-508 MB against 464-473 MB. With 10 Flower clients, whose replies are not paced, the
 peak was 992-1,028 MB with one arena against 1,048-1,155 MB with two.
