@@ -201,6 +201,19 @@ def test_array_parameters_copy_and_pickle_as_plain_parameters() -> None:
         assert other == ndarrays_to_parameters(ARRAYS_OF_EVERY_KIND)
 
 
+def test_replacing_the_tensors_of_array_parameters_gives_those_tensors() -> None:
+    import dataclasses
+
+    from fedsilo.common.parameter import ArrayParameters, tensor_pieces
+
+    other = ndarrays_to_parameters([np.zeros(4)])
+    replaced = dataclasses.replace(ArrayParameters(ARRAYS_OF_EVERY_KIND), tensors=other.tensors)
+    assert replaced == other and tensor_pieces(replaced) == [[other.tensors[0]]]
+    retyped = dataclasses.replace(ArrayParameters(ARRAYS_OF_EVERY_KIND), tensor_type="x")
+    assert retyped.tensor_type == "x"
+    assert retyped.tensors == ndarrays_to_parameters(ARRAYS_OF_EVERY_KIND).tensors
+
+
 def test_array_parameters_refuse_object_arrays_when_made() -> None:
     from fedsilo.common.parameter import ArrayParameters
 

@@ -171,11 +171,16 @@ class ArrayParameters(Parameters):
     bytes ``ndarrays_to_parameters`` would; a copy or a pickle is a plain ``Parameters``.
     """
 
-    def __init__(self, arrays: NDArrays) -> None:  # the dataclass's own __init__ is not used
+    def __init__(self, arrays: NDArrays | None = None, *, tensors: list[bytes] | None = None,
+                 tensor_type: str = TENSOR_TYPE) -> None:
+        """From ``arrays``; ``tensors`` and ``tensor_type`` are what ``dataclasses.replace``
+        passes, which then gives parameters holding those tensors."""
         # Every array is checked (and made C-contiguous) now, where its maker can be told.
-        self._pieces: list[list[bytes | memoryview]] = [_npy_pieces(a) for a in arrays]
+        self._pieces: list[list[bytes | memoryview]] = [_npy_pieces(a) for a in arrays or []]
         self._tensors: list[bytes] | None = None
-        self.tensor_type = TENSOR_TYPE
+        self.tensor_type = tensor_type
+        if tensors is not None:
+            self.tensors = tensors
 
     @property  # type: ignore[override]
     def tensors(self) -> list[bytes]:
