@@ -24,9 +24,10 @@ clients); "RSS" is the server's peak resident memory.
 "CPU" is the processor time a round takes, in core-seconds (user and system, every thread): the
 server's and all clients' together, over rounds 2 to the one before the last (from the server's
 start of round 2 and each client's fit of round 2 to the same points of the last round).
-The server and the clients share this machine's cores, so no round can be shorter than that CPU
-time divided by the number of cores: the "CPU limit" printed beside it. A server whose round
-time is close to its CPU limit is bound by the machine's cores, not by waiting.
+The server and the clients share this machine's cores, so a round cannot take much less than that
+CPU time divided by the number of cores ("CPU / cores"). The CPU figures are means over rounds and
+the round times medians, so the two can differ by the rounds' spread. A federation whose rounds
+take about its CPU / cores is bound by the machine's cores, not by waiting.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     "tcp_fraction": (moved_mb / result.median) / (tcp / 1e6),
                     "cpu_server_s": cpu[0] if cpu else None,
                     "cpu_clients_s": cpu[1] if cpu else None,
-                    "cpu_limit_s": sum(cpu) / CORES if cpu else None,
+                    "cpu_per_core_s": sum(cpu) / CORES if cpu else None,
                 })
             for baseline in baselines:
                 other = outcomes[baseline.label]
@@ -324,20 +325,20 @@ def describe_cpu(result: Outcome) -> str:
     if cpu is None:
         return "CPU n/a"
     return (f"CPU/round server {cpu[0]:.3f} + clients {cpu[1]:.3f} = {sum(cpu):.3f} core-s "
-            f"(limit on {CORES} cores {sum(cpu) / CORES:.3f} s)")
+            f"(CPU / {CORES} cores {sum(cpu) / CORES:.3f} s)")
 
 
 def print_markdown(rows: list[dict[str, object]], tcp: float) -> None:
     print(f"\nRaw TCP loopback in the same run: {tcp / 1e6:,.0f} MB/s; {CORES} cores\n")
     print("| setting | server (clients) | s/round (median) | MB/s | server peak RSS (MB) "
           "| fedsilo time / this | fedsilo RSS / this | CPU core-s/round: server + clients "
-          "| CPU limit (s) |")
+          f"| CPU / {CORES} cores (s) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         server_cpu, clients_cpu = row["cpu_server_s"], row["cpu_clients_s"]
         cpu = (f"{server_cpu:.3f} + {clients_cpu:.3f}"
                if isinstance(server_cpu, float) and isinstance(clients_cpu, float) else "n/a")
-        limit = row["cpu_limit_s"]
+        limit = row["cpu_per_core_s"]
         print(f"| {row['setting']} | {row['server']} | {row['median_s']:.3f} | "
               f"{row['mb_per_s']:,.0f} | {row['peak_rss_mb']:,.0f} | "
               f"{row['time_ratio']:.2f} | {row['rss_ratio']:.2f} | {cpu} | "
