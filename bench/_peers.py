@@ -78,7 +78,6 @@ def run_server(impl: str, port: int, n_clients: int, n_params: int, rounds: int,
         finished.append(time.perf_counter())
         if server_round == rounds:
             cpu_marks.append(time.process_time())
-        if server_round == rounds:
             final.append(np.array(parameters[0]))
         return 0.0, {}
 
