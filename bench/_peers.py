@@ -168,17 +168,19 @@ def run_floor_client(port: int, cpu_out: str | None = None) -> None:
 
     outgoing: queue.Queue = queue.Queue()
     marks: list[float] = []  # CPU time at every message
-    with grpc.insecure_channel(f"127.0.0.1:{port}", options=FLOOR_OPTIONS) as channel:
-        replies = channel.stream_stream(FLOOR_METHOD)(iter(outgoing.get, None))
-        for message in replies:
-            if not message:
-                break
-            marks.append(time.process_time())
-            outgoing.put(bytes(memoryview(message)))  # one copy, as a decode + encode makes
-        outgoing.put(None)
-        for _ in replies:  # until the server ends the call
-            pass
-    write_cpu_marks(cpu_out, marks)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=FLOOR_OPTIONS) as channel:
+            replies = channel.stream_stream(FLOOR_METHOD)(iter(outgoing.get, None))
+            for message in replies:
+                if not message:
+                    break
+                marks.append(time.process_time())
+                outgoing.put(bytes(memoryview(message)))  # one copy, as a decode + encode makes
+            outgoing.put(None)
+            for _ in replies:  # until the server ends the call
+                pass
+    finally:
+        write_cpu_marks(cpu_out, marks)
 
 
 def run_client(impl: str, port: int, index: int, offset: bool,
@@ -200,9 +202,11 @@ def run_client(impl: str, port: int, index: int, offset: bool,
         def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
             return 0.0, 1, {}
 
-    fl.client.start_numpy_client(server_address=f"127.0.0.1:{port}", client=Echo(),
-                                 grpc_max_message_length=2_000_000_000)
-    write_cpu_marks(cpu_out, marks)
+    try:
+        fl.client.start_numpy_client(server_address=f"127.0.0.1:{port}", client=Echo(),
+                                     grpc_max_message_length=2_000_000_000)
+    finally:
+        write_cpu_marks(cpu_out, marks)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def run_federation(server: Peer, client: Peer, n_clients: int, n_params: int, ro
     # its rounds are the clients' rounds)
     server_cpu = cpu_per_round(measured["cpu_marks"][:rounds], rounds)
     frames = -(-4 * n_params // PACED_FRAME) if client.impl == "grpc" else 1
-    per_client = [cpu_per_round(json.loads(cpu_out(out, i).read_text())[::frames], rounds)
+    per_client = [cpu_per_round(read_cpu_marks(cpu_out(out, i))[::frames], rounds)
                   for i in range(n_clients)]
     if server_cpu is not None and None not in per_client:
         outcome.cpu_server.append(server_cpu)
@@ -165,6 +165,15 @@ def run_federation(server: Peer, client: Peer, n_clients: int, n_params: int, ro
 
 def cpu_out(out: Path, index: int) -> Path:
     return out.with_name(f"{out.stem}-client{index}-cpu.json")
+
+
+def read_cpu_marks(path: Path) -> list[float]:
+    """A client's CPU marks; none when it wrote none (it failed before it could): its CPU is
+    then reported as not known."""
+    try:
+        return list(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return []
 
 
 def cpu_per_round(marks: list[float], expected: int) -> float | None:

@@ -47,3 +47,12 @@ def test_a_federation_reports_its_rounds_and_cpu(impl: str, tmp_path: Path) -> N
     else:  # the floor echoes the model and aggregates nothing
         np.testing.assert_array_equal(
             outcome.final, np.random.default_rng(7).standard_normal(n_params, dtype=np.float32))
+
+
+def test_a_client_that_wrote_no_cpu_marks_leaves_the_cpu_unknown(tmp_path: Path) -> None:
+    from bench.rounds import read_cpu_marks
+
+    assert read_cpu_marks(tmp_path / "missing.json") == []
+    (tmp_path / "cut.json").write_text("[1.0, 2.")
+    assert read_cpu_marks(tmp_path / "cut.json") == []
+    assert cpu_per_round(read_cpu_marks(tmp_path / "missing.json"), 5) is None

@@ -10,7 +10,7 @@ import pytest
 
 import fedsilo as fl
 from fedsilo.client.client import Client
-from fedsilo.common import chunking, serde
+from fedsilo.common import chunking, parameter, serde
 from fedsilo.common.parameter import ArrayParameters, ndarrays_to_parameters, tensor_pieces
 from fedsilo.common.typing import FitIns, FitRes, Parameters
 from fedsilo.simulation import InProcessClientProxy
@@ -20,32 +20,10 @@ from tests.reliability.test_paced import Offset, model
 
 pytestmark = pytest.mark.timeout(120)
 
-class Keeping(Client):
-    """Passes everything to a NumPyClient and keeps each fit reply to look at afterwards."""
-
-    def __init__(self, inner: fl.client.NumPyClient) -> None:
-        self.inner = inner.to_client()
-        self.replies: list[FitRes] = []
-
-    def get_parameters(self, ins: Any) -> Any:
-        return self.inner.get_parameters(ins)
-
-    def fit(self, ins: FitIns) -> FitRes:
-        reply = self.inner.fit(ins)
-        self.replies.append(reply)
-        return reply
-
-    def evaluate(self, ins: Any) -> Any:
-        return self.inner.evaluate(ins)
-
-
-@pytest.mark.parametrize("in_frames", [False, True], ids=["one message", "paced frames"])
-def test_replies_go_out_from_the_arrays_and_average_exactly(
-    in_frames: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if in_frames:  # the path of models of hundreds of megabytes, scaled down
-        monkeypatch.setattr(chunking, "PACED_ABOVE", 64 * 1024)
-        monkeypatch.setattr(chunking, "PACED_FRAME", 32 * 1024)
+def federate(clients: list[Client | fl.client.NumPyClient], from_client: bool = False,
+             rounds: int = 2) -> dict[int, list[np.ndarray]]:
+    """A real federation over gRPC on loopback; the model the server holds after each round.
+    ``from_client``: the server asks a client for the initial parameters."""
     seen: dict[int, list[np.ndarray]] = {}
 
     def evaluate(server_round: int, params: list[np.ndarray], config: dict) -> tuple:
@@ -53,17 +31,18 @@ def test_replies_go_out_from_the_arrays_and_average_exactly(
         return 0.0, {}
 
     strategy = fl.server.strategy.FedAvg(
-        min_fit_clients=2, min_available_clients=2, fraction_evaluate=0.0,
-        evaluate_fn=evaluate, initial_parameters=ndarrays_to_parameters(model()))
+        min_fit_clients=len(clients), min_available_clients=len(clients), fraction_evaluate=0.0,
+        evaluate_fn=evaluate,
+        initial_parameters=None if from_client else ndarrays_to_parameters(model()))
     address = f"127.0.0.1:{free_port()}"
     server = ServerThread(server_address=address, strategy=strategy,
-                          config=fl.server.ServerConfig(num_rounds=2, round_timeout=60))
-    clients = [Keeping(Offset(1.0, 1)), Keeping(Offset(3.0, 3))]
+                          config=fl.server.ServerConfig(num_rounds=rounds, round_timeout=60))
     errors: list[BaseException] = []
 
-    def run(client: Client) -> None:
+    def run(client: Client | fl.client.NumPyClient) -> None:
         try:
-            fl.client.start_client(server_address=address, client=client, max_wait_time=30)
+            fl.client.start_client(server_address=address, client=client.to_client(),
+                                   max_wait_time=30)
         except BaseException as exc:  # checked below
             errors.append(exc)
 
@@ -74,17 +53,73 @@ def test_replies_go_out_from_the_arrays_and_average_exactly(
     for thread in threads:
         thread.join(10)
     assert not errors
+    return seen
+
+
+@pytest.mark.parametrize("in_frames", [False, True], ids=["one message", "paced frames"])
+@pytest.mark.parametrize("from_client", [False, True], ids=["server's model", "client's model"])
+def test_replies_go_out_from_the_arrays_and_average_exactly(
+    in_frames: bool, from_client: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if in_frames:  # the path of models of hundreds of megabytes, scaled down
+        monkeypatch.setattr(chunking, "PACED_ABOVE", 64 * 1024)
+        monkeypatch.setattr(chunking, "PACED_FRAME", 32 * 1024)
+    made: list[ArrayParameters] = []
+
+    class Recorded(ArrayParameters):  # every reply's parameters, kept to look at afterwards
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(parameter, "ArrayParameters", Recorded)
+    seen = federate([Offset(1.0, 1), Offset(3.0, 3)], from_client=from_client)
     # each round adds (1 * 1 + 3 * 3) / 4 = 2.5 to every parameter
     for got, start in zip(seen[2], model(), strict=True):
         np.testing.assert_allclose(got, start + 5.0, rtol=1e-12)
-    for client in clients:
-        assert len(client.replies) == 2
-        for reply in client.replies:
-            assert isinstance(reply.parameters, ArrayParameters)
-            # sent without its tensors ever being built: each is still a header and a view
-            # of an array fit returned
-            for pieces in tensor_pieces(reply.parameters):
-                assert len(pieces) == 2 and isinstance(pieces[1], memoryview)
+    # two fit replies per round, and the initial parameters when a client gave them
+    assert len(made) == 4 + from_client
+    for parameters in made:
+        # sent without its tensors ever being built: each is still a header and a view of
+        # an array the client returned
+        for pieces in tensor_pieces(parameters):
+            assert len(pieces) == 2 and isinstance(pieces[1], memoryview)
+
+
+class Reworking(Client):
+    """Wraps a NumPyClient; after its fit, keeps the reply and goes on changing the arrays
+    fit returned, before returning the reply."""
+
+    def __init__(self) -> None:
+        self.returned: list[np.ndarray] = []
+        self.replies: list[FitRes] = []
+
+        class Inner(Offset):
+            def fit(inner, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+                self.returned = [p + 1.0 for p in parameters]
+                return self.returned, 1, {}
+
+        self.inner = Inner(0.0, 1).to_client()
+
+    def get_parameters(self, ins: Any) -> Any:
+        return self.inner.get_parameters(ins)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        reply = self.inner.fit(ins)
+        for array in self.returned:
+            array += 100.0  # after fit returned: not what this reply carries
+        self.replies.append(reply)
+        return reply
+
+    def evaluate(self, ins: Any) -> Any:
+        return self.inner.evaluate(ins)
+
+
+def test_a_client_that_wraps_a_numpy_client_sends_what_fit_returned() -> None:
+    client = Reworking()
+    seen = federate([client])
+    for got, start in zip(seen[2], model(), strict=True):
+        np.testing.assert_allclose(got, start + 2.0, rtol=1e-12)
+    assert [type(reply.parameters) for reply in client.replies] == [Parameters, Parameters]
 
 
 def test_a_reply_in_process_is_copied_when_made() -> None:

@@ -189,6 +189,17 @@ def test_array_parameters_write_the_arrays_memory_not_a_copy_until_tensors_are_r
     assert lazy.tensors is tensors  # made once
 
 
+def test_a_change_to_the_tensors_once_read_is_what_gets_encoded() -> None:
+    from fedsilo.common.parameter import ArrayParameters, tensor_pieces
+
+    lazy = ArrayParameters([np.ones(4), np.ones(2)])
+    replacement = ndarray_to_bytes(np.zeros(4))
+    lazy.tensors[0] = replacement  # a client mod that rewrites a tensor in place
+    assert tensor_pieces(lazy) == [[replacement], [ndarray_to_bytes(np.ones(2))]]
+    assert lazy == ndarrays_to_parameters([np.zeros(4), np.ones(2)])
+    assert "[" + str(len(replacement)) in repr(lazy)
+
+
 def test_array_parameters_copy_and_pickle_as_plain_parameters() -> None:
     import copy
     import pickle
@@ -242,3 +253,5 @@ def test_reply_parameters_are_lazy_only_where_replies_are_encoded_at_once() -> N
         thread.join()
     assert seen_in_thread == [Parameters]
     assert type(reply_parameters(arrays)) is Parameters
+    with replies_encoded_at_once(), replies_encoded_at_once(enabled=False):
+        assert type(reply_parameters(arrays)) is Parameters  # a block that changes nothing

@@ -19,7 +19,7 @@ from fedsilo.client.grpc_connection import (
     grpc_channel,
 )
 from fedsilo.client.message_handler import _error_reply, handle_instruction
-from fedsilo.client.numpy_client import NumPyClient
+from fedsilo.client.numpy_client import NumPyClient, _NumPyClientAdapter
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
 from fedsilo.common.chunking import TooLarge
 from fedsilo.common.exceptions import ProtocolError
@@ -196,14 +196,16 @@ def _serve_one_session(
                       keepalive_timeout=session.keepalive_timeout) as channel:
         connection = StreamConnection(channel, session.max_message_length)
         try:
-            # Each reply is encoded as soon as the client returns it: a NumPyClient's arrays
-            # are copied once, straight into the frames.
-            with replies_encoded_at_once():
-                while True:
-                    ins = connection.receive()
-                    if ins is None:
-                        raise _StreamEnded()
-                    on_connected()
+            # A NumPyClient served as it is gets its replies written into the frames straight
+            # from the arrays fit returned: nothing of the client's runs before they are sent.
+            # A Client that wraps one could still change those arrays, so it gets copies.
+            direct = type(client) is _NumPyClientAdapter
+            while True:
+                ins = connection.receive()
+                if ins is None:
+                    raise _StreamEnded()
+                on_connected()
+                with replies_encoded_at_once(direct):
                     reply = handle_instruction(client, ins)
                     try:
                         connection.send(reply)
@@ -212,12 +214,12 @@ def _serve_one_session(
                             raise
                         log.error("reply not sent: %s", exc)
                         connection.send(_error_reply(ins, f"reply not sent: {exc}"))
-                    if isinstance(ins, ReconnectIns):
-                        connection.finish()
-                        return ins.seconds
-                    # Let go of this instruction before waiting for the next: a model that
-                    # came in frames frees its buffer for the next model.
-                    del ins, reply
+                if isinstance(ins, ReconnectIns):
+                    connection.finish()
+                    return ins.seconds
+                # Let go of this instruction before waiting for the next: a model that came in
+                # frames frees its buffer for the next model.
+                del ins, reply
         except _StreamEnded:
             # The server closed the stream without a ReconnectIns: treat it as a drop.
             raise _DroppedStream() from None

@@ -18,7 +18,9 @@ arena of its own, which gives an emptied heap back to the system whatever the tr
 buffers landed in fresh memory again, 42 to 16,700 page faults per round on the event loop
 (3 federations of fedsilo clients), against none with one arena, and the server's peak RSS
 was 502-508 MB against 464-473 MB. With 10 Flower clients, whose replies are not paced, the
-peak was 992-1,028 MB with one arena against 1,048-1,155 MB with two.
+peak was 992-1,028 MB with one arena against 1,048-1,155 MB with two. These figures come
+from 2 cores; with one arena every thread that allocates shares one lock, so on a machine
+with many cores busy receiving at once a few arenas may serve better.
 ``FEDSILO_MALLOC_ARENAS`` overrides the count; 0 leaves malloc's default alone.
 
 **A client's buffer reuse** spares it a page fault per 4 KiB of every message. glibc serves a

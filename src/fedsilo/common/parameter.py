@@ -166,9 +166,11 @@ class ArrayParameters(Parameters):
 
     An encoder that writes a message from ``tensor_pieces`` copies each array's memory once,
     into the message, instead of once into the tensor's bytes and again into the message.
-    The arrays are read when the message is encoded, so only code that encodes its replies at
-    once (see ``replies_encoded_at_once``) makes these. Reading ``tensors`` gives the same
-    bytes ``ndarrays_to_parameters`` would; a copy or a pickle is a plain ``Parameters``.
+    The arrays are read when the message is encoded (or ``tensors`` first read), so only code
+    that encodes its replies at once (see ``replies_encoded_at_once``) makes these. Reading
+    ``tensors`` gives the same bytes ``ndarrays_to_parameters`` would, and from then on the
+    tensors are what is encoded, changes to that list included; a copy or a pickle is a
+    plain ``Parameters``.
     """
 
     def __init__(self, arrays: NDArrays | None = None, *, tensors: list[bytes] | None = None,
@@ -176,7 +178,7 @@ class ArrayParameters(Parameters):
         """From ``arrays``; ``tensors`` and ``tensor_type`` are what ``dataclasses.replace``
         passes, which then gives parameters holding those tensors."""
         # Every array is checked (and made C-contiguous) now, where its maker can be told.
-        self._pieces: list[list[bytes | memoryview]] = [_npy_pieces(a) for a in arrays or []]
+        self._arrays: list[list[bytes | memoryview]] = [_npy_pieces(a) for a in arrays or []]
         self._tensors: list[bytes] | None = None
         self.tensor_type = tensor_type
         if tensors is not None:
@@ -185,14 +187,14 @@ class ArrayParameters(Parameters):
     @property  # type: ignore[override]
     def tensors(self) -> list[bytes]:
         if self._tensors is None:
-            self.tensors = [b"".join(pieces) for pieces in self._pieces]
+            self.tensors = [b"".join(pieces) for pieces in self._arrays]
         assert self._tensors is not None
         return self._tensors
 
     @tensors.setter
     def tensors(self, value: list[bytes]) -> None:
         self._tensors = list(value)
-        self._pieces = [[tensor] for tensor in self._tensors]  # the arrays are let go
+        self._arrays = []  # let go of the arrays
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Parameters):
@@ -202,7 +204,7 @@ class ArrayParameters(Parameters):
     __hash__ = None  # type: ignore[assignment]  # mutable, as Parameters
 
     def __repr__(self) -> str:
-        sizes = [sum(memoryview(piece).nbytes for piece in pieces) for pieces in self._pieces]
+        sizes = [sum(memoryview(piece).nbytes for piece in pieces) for pieces in self.pieces()]
         return f"ArrayParameters(tensors of {sizes} bytes, tensor_type={self.tensor_type!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -210,7 +212,9 @@ class ArrayParameters(Parameters):
 
     def pieces(self) -> list[list[bytes | memoryview]]:
         """Each tensor as its header and a view of its array, or as its bytes once made."""
-        return self._pieces
+        if self._tensors is not None:
+            return [[tensor] for tensor in self._tensors]
+        return self._arrays
 
 
 def tensor_pieces(parameters: Parameters) -> list[list[bytes | memoryview]]:
@@ -226,16 +230,19 @@ _ENCODED_AT_ONCE: ContextVar[bool] = ContextVar("fedsilo_replies_encoded_at_once
 
 
 @contextmanager
-def replies_encoded_at_once() -> Iterator[None]:
-    """Within this block (in this thread), ``reply_parameters`` gives ``ArrayParameters``.
+def replies_encoded_at_once(enabled: bool = True) -> Iterator[None]:
+    """Within this block (in this context: this thread, here), ``reply_parameters`` gives
+    ``ArrayParameters``; ``enabled=False`` makes the block change nothing.
 
-    For a transport that encodes each reply as soon as the client returns it, in the same
-    thread and before any more of the client's code runs, as a client's stream does: the
-    arrays are then read once, into the message, as they were when the client returned them.
-    A reply that waits (in-process simulation hands it to the server as it is) keeps tensors
-    copied when it was made, since the client's code may change its arrays afterwards.
+    For a transport that encodes a reply as soon as the NumPyClient's adapter returns it, in
+    the same thread, with no more of the client's code in between, as a client's stream does
+    when that adapter is the client it serves: the arrays are then read once, into the
+    message, as they were when ``fit`` returned them. A reply that waits keeps tensors copied
+    when it was made, since the client's code may change its arrays afterwards: in-process
+    simulation hands the reply to the server as it is, and a ``Client`` that wraps a
+    NumPyClient can keep the reply or go on working on the arrays before it returns.
     """
-    token = _ENCODED_AT_ONCE.set(True)
+    token = _ENCODED_AT_ONCE.set(enabled)
     try:
         yield
     finally:
