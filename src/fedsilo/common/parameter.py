@@ -178,7 +178,7 @@ class ArrayParameters(Parameters):
         """From ``arrays``; ``tensors`` and ``tensor_type`` are what ``dataclasses.replace``
         passes, which then gives parameters holding those tensors."""
         # Every array is checked (and made C-contiguous) now, where its maker can be told.
-        self._arrays: list[list[bytes | memoryview]] = [_npy_pieces(a) for a in arrays or []]
+        self._array_pieces: list[list[bytes | memoryview]] = [_npy_pieces(a) for a in arrays or []]
         self._tensors: list[bytes] | None = None
         self.tensor_type = tensor_type
         if tensors is not None:
@@ -187,14 +187,14 @@ class ArrayParameters(Parameters):
     @property  # type: ignore[override]
     def tensors(self) -> list[bytes]:
         if self._tensors is None:
-            self.tensors = [b"".join(pieces) for pieces in self._arrays]
+            self.tensors = [b"".join(pieces) for pieces in self._array_pieces]
         assert self._tensors is not None
         return self._tensors
 
     @tensors.setter
     def tensors(self, value: list[bytes]) -> None:
         self._tensors = list(value)
-        self._arrays = []  # let go of the arrays
+        self._array_pieces = []  # let go of the arrays
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Parameters):
@@ -214,7 +214,7 @@ class ArrayParameters(Parameters):
         """Each tensor as its header and a view of its array, or as its bytes once made."""
         if self._tensors is not None:
             return [[tensor] for tensor in self._tensors]
-        return self._arrays
+        return self._array_pieces
 
 
 def tensor_pieces(parameters: Parameters) -> list[list[bytes | memoryview]]:
