@@ -31,7 +31,7 @@ from fedsilo.common import serde
 from fedsilo.common import typing as t
 from fedsilo.common.exceptions import ProtocolError
 from fedsilo.common.memory import BufferPool
-from fedsilo.common.parameter import tensor_pieces
+from fedsilo.common.parameter import Piece, pieces_size, tensor_pieces
 
 __all__ = [
     "FRAME_PREFIX",
@@ -442,9 +442,6 @@ class ChunkAssembler:
 # Messages with and without their tensors ----------------------------------------
 
 
-Piece = bytes | memoryview
-
-
 def _tensors(message: Message) -> list[list[Piece]]:
     """Each tensor's bytes, as pieces (see ``tensor_pieces``)."""
     parameters = getattr(message, "parameters", None)
@@ -452,7 +449,7 @@ def _tensors(message: Message) -> list[list[Piece]]:
 
 
 def _sizes(tensors: list[list[Piece]]) -> list[int]:
-    return [sum(memoryview(piece).nbytes for piece in pieces) for pieces in tensors]
+    return [pieces_size(pieces) for pieces in tensors]
 
 
 def _without_tensors(message: Message) -> Message:

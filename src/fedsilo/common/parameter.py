@@ -35,14 +35,20 @@ _PLAIN_HEADER = re.compile(
 __all__ = [
     "TENSOR_TYPE",
     "ArrayParameters",
+    "Piece",
     "bytes_to_ndarray",
     "ndarray_to_bytes",
     "ndarrays_to_parameters",
     "parameters_to_ndarrays",
+    "pieces_size",
     "replies_encoded_at_once",
     "reply_parameters",
     "tensor_pieces",
 ]
+
+
+Piece = bytes | memoryview
+"""A part of a tensor's bytes; a tensor given as pieces is their concatenation."""
 
 
 def ndarray_to_bytes(ndarray: NDArray) -> bytes:
@@ -51,7 +57,7 @@ def ndarray_to_bytes(ndarray: NDArray) -> bytes:
     return b"".join(_npy_pieces(ndarray))
 
 
-def _npy_pieces(ndarray: NDArray) -> list[bytes | memoryview]:
+def _npy_pieces(ndarray: NDArray) -> list[Piece]:
     """An array's ``.npy`` bytes as two pieces, the header and a view of the array's memory
     (a copy only for an array that is not C-contiguous)."""
     array = np.asanyarray(ndarray)
@@ -178,7 +184,7 @@ class ArrayParameters(Parameters):
         """From ``arrays``; ``tensors`` and ``tensor_type`` are what ``dataclasses.replace``
         passes, which then gives parameters holding those tensors."""
         # Every array is checked (and made C-contiguous) now, where its maker can be told.
-        self._array_pieces: list[list[bytes | memoryview]] = [_npy_pieces(a) for a in arrays or []]
+        self._array_pieces: list[list[Piece]] = [_npy_pieces(a) for a in arrays or []]
         self._tensors: list[bytes] | None = None
         self.tensor_type = tensor_type
         if tensors is not None:
@@ -204,20 +210,25 @@ class ArrayParameters(Parameters):
     __hash__ = None  # type: ignore[assignment]  # mutable, as Parameters
 
     def __repr__(self) -> str:
-        sizes = [sum(memoryview(piece).nbytes for piece in pieces) for pieces in self.pieces()]
+        sizes = [pieces_size(pieces) for pieces in self.pieces()]
         return f"ArrayParameters(tensors of {sizes} bytes, tensor_type={self.tensor_type!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Parameters, (self.tensors, self.tensor_type)
 
-    def pieces(self) -> list[list[bytes | memoryview]]:
+    def pieces(self) -> list[list[Piece]]:
         """Each tensor as its header and a view of its array, or as its bytes once made."""
         if self._tensors is not None:
             return [[tensor] for tensor in self._tensors]
         return self._array_pieces
 
 
-def tensor_pieces(parameters: Parameters) -> list[list[bytes | memoryview]]:
+def pieces_size(pieces: list[Piece]) -> int:
+    """The bytes of a tensor given as pieces."""
+    return sum(memoryview(piece).nbytes for piece in pieces)
+
+
+def tensor_pieces(parameters: Parameters) -> list[list[Piece]]:
     """Each tensor's bytes as pieces to be written one after another: an ``ArrayParameters``
     gives each array's ``.npy`` header and memory without building the tensor."""
     if isinstance(parameters, ArrayParameters):
