@@ -193,30 +193,30 @@ def _fold_block(sums: NDArrays, batch: list[tuple[NDArrays, float]]) -> None:
 def weighted_mean_from_sums(sums: NDArrays, total: float, like: NDArrays) -> NDArrays:
     """Divide running sums by the total weight; cast each layer to the dtype of ``like``.
 
-    Works in place: the sums are divided in their own buffers and a narrower dtype is
-    written over the start of each buffer, so the mean costs no model-sized temporary.
-    The sums are spent afterwards; the returned layers are views into their buffers.
+    Works in place, in one pass over each layer: the quotient of a narrower dtype is written
+    over the start of the layer's own float64 buffer as it is computed, so the mean costs no
+    model-sized temporary and reads the sums once. The sums are spent afterwards; the
+    returned layers are views into their buffers.
     """
     _check_total(total)
-    means: NDArrays = []
-    for acc, ref in zip(sums, like, strict=True):
-        np.divide(acc, total, out=acc)
-        means.append(_narrow_in_place(acc, _float_dtype(ref)))
-    return means
+    return [_divide_narrowing(acc, float(total), _float_dtype(ref))
+            for acc, ref in zip(sums, like, strict=True)]
 
 
-def _narrow_in_place(acc: NDArray, dtype: np.dtype[Any]) -> NDArray:
-    """``acc.astype(dtype)`` written over the start of ``acc``'s own float64 buffer."""
+def _divide_narrowing(acc: NDArray, total: float, dtype: np.dtype[Any]) -> NDArray:
+    """``(acc / total).astype(dtype)``, written over the start of ``acc``'s own buffer."""
     if dtype == acc.dtype or not acc.flags.c_contiguous:
+        np.divide(acc, total, out=acc)
         return acc.astype(dtype, copy=False)
     flat = acc.reshape(-1)
     narrow = flat.view(np.uint8)[:flat.size * dtype.itemsize].view(dtype)
     # Element i is written at byte i * itemsize and read from byte 8 * i: a chunk only
     # overwrites elements of earlier chunks (which are already read), except that the
-    # first chunk overlaps itself, which numpy's assignment buffers.
+    # first chunk overlaps itself, which numpy's ufuncs buffer. The quotient is computed in
+    # float64 and then cast, as dividing first and casting after would.
     for start in range(0, flat.size, _FOLD_CHUNK):
         stop = min(start + _FOLD_CHUNK, flat.size)
-        narrow[start:stop] = flat[start:stop]
+        np.divide(flat[start:stop], total, out=narrow[start:stop])
     return narrow.reshape(acc.shape)
 
 
