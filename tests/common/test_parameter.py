@@ -42,6 +42,23 @@ def test_decodes_npy_written_by_numpy_including_fortran_order() -> None:
     np.testing.assert_array_equal(bytes_to_ndarray(buffer.getvalue()), array)
 
 
+def test_headers_kept_between_messages_match_each_array_exactly() -> None:
+    """Headers are kept by dtype and shape and read back by their text: arrays that differ
+    only in byte order, dtype or shape, sent again and again, each get numpy's own bytes."""
+    arrays = [np.arange(6, dtype=dtype).reshape(shape)
+              for dtype in ("<f4", ">f4", "<i4", "<f8", "|u1", "<c8")
+              for shape in ((6,), (2, 3), (3, 2), (1, 6, 1))]
+    for _ in range(3):
+        for array in arrays:
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            encoded = ndarray_to_bytes(array)
+            assert encoded == buffer.getvalue()
+            decoded = bytes_to_ndarray(encoded)
+            assert decoded.dtype.str == array.dtype.str and decoded.shape == array.shape
+            np.testing.assert_array_equal(decoded, array)
+
+
 def test_non_contiguous_input_is_encoded_by_value() -> None:
     array = np.arange(10.0)[::3]
     np.testing.assert_array_equal(bytes_to_ndarray(ndarray_to_bytes(array)), array)

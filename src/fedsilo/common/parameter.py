@@ -7,6 +7,7 @@ decoding them would need pickle, which runs arbitrary code.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -67,17 +68,20 @@ def _npy_pieces(ndarray: NDArray) -> list[Piece]:
             "which fedsilo never uses; convert it to a numeric dtype, e.g. arr.astype(np.float32)"
         )
     contiguous = np.asarray(array, order="C")
-    header = {
-        "descr": npy_format.dtype_to_descr(contiguous.dtype),
-        "fortran_order": False,
-        "shape": contiguous.shape,
-    }
+    return [_npy_header(contiguous.dtype, contiguous.shape),
+            contiguous.reshape(-1).view(np.uint8).data]
+
+
+@functools.lru_cache(maxsize=1024)
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header of a C-ordered array; a model sends the same few every round."""
+    header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     head = io.BytesIO()
     if len(repr(header)) < 60000:  # version 1.0 headers hold at most 65535 bytes
         npy_format.write_array_header_1_0(head, header)
     else:
         npy_format.write_array_header_2_0(head, header)
-    return [head.getvalue(), contiguous.reshape(-1).view(np.uint8).data]
+    return head.getvalue()
 
 
 def bytes_to_ndarray(tensor: bytes) -> NDArray:
@@ -118,7 +122,14 @@ def _plain_header(view: memoryview) -> Header | None:
     end = start + int.from_bytes(view[8:start], "little")
     if end > len(view):
         return None
-    match = _PLAIN_HEADER.fullmatch(bytes(view[start:end]))
+    parsed = _parse_plain_header(bytes(view[start:end]))
+    return None if parsed is None else (*parsed, end)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_plain_header(text: bytes) -> tuple[tuple[int, ...], bool, np.dtype] | None:
+    """Shape, Fortran order and dtype from a header's text; the same few come every round."""
+    match = _PLAIN_HEADER.fullmatch(text)
     if match is None:
         return None
     try:
@@ -126,7 +137,7 @@ def _plain_header(view: memoryview) -> Header | None:
     except TypeError:
         return None
     shape = tuple(int(n) for n in match.group(3).split(b",") if n.strip())
-    return shape, match.group(2) == b"True", dtype, end
+    return shape, match.group(2) == b"True", dtype
 
 
 def _numpy_header(view: memoryview) -> Header:

@@ -163,7 +163,8 @@ def encode_key(number: int, wire_type: int) -> bytes:
 def encode_length_delimited(number: int, pieces: Sequence[bytes | memoryview]) -> list[
         bytes | memoryview]:
     """The pieces of one length-delimited field whose payload is ``pieces`` joined."""
-    length = sum(len(memoryview(p).cast("B")) for p in pieces)
+    length = sum(len(p) if isinstance(p, bytes | bytearray) else memoryview(p).nbytes
+                 for p in pieces)
     return [encode_key(number, LENGTH_DELIMITED), encode_varint(length), *pieces]
 
 
