@@ -48,6 +48,12 @@ def test_headers_kept_between_messages_match_each_array_exactly() -> None:
     arrays = [np.arange(6, dtype=dtype).reshape(shape)
               for dtype in ("<f4", ">f4", "<i4", "<f8", "|u1", "<c8")
               for shape in ((6,), (2, 3), (3, 2), (1, 6, 1))]
+    # Same kind, size and string form, different dtypes: fields named apart, datetime units.
+    for fields in (["a", "b"], ["x", "y"]):
+        pairs = np.zeros(6, dtype=[(fields[0], "<f4"), (fields[1], "<f4")])
+        pairs[fields[0]] = np.arange(6)
+        arrays.append(pairs.reshape(2, 3))
+    arrays += [np.arange(6).astype(unit).reshape(2, 3) for unit in ("M8[s]", "M8[ms]")]
     for _ in range(3):
         for array in arrays:
             buffer = io.BytesIO()
@@ -57,6 +63,27 @@ def test_headers_kept_between_messages_match_each_array_exactly() -> None:
             decoded = bytes_to_ndarray(encoded)
             assert decoded.dtype.str == array.dtype.str and decoded.shape == array.shape
             np.testing.assert_array_equal(decoded, array)
+
+
+def _npy_v2(header_text: bytes, data: bytes) -> bytes:
+    return b"\x93NUMPY\x02\x00" + len(header_text).to_bytes(4, "little") + header_text + data
+
+
+def test_a_long_header_from_a_peer_is_read_but_not_kept() -> None:
+    from fedsilo.common import parameter
+
+    text = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }" + b" " * 8000 + b"\n"
+    kept = parameter._parse_plain_header.cache_info().currsize
+    for _ in range(3):
+        decoded = bytes_to_ndarray(_npy_v2(text, np.arange(3, dtype="<f4").tobytes()))
+        np.testing.assert_array_equal(decoded, np.arange(3, dtype=np.float32))
+    assert parameter._parse_plain_header.cache_info().currsize == kept
+
+
+def test_a_shape_too_long_for_int_is_a_serialization_error() -> None:
+    text = b"{'descr': '<f4', 'fortran_order': False, 'shape': (" + b"9" * 5000 + b",), }\n"
+    with pytest.raises(SerializationError):
+        bytes_to_ndarray(_npy_v2(text, b""))
 
 
 def test_non_contiguous_input_is_encoded_by_value() -> None:

@@ -122,22 +122,32 @@ def _plain_header(view: memoryview) -> Header | None:
     end = start + int.from_bytes(view[8:start], "little")
     if end > len(view):
         return None
-    parsed = _parse_plain_header(bytes(view[start:end]))
+    text = bytes(view[start:end])
+    # Only headers of the size numpy writes are kept: the text comes from the peer, and a
+    # version 2 header may be as long as the message.
+    parse = _parse_plain_header if len(text) <= _KEPT_HEADER_TEXT else _read_plain_header
+    parsed = parse(text)
     return None if parsed is None else (*parsed, end)
 
 
-@functools.lru_cache(maxsize=1024)
-def _parse_plain_header(text: bytes) -> tuple[tuple[int, ...], bool, np.dtype] | None:
-    """Shape, Fortran order and dtype from a header's text; the same few come every round."""
+_KEPT_HEADER_TEXT = 4096  # numpy's own headers take a few hundred bytes
+
+
+def _read_plain_header(text: bytes) -> tuple[tuple[int, ...], bool, np.dtype] | None:
+    """Shape, Fortran order and dtype from a header's text; None if it is not plain."""
     match = _PLAIN_HEADER.fullmatch(text)
     if match is None:
         return None
     try:
         dtype = np.dtype(match.group(1).decode("ascii"))
-    except TypeError:
+        shape = tuple(int(n) for n in match.group(3).split(b",") if n.strip())
+    except (TypeError, ValueError):  # ValueError: a side of more digits than int() reads
         return None
-    shape = tuple(int(n) for n in match.group(3).split(b",") if n.strip())
     return shape, match.group(2) == b"True", dtype
+
+
+# A model's tensors come with the same few headers every round.
+_parse_plain_header = functools.lru_cache(maxsize=1024)(_read_plain_header)
 
 
 def _numpy_header(view: memoryview) -> Header:
