@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
+from fedsilo.common import wire
 from fedsilo.common.exceptions import SerializationError
 from fedsilo.common.typing import NDArray, NDArrays, Parameters
 
@@ -246,7 +247,7 @@ class ArrayParameters(Parameters):
 
 def pieces_size(pieces: list[Piece]) -> int:
     """The bytes of a tensor given as pieces."""
-    return sum(memoryview(piece).nbytes for piece in pieces)
+    return wire.byte_length(pieces)
 
 
 def tensor_pieces(parameters: Parameters) -> list[list[Piece]]:

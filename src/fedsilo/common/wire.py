@@ -23,6 +23,7 @@ from fedsilo.common.exceptions import ProtocolError
 __all__ = [
     "Field",
     "Split",
+    "byte_length",
     "encode_key",
     "encode_length_delimited",
     "encode_parameters",
@@ -163,9 +164,13 @@ def encode_key(number: int, wire_type: int) -> bytes:
 def encode_length_delimited(number: int, pieces: Sequence[bytes | memoryview]) -> list[
         bytes | memoryview]:
     """The pieces of one length-delimited field whose payload is ``pieces`` joined."""
-    length = sum(len(p) if isinstance(p, bytes | bytearray) else memoryview(p).nbytes
-                 for p in pieces)
-    return [encode_key(number, LENGTH_DELIMITED), encode_varint(length), *pieces]
+    return [encode_key(number, LENGTH_DELIMITED), encode_varint(byte_length(pieces)), *pieces]
+
+
+def byte_length(pieces: Sequence[bytes | memoryview]) -> int:
+    """The bytes of ``pieces`` joined."""
+    return sum(len(p) if isinstance(p, bytes | bytearray) else memoryview(p).nbytes
+               for p in pieces)
 
 
 def encode_parameters(tensors: Sequence[Sequence[bytes | memoryview]], tensor_type: str) -> list[
