@@ -54,9 +54,27 @@ temporary (10 MB of flags at 10M parameters, mapped page by page for every reply
 never allocated."""
 
 
+_DOT_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+_DOT_FROM = 1 << 14
+"""Elements from which the dot product is tried first: on 2 cores it took 11 us against
+isfinite's 19 us at 100k float32 elements and 98 us against 204-255 us at 1M, but a
+tensor of 10 elements took 5.5-7.6 us against 3.3 us."""
+
+
 def _all_finite(array: np.ndarray, flags: np.ndarray) -> bool:
-    """Whether every element of ``array`` is finite, using ``flags`` as scratch."""
+    """Whether every element of ``array`` is finite, using ``flags`` as scratch.
+
+    A large aligned float32 or float64 array is first summed as its dot product with itself
+    (one BLAS pass, no flags written): a NaN or an infinity anywhere makes that sum NaN or
+    infinite, so a finite sum proves every element finite. Only a sum that is not finite
+    (a bad element, or squares too large for the dtype) is settled element by element.
+    """
     flat = array.reshape(-1)
+    if (flat.size >= _DOT_FROM and flat.dtype in _DOT_DTYPES and flat.flags.aligned
+            and flat.flags.c_contiguous):
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(np.dot(flat, flat)):
+                return True
     for start in range(0, flat.size, _FINITE_CHUNK):
         part = flat[start:start + _FINITE_CHUNK]
         step = flags[:part.size]
