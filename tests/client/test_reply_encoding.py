@@ -11,7 +11,12 @@ import pytest
 import fedsilo as fl
 from fedsilo.client.client import Client
 from fedsilo.common import chunking, parameter, serde
-from fedsilo.common.parameter import ArrayParameters, ndarrays_to_parameters, tensor_pieces
+from fedsilo.common.parameter import (
+    ArrayParameters,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+    tensor_pieces,
+)
 from fedsilo.common.typing import FitIns, FitRes, Parameters
 from fedsilo.simulation import InProcessClientProxy
 from tests.conftest import free_port
@@ -143,14 +148,27 @@ def test_a_reply_in_process_is_copied_when_made() -> None:
 
 
 @pytest.mark.parametrize("paced", [False, True])
-def test_a_reply_from_arrays_encodes_to_the_same_bytes(paced: bool) -> None:
+def test_a_reply_from_arrays_encodes_to_the_same_bytes(
+    paced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     arrays = [*model(), np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.float32(4.0)]
     status = fl.common.Status(fl.common.Code.OK, "Success")
     lazy = FitRes(status, ArrayParameters(arrays), 5, {"loss": 0.5})
     eager = FitRes(status, ndarrays_to_parameters(arrays), 5, {"loss": 0.5})
-    assert serde.client_message_to_bytes(lazy) == serde.client_message_to_bytes(eager)
     options: dict[str, Any] = {"max_length": 2**31 - 1, "peer_limit": 2**31 - 1, "what": "x"}
     if not paced:  # one plain message
+        # The arrays' headers are padded to place their data (serde.ALIGNMENT); unpadded,
+        # the message is byte for byte the one made from the arrays' .npy bytes.
+        aligned = serde.client_message_to_bytes(lazy)
+        assert aligned != serde.client_message_to_bytes(eager)
+        back = serde.client_message_from_bytes(aligned)
+        assert isinstance(back, FitRes)
+        assert (back.status, back.num_examples, back.metrics) == (status, 5, {"loss": 0.5})
+        for got, want in zip(parameters_to_ndarrays(back.parameters), arrays, strict=True):
+            np.testing.assert_array_equal(got, want)
+            assert (got.dtype, got.shape) == (want.dtype, want.shape)
+        monkeypatch.setattr(serde, "ALIGNMENT", 1)
+        assert serde.client_message_to_bytes(lazy) == serde.client_message_to_bytes(eager)
         assert chunking.encode_frames(lazy, **options) == chunking.encode_frames(eager, **options)
         return
     options.update(paced_above=1024, paced_frame=64 * 1024)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -22,6 +24,15 @@ from fedsilo.common import (
     ndarrays_to_parameters,
     serde,
 )
+from fedsilo.common.parameter import (
+    ArrayParameters,
+    ndarray_to_bytes,
+    padded_npy_header,
+    parameters_to_ndarrays,
+    replies_encoded_at_once,
+    reply_parameters,
+)
+from fedsilo.common.typing import Parameters
 from fedsilo.proto import transport_pb2 as pb
 
 PARAMS = ndarrays_to_parameters([np.arange(4, dtype=np.float32), np.eye(2)])
@@ -109,3 +120,65 @@ def test_wire_field_numbers_match_flower_protocol() -> None:
     assert pb.ClientMessage.EvaluateRes.DESCRIPTOR.fields_by_name["loss"].type == 2  # float
     assert pb.DESCRIPTOR.package == "flwr.proto"
     assert pb.DESCRIPTOR.services_by_name["FlowerService"].methods_by_name["Join"]
+
+
+ALIGN_ARRAYS = [np.ones(3, np.float64), np.arange(5, dtype=np.int8), np.zeros(0, np.float32),
+                np.full((2, 3), 1 + 2j, np.complex128), np.array(7.5, np.float64),
+                np.array([True, False])]
+
+
+def _reply(arrays: list[np.ndarray], kind: type) -> serde.ClientReply:
+    with replies_encoded_at_once():
+        parameters = reply_parameters(arrays)
+    assert isinstance(parameters, ArrayParameters)
+    if kind is FitRes:
+        return FitRes(OK, parameters, 3, {"loss": 0.5, "name": "x" * 200})
+    return GetParametersRes(OK, parameters)
+
+
+# sizes around the points where a length prefix grows by a byte (128 and 16,384 bytes)
+@pytest.mark.parametrize("size", [*range(0, 36), *range(4080, 4110), 16_380, 524_287,
+                                  524_300, 2_097_151])
+@pytest.mark.parametrize("kind", [FitRes, GetParametersRes])
+def test_reply_tensors_start_aligned_in_the_message(size: int, kind: type) -> None:
+    arrays = [np.arange(size, dtype=np.float32), *ALIGN_ARRAYS]
+    reply = _reply(arrays, kind)
+    for _ in range(2):  # worked out, then kept for the next reply of the same layout
+        data = serde.client_message_to_bytes(reply)
+        received = parameters_to_ndarrays(serde.client_message_from_bytes(data).parameters)
+        start = np.frombuffer(data, np.uint8).ctypes.data
+        for got, want in zip(received, arrays, strict=True):
+            np.testing.assert_array_equal(got, want)
+            assert (got.dtype, got.shape) == (want.dtype, want.shape)
+            if got.size:
+                assert (got.ctypes.data - start) % serde.ALIGNMENT == 0
+                assert got.flags.aligned
+        # Flower reads the same tensors with np.load
+        message = pb.ClientMessage.FromString(data)
+        inner = message.fit_res if kind is FitRes else message.get_parameters_res
+        for tensor, want in zip(inner.parameters.tensors, arrays, strict=True):
+            loaded = np.load(io.BytesIO(tensor), allow_pickle=False)
+            np.testing.assert_array_equal(loaded, want)
+            assert (loaded.dtype, loaded.shape) == (want.dtype, want.shape)
+
+
+def test_tensors_given_as_bytes_are_sent_as_they_are() -> None:
+    tensors = [ndarray_to_bytes(np.arange(size, dtype=np.float32)) for size in (1, 7, 100)]
+    data = serde.client_message_to_bytes(FitRes(OK, Parameters(tensors, "numpy.ndarray"), 1, {}))
+    assert list(pb.ClientMessage.FromString(data).fit_res.parameters.tensors) == tensors
+
+
+def test_a_padded_header_keeps_its_version_and_reads_the_same() -> None:
+    array = np.arange(6, dtype=">i4").reshape(2, 3)
+    for version in ((1, 0), (2, 0)):
+        out = io.BytesIO()
+        np.lib.format.write_array(out, array, version=version)
+        whole = out.getvalue()
+        header = whole[:len(whole) - array.nbytes]
+        for pad in (1, 5, 15):
+            padded = padded_npy_header(header, pad)
+            assert padded is not None and len(padded) == len(header) + pad
+            assert padded[:8] == header[:8]
+            np.testing.assert_array_equal(np.load(io.BytesIO(padded + array.tobytes())), array)
+    header = b"\x93NUMPY\x01\x00" + (65535).to_bytes(2, "little")
+    assert padded_npy_header(header + b" " * 65534 + b"\n", 1) is None  # v1.0 cannot grow

@@ -245,6 +245,44 @@ class ArrayParameters(Parameters):
         return self._array_pieces
 
 
+def npy_header_and_data(pieces: list[Piece]) -> tuple[bytes, list[Piece]] | None:
+    """An ``ArrayParameters`` tensor's pieces as its ``.npy`` header and the pieces of its
+    data; None for a tensor given as its bytes (a ``Parameters`` tensor, kept as it is) or
+    holding no data."""
+    if len(pieces) < 2:
+        return None
+    header = pieces[0]
+    if not isinstance(header, bytes) or not _whole_header(header):
+        return None
+    data = pieces[1:]
+    return (header, data) if wire.byte_length(data) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _whole_header(header: bytes) -> bool:
+    """Whether ``header`` is one whole ``.npy`` header and nothing more."""
+    return header.startswith(_MAGIC) and _header_end(memoryview(header)) == len(header)
+
+
+@functools.lru_cache(maxsize=1024)
+def padded_npy_header(header: bytes, pad: int) -> bytes | None:
+    """``header`` with ``pad`` more spaces before its closing newline, its length field
+    raised to match; None when it cannot grow (a version 1.0 header of 64 KiB).
+
+    numpy pads a header so that the data starts 64 bytes into the file; readers, numpy's
+    included, take the length field as it is, so the data can be placed anywhere after it.
+    Kept per header and padding: a client pads the same few headers every round.
+    """
+    if pad == 0:
+        return header
+    width = 2 if header[6] == 1 else 4
+    length = int.from_bytes(header[8:8 + width], "little") + pad
+    if length >= 1 << (8 * width) or not header.endswith(b"\n"):
+        return None
+    return b"".join((header[:8], length.to_bytes(width, "little"), header[8 + width:-1],
+                     b" " * pad, b"\n"))
+
+
 def pieces_size(pieces: list[Piece]) -> int:
     """The bytes of a tensor given as pieces."""
     return wire.byte_length(pieces)

@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from fedsilo.common import typing as t
 from fedsilo.common import wire
 from fedsilo.common.exceptions import ProtocolError
-from fedsilo.common.parameter import tensor_pieces
+from fedsilo.common.parameter import npy_header_and_data, padded_npy_header, tensor_pieces
 from fedsilo.proto import transport_pb2 as pb
 
 ServerMessage = pb.ServerMessage
@@ -135,8 +135,7 @@ def server_message_to_bytes(ins: ServerInstruction) -> bytes:
         kind, inner = (4, pb.ServerMessage.FitIns) if isinstance(ins, t.FitIns) \
             else (5, pb.ServerMessage.EvaluateIns)
         rest = inner(config=_scalar_map_to_proto(ins.config)).SerializeToString()
-        body = [*_parameters_field(1, ins.parameters), rest]
-        return b"".join(wire.encode_length_delimited(kind, body))
+        return _join_aligned(kind, [], 1, ins.parameters, [rest])
     return server_message_to_proto(ins).SerializeToString()
 
 
@@ -209,12 +208,10 @@ def client_message_to_bytes(res: ClientReply) -> bytes:
         head = cm.FitRes(status=status_to_proto(res.status)).SerializeToString()
         tail = cm.FitRes(num_examples=res.num_examples,
                          metrics=_scalar_map_to_proto(res.metrics)).SerializeToString()
-        body = [head, *_parameters_field(2, res.parameters), tail]
-        return b"".join(wire.encode_length_delimited(4, body))
+        return _join_aligned(4, [head], 2, res.parameters, [tail])
     if isinstance(res, t.GetParametersRes):
         head = cm.GetParametersRes(status=status_to_proto(res.status)).SerializeToString()
-        body = [head, *_parameters_field(2, res.parameters)]
-        return b"".join(wire.encode_length_delimited(3, body))
+        return _join_aligned(3, [head], 2, res.parameters, [])
     return client_message_to_proto(res).SerializeToString()
 
 
@@ -273,9 +270,91 @@ def _split(data: bytes, carriers: dict[int, int]) -> wire.Split | None:
         return None
 
 
-def _parameters_field(number: int, parameters: t.Parameters) -> list[bytes | memoryview]:
+ALIGNMENT = 16
+"""Where the data of a tensor made from an array (``ArrayParameters``: a NumPyClient's reply)
+starts in a message fedsilo writes: a multiple of this many bytes from the message's start. A
+received message's bytes start at such a multiple, so the arrays read from it are aligned for
+every element type, and the server's checks and sums run on them directly instead of through
+numpy's buffered copies. Tensors given as bytes are sent as they are."""
+
+
+def _join_aligned(kind: int, before: list[bytes], number: int, parameters: t.Parameters,
+                  after: list[bytes]) -> bytes:
+    """The message with ``parameters`` in field ``number`` of the envelope's field ``kind``
+    between ``before`` and ``after``, joined, with the ``.npy`` header of each tensor made
+    from an array padded so that its data starts at a multiple of ``ALIGNMENT`` bytes.
+
+    A header's padding moves what follows it and can lengthen the fields' length prefixes, so
+    the paddings are worked out again until every tensor is in place (twice for most
+    messages), and then kept for the next message of the same layout: a client sends the
+    same one every round. Tensors given as bytes are written as they are, and a message whose
+    tensors cannot all be placed in four tries goes as it is: still valid, only unaligned.
+    """
+    tensors = tensor_pieces(parameters)
+    split = [npy_header_and_data(pieces) for pieces in tensors]
+    layout = (ALIGNMENT, kind, number, parameters.tensor_type, tuple(len(b) for b in before),
+              tuple(len(a) for a in after),
+              tuple((len(parts[0]), wire.byte_length(parts[1])) if parts is not None
+                    else wire.byte_length(pieces)
+                    for pieces, parts in zip(tensors, split, strict=True)))
+    pads = _PADDINGS.get(layout)
+    if pads is not None:
+        return b"".join(_aligned_pieces(kind, before, number, parameters, after, split, pads))
+    pads = (0,) * len(tensors)
+    for _ in range(4):
+        pieces = _aligned_pieces(kind, before, number, parameters, after, split, pads)
+        offsets = _offsets_of(pieces, [None if parts is None or padded_npy_header(parts[0], pad)
+                                       is None else id(parts[1][0])
+                                       for parts, pad in zip(split, pads, strict=True)])
+        misses = [0 if offset is None else -offset % ALIGNMENT for offset in offsets]
+        if not any(misses):
+            if len(_PADDINGS) >= _KEPT_LAYOUTS:
+                _PADDINGS.clear()
+            _PADDINGS[layout] = pads
+            break
+        # padding a tensor's header by p more moves every later tensor's data by p as well
+        new, moved = list(pads), 0
+        for i, offset in enumerate(offsets):
+            if offset is not None:
+                more = (misses[i] - moved) % ALIGNMENT
+                new[i] = pads[i] + more
+                moved += more
+        pads = tuple(new)
+    return b"".join(pieces)
+
+
+_PADDINGS: dict[tuple[Any, ...], tuple[int, ...]] = {}
+_KEPT_LAYOUTS = 256
+
+
+def _aligned_pieces(kind: int, before: list[bytes], number: int, parameters: t.Parameters,
+                    after: list[bytes], split: list[tuple[bytes, list[bytes | memoryview]] | None],
+                    pads: tuple[int, ...]) -> list[bytes | memoryview]:
+    """The message's pieces with each header of ``split`` padded by its ``pads``."""
+    padded: list[list[bytes | memoryview]] = []
+    for pieces, parts, pad in zip(tensor_pieces(parameters), split, pads, strict=True):
+        header = None if parts is None else padded_npy_header(parts[0], pad)
+        padded.append(pieces if parts is None or header is None else [header, *parts[1]])
+    field = wire.encode_parameters(padded, parameters.tensor_type)
     return wire.encode_length_delimited(
-        number, wire.encode_parameters(tensor_pieces(parameters), parameters.tensor_type))
+        kind, [*before, *wire.encode_length_delimited(number, field), *after])
+
+
+def _offsets_of(pieces: list[bytes | memoryview], starts: list[int | None]
+                ) -> list[int | None]:
+    """Where the pieces whose ids are ``starts`` begin once ``pieces`` are joined; they come
+    in that order (None stays None)."""
+    wanted = [start for start in starts if start is not None]
+    found: list[int] = []
+    offset = 0
+    for piece in pieces:
+        if len(found) < len(wanted) and id(piece) == wanted[len(found)]:
+            found.append(offset)
+        offset += wire.byte_length([piece])
+    if len(found) != len(wanted):  # not expected: then no tensor is placed
+        return [None] * len(starts)
+    places = iter(found)
+    return [None if start is None else next(places) for start in starts]
 
 
 def _split_parameters(split: wire.Split) -> t.Parameters:
