@@ -178,3 +178,28 @@ def test_a_reply_from_arrays_encodes_to_the_same_bytes(
     for a, b in zip(got, want, strict=True):  # every field but the transfer's id
         assert (a.index, a.count, a.head, a.sizes, bytes(a.data)) == \
             (b.index, b.count, b.head, b.sizes, bytes(b.data))
+
+
+@pytest.mark.parametrize("alignment", [serde.ALIGNMENT, 1], ids=["aligned", "unpadded"])
+def test_the_server_reads_fedsilo_replies_as_aligned_arrays(
+    alignment: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedsilo.server import server as server_module
+
+    received: list[np.ndarray] = []
+    check = server_module.check_fit_res
+
+    def recording(*args: Any, **kwargs: Any) -> list[np.ndarray]:
+        arrays = check(*args, **kwargs)
+        received.extend(arrays)
+        return arrays
+
+    monkeypatch.setattr(server_module, "check_fit_res", recording)
+    monkeypatch.setattr(serde, "ALIGNMENT", alignment)
+    federate([Offset(1.0, 1), Offset(3.0, 3)])
+    starts = [array.ctypes.data % 16 for array in received if array.size]
+    assert len(starts) == 2 * 2 * len(model())  # two clients, two rounds
+    if alignment > 1:  # every tensor's data at a multiple of 16 bytes in the server's memory
+        assert set(starts) == {0}
+    else:  # the control: the same replies unpadded land elsewhere
+        assert set(starts) != {0}
