@@ -21,6 +21,7 @@ from fedsilo.common import (
     ProtocolError,
     ReconnectIns,
     Status,
+    chunking,
     ndarrays_to_parameters,
     serde,
 )
@@ -182,3 +183,42 @@ def test_a_padded_header_keeps_its_version_and_reads_the_same() -> None:
             np.testing.assert_array_equal(np.load(io.BytesIO(padded + array.tobytes())), array)
     header = b"\x93NUMPY\x01\x00" + (65535).to_bytes(2, "little")
     assert padded_npy_header(header + b" " * 65534 + b"\n", 1) is None  # v1.0 cannot grow
+
+
+@pytest.mark.parametrize("kind", [FitRes, GetParametersRes])
+def test_every_single_tensor_size_is_placed_and_its_padding_kept(
+    kind: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # around 16 KiB a padding can lengthen one length prefix after another
+    for size in range(3_900, 4_300):
+        reply = _reply([np.zeros(size, np.float32)], kind)
+        data = serde.client_message_to_bytes(reply)
+        got = parameters_to_ndarrays(serde.client_message_from_bytes(data).parameters)[0]
+        assert (got.ctypes.data - np.frombuffer(data, np.uint8).ctypes.data) % 16 == 0, size
+    built: list[int] = []
+    build = serde._aligned_pieces
+
+    def counted(*args: object) -> list[bytes | memoryview]:
+        built.append(1)
+        return build(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(serde, "_aligned_pieces", counted)
+    assert serde.client_message_to_bytes(reply) == data
+    assert len(built) == 1  # the kept padding: built once, not worked out again
+
+
+def test_a_reply_that_fits_only_unpadded_goes_unpadded() -> None:
+    arrays = _reply([np.ones(n, np.float32) for n in (3, 5, 7)], FitRes).parameters
+    reply = FitRes(OK, arrays, 3, {"note": "x" * 2_000})  # a message well over its tensors
+    unpadded = serde.client_message_to_bytes(reply, aligned=False)
+    assert len(serde.client_message_to_bytes(reply)) > len(unpadded)
+    frames = chunking.encode_frames(reply, max_length=len(unpadded), peer_limit=None, what="x")
+    assert frames == [unpadded]
+
+
+def test_a_header_is_not_padded_past_what_numpy_reads() -> None:
+    text_length = 9_995
+    header = b"\x93NUMPY\x01\x00" + text_length.to_bytes(2, "little")
+    header += b"{}" + b" " * (text_length - 3) + b"\n"
+    assert padded_npy_header(header, 5) is not None
+    assert padded_npy_header(header, 6) is None

@@ -130,6 +130,8 @@ def encode_frames(
             return list(_chunk_frames(message, tensors, frame_size, head_alone=True))
     if tensor_bytes + FRAME_OVERHEAD < max_length or not tensors:
         data = _serialize(message)
+        if len(data) > max_length:  # the padding that places tensors may be what tips it
+            data = _serialize(message, aligned=False)
         if len(data) <= max_length:
             return [data]
         size = len(data)
@@ -467,7 +469,7 @@ def _with_tensors(message: Message, tensors: list[bytes]) -> Message:
     return replace(message, parameters=t.Parameters(tensors, parameters.tensor_type))  # type: ignore
 
 
-def _serialize(message: Message) -> bytes:
+def _serialize(message: Message, aligned: bool = True) -> bytes:
     if isinstance(message, serde.ServerInstruction):  # type: ignore[misc,arg-type]
-        return serde.server_message_to_bytes(message)  # type: ignore[arg-type]
-    return serde.client_message_to_bytes(message)  # type: ignore[arg-type]
+        return serde.server_message_to_bytes(message, aligned)  # type: ignore[arg-type]
+    return serde.client_message_to_bytes(message, aligned)  # type: ignore[arg-type]

@@ -264,10 +264,14 @@ def _whole_header(header: bytes) -> bool:
     return header.startswith(_MAGIC) and _header_end(memoryview(header)) == len(header)
 
 
+_READABLE_HEADER = 10_000  # numpy's default max_header_size for np.load
+
+
 @functools.lru_cache(maxsize=1024)
 def padded_npy_header(header: bytes, pad: int) -> bytes | None:
     """``header`` with ``pad`` more spaces before its closing newline, its length field
-    raised to match; None when it cannot grow (a version 1.0 header of 64 KiB).
+    raised to match; None when it cannot grow: ``np.load`` (Flower's reader) and fedsilo's
+    own refuse header text of more than ``_READABLE_HEADER`` bytes.
 
     numpy pads a header so that the data starts 64 bytes into the file; readers, numpy's
     included, take the length field as it is, so the data can be placed anywhere after it.
@@ -277,7 +281,7 @@ def padded_npy_header(header: bytes, pad: int) -> bytes | None:
         return header
     width = 2 if header[6] == 1 else 4
     length = int.from_bytes(header[8:8 + width], "little") + pad
-    if length >= 1 << (8 * width) or not header.endswith(b"\n"):
+    if length > _READABLE_HEADER or not header.endswith(b"\n"):
         return None
     return b"".join((header[:8], length.to_bytes(width, "little"), header[8 + width:-1],
                      b" " * pad, b"\n"))

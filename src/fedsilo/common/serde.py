@@ -129,13 +129,15 @@ def server_message_to_proto(ins: ServerInstruction) -> pb.ServerMessage:
     raise ProtocolError(f"not a server instruction: {type(ins).__name__}")
 
 
-def server_message_to_bytes(ins: ServerInstruction) -> bytes:
+def server_message_to_bytes(ins: ServerInstruction, aligned: bool = True) -> bytes:
+    """The serialized ServerMessage; ``aligned=False`` leaves every ``.npy`` header as it is
+    (see ``ALIGNMENT``)."""
     if isinstance(ins, t.FitIns | t.EvaluateIns):
         # The model is written straight into the output (fedsilo.common.wire): one copy.
         kind, inner = (4, pb.ServerMessage.FitIns) if isinstance(ins, t.FitIns) \
             else (5, pb.ServerMessage.EvaluateIns)
         rest = inner(config=_scalar_map_to_proto(ins.config)).SerializeToString()
-        return _join_aligned(kind, [], 1, ins.parameters, [rest])
+        return _join_aligned(kind, [], 1, ins.parameters, [rest], aligned)
     return server_message_to_proto(ins).SerializeToString()
 
 
@@ -202,16 +204,18 @@ def client_message_to_proto(res: ClientReply) -> pb.ClientMessage:
     raise ProtocolError(f"not a client reply: {type(res).__name__}")
 
 
-def client_message_to_bytes(res: ClientReply) -> bytes:
+def client_message_to_bytes(res: ClientReply, aligned: bool = True) -> bytes:
+    """The serialized ClientMessage; ``aligned=False`` leaves every ``.npy`` header as it is
+    (see ``ALIGNMENT``)."""
     cm = pb.ClientMessage
     if isinstance(res, t.FitRes):
         head = cm.FitRes(status=status_to_proto(res.status)).SerializeToString()
         tail = cm.FitRes(num_examples=res.num_examples,
                          metrics=_scalar_map_to_proto(res.metrics)).SerializeToString()
-        return _join_aligned(4, [head], 2, res.parameters, [tail])
+        return _join_aligned(4, [head], 2, res.parameters, [tail], aligned)
     if isinstance(res, t.GetParametersRes):
         head = cm.GetParametersRes(status=status_to_proto(res.status)).SerializeToString()
-        return _join_aligned(3, [head], 2, res.parameters, [])
+        return _join_aligned(3, [head], 2, res.parameters, [], aligned)
     return client_message_to_proto(res).SerializeToString()
 
 
@@ -272,25 +276,32 @@ def _split(data: bytes, carriers: dict[int, int]) -> wire.Split | None:
 
 ALIGNMENT = 16
 """Where the data of a tensor made from an array (``ArrayParameters``: a NumPyClient's reply)
-starts in a message fedsilo writes: a multiple of this many bytes from the message's start. A
-received message's bytes start at such a multiple, so the arrays read from it are aligned for
-every element type, and the server's checks and sums run on them directly instead of through
-numpy's buffered copies. Tensors given as bytes are sent as they are."""
+starts in a message fedsilo writes whole: a multiple of this many bytes from the message's
+start. A received message's bytes start at such a multiple, so the arrays read from it are
+aligned for every element type, and the server's checks and sums run on them directly instead
+of through numpy's buffered copies. Tensors given as bytes are sent as they are, and so are
+tensors sent in chunk frames (``fedsilo.common.chunking``), which the receiver places in its
+own buffer."""
 
 
 def _join_aligned(kind: int, before: list[bytes], number: int, parameters: t.Parameters,
-                  after: list[bytes]) -> bytes:
+                  after: list[bytes], aligned: bool = True) -> bytes:
     """The message with ``parameters`` in field ``number`` of the envelope's field ``kind``
     between ``before`` and ``after``, joined, with the ``.npy`` header of each tensor made
     from an array padded so that its data starts at a multiple of ``ALIGNMENT`` bytes.
 
     A header's padding moves what follows it and can lengthen the fields' length prefixes, so
     the paddings are worked out again until every tensor is in place (twice for most
-    messages), and then kept for the next message of the same layout: a client sends the
-    same one every round. Tensors given as bytes are written as they are, and a message whose
-    tensors cannot all be placed in four tries goes as it is: still valid, only unaligned.
+    messages; each length prefix can grow only so often), and then kept for the next message
+    of the same layout: a client sends the same one every round. Tensors given as bytes are
+    written as they are, and a message whose tensors cannot all be placed goes as it is:
+    still valid, only unaligned.
     """
     tensors = tensor_pieces(parameters)
+    if not aligned:
+        field = wire.encode_parameters(tensors, parameters.tensor_type)
+        return b"".join(wire.encode_length_delimited(
+            kind, [*before, *wire.encode_length_delimited(number, field), *after]))
     split = [npy_header_and_data(pieces) for pieces in tensors]
     layout = (ALIGNMENT, kind, number, parameters.tensor_type, tuple(len(b) for b in before),
               tuple(len(a) for a in after),
@@ -301,7 +312,9 @@ def _join_aligned(kind: int, before: list[bytes], number: int, parameters: t.Par
     if pads is not None:
         return b"".join(_aligned_pieces(kind, before, number, parameters, after, split, pads))
     pads = (0,) * len(tensors)
-    for _ in range(4):
+    # Paddings only grow, so each length prefix (the envelope's, the parameters', each
+    # tensor's) lengthens at most a few times before every tensor is in place.
+    for _ in range(2 * len(tensors) + 6):
         pieces = _aligned_pieces(kind, before, number, parameters, after, split, pads)
         offsets = _offsets_of(pieces, [None if parts is None or padded_npy_header(parts[0], pad)
                                        is None else id(parts[1][0])
