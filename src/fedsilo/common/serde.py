@@ -299,9 +299,8 @@ def _join_aligned(kind: int, before: list[bytes], number: int, parameters: t.Par
     """
     tensors = tensor_pieces(parameters)
     if not aligned:
-        field = wire.encode_parameters(tensors, parameters.tensor_type)
-        return b"".join(wire.encode_length_delimited(
-            kind, [*before, *wire.encode_length_delimited(number, field), *after]))
+        return b"".join(_message_pieces(kind, before, number, tensors, parameters.tensor_type,
+                                        after))
     split = [npy_header_and_data(pieces) for pieces in tensors]
     layout = (ALIGNMENT, kind, number, parameters.tensor_type, tuple(len(b) for b in before),
               tuple(len(a) for a in after),
@@ -310,15 +309,18 @@ def _join_aligned(kind: int, before: list[bytes], number: int, parameters: t.Par
                     for pieces, parts in zip(tensors, split, strict=True)))
     pads = _PADDINGS.get(layout)
     if pads is not None:
-        return b"".join(_aligned_pieces(kind, before, number, parameters, after, split, pads))
+        pieces, _ = _aligned_pieces(kind, before, number, parameters.tensor_type, after,
+                                    tensors, split, pads)
+        return b"".join(pieces)
     pads = (0,) * len(tensors)
     # Paddings only grow, so each length prefix (the envelope's, the parameters', each
     # tensor's) lengthens at most a few times before every tensor is in place.
     for _ in range(2 * len(tensors) + 6):
-        pieces = _aligned_pieces(kind, before, number, parameters, after, split, pads)
-        offsets = _offsets_of(pieces, [None if parts is None or padded_npy_header(parts[0], pad)
-                                       is None else id(parts[1][0])
-                                       for parts, pad in zip(split, pads, strict=True)])
+        pieces, padded = _aligned_pieces(kind, before, number, parameters.tensor_type, after,
+                                         tensors, split, pads)
+        # a tensor whose header could not be padded is its own pieces, as they came
+        offsets = _offsets_of(pieces, [None if chosen is given else id(chosen[1])
+                                       for chosen, given in zip(padded, tensors, strict=True)])
         misses = [0 if offset is None else -offset % ALIGNMENT for offset in offsets]
         if not any(misses):
             if len(_PADDINGS) >= _KEPT_LAYOUTS:
@@ -340,15 +342,26 @@ _PADDINGS: dict[tuple[Any, ...], tuple[int, ...]] = {}
 _KEPT_LAYOUTS = 256
 
 
-def _aligned_pieces(kind: int, before: list[bytes], number: int, parameters: t.Parameters,
-                    after: list[bytes], split: list[tuple[bytes, list[bytes | memoryview]] | None],
-                    pads: tuple[int, ...]) -> list[bytes | memoryview]:
-    """The message's pieces with each header of ``split`` padded by its ``pads``."""
+def _aligned_pieces(kind: int, before: list[bytes], number: int, tensor_type: str,
+                    after: list[bytes], tensors: list[list[bytes | memoryview]],
+                    split: list[tuple[bytes, list[bytes | memoryview]] | None],
+                    pads: tuple[int, ...]
+                    ) -> tuple[list[bytes | memoryview], list[list[bytes | memoryview]]]:
+    """The message's pieces with each header of ``split`` padded by its ``pads``, and each
+    tensor's pieces as written (a tensor left as it is keeps its own list of ``tensors``)."""
     padded: list[list[bytes | memoryview]] = []
-    for pieces, parts, pad in zip(tensor_pieces(parameters), split, pads, strict=True):
+    for pieces, parts, pad in zip(tensors, split, pads, strict=True):
         header = None if parts is None else padded_npy_header(parts[0], pad)
         padded.append(pieces if parts is None or header is None else [header, *parts[1]])
-    field = wire.encode_parameters(padded, parameters.tensor_type)
+    return _message_pieces(kind, before, number, padded, tensor_type, after), padded
+
+
+def _message_pieces(kind: int, before: list[bytes], number: int,
+                    tensors: list[list[bytes | memoryview]], tensor_type: str,
+                    after: list[bytes]) -> list[bytes | memoryview]:
+    """The pieces of an envelope whose field ``kind`` holds ``before``, the parameters made of
+    ``tensors`` in field ``number``, and ``after``."""
+    field = wire.encode_parameters(tensors, tensor_type)
     return wire.encode_length_delimited(
         kind, [*before, *wire.encode_length_delimited(number, field), *after])
 
