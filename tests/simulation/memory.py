@@ -11,16 +11,35 @@ import psutil
 def tree_rss(root: psutil.Process | None = None, exclude: frozenset[int] = frozenset()) -> int:
     """Bytes resident in ``root`` (default: this process) and every process below it,
     except the processes whose pid is in ``exclude``."""
+    return sum(rss for _, rss, _ in tree_processes(root, exclude))
+
+
+def tree_processes(root: psutil.Process | None = None, exclude: frozenset[int] = frozenset()
+                   ) -> list[tuple[int, int, str]]:
+    """(pid, resident bytes, command line) of ``root`` and every process below it, except
+    the processes whose pid is in ``exclude``.
+
+    A child that runs its parent's command line is a copy of the parent that has not yet
+    replaced itself with its own program (a process being started: Python forks, then
+    executes the new program). Until then it shares the parent's memory, and its RSS is
+    the parent's again, so it is left out rather than counted twice.
+    """
     root = root if root is not None else psutil.Process()
-    total = 0
+    commands: dict[int, tuple[int, list[str]]] = {}  # pid -> (parent's pid, command line)
     for process in [root, *root.children(recursive=True)]:
-        if process.pid in exclude:
-            continue
         try:
-            total += process.memory_info().rss
+            commands[process.pid] = (process.ppid(), process.cmdline())
         except psutil.Error:  # ended between listing and reading
             pass
-    return total
+    found = []
+    for pid, (parent, command) in commands.items():
+        if pid in exclude or (pid != root.pid and commands.get(parent, (0, None))[1] == command):
+            continue
+        try:
+            found.append((pid, psutil.Process(pid).memory_info().rss, " ".join(command)[:120]))
+        except psutil.Error:
+            pass
+    return found
 
 
 class PeakTreeRss:
@@ -37,6 +56,7 @@ class PeakTreeRss:
         self.baseline = 0
         self.peak = 0
         self.own_peak = 0  # this process alone
+        self.at_peak: list[tuple[int, int, str]] = []  # the processes counted at the peak
         self._stop = threading.Event()
         self._earlier: frozenset[int] = frozenset()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -44,7 +64,7 @@ class PeakTreeRss:
     def _sample(self) -> None:
         own = psutil.Process()
         while True:
-            self.peak = max(self.peak, tree_rss(exclude=self._earlier))
+            self._take()
             self.own_peak = max(self.own_peak, own.memory_info().rss)
             if self._stop.wait(self.interval):
                 return
@@ -60,4 +80,15 @@ class PeakTreeRss:
                  traceback: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_rss(exclude=self._earlier))
+        self._take()
+
+    def _take(self) -> None:
+        processes = tree_processes(exclude=self._earlier)
+        total = sum(rss for _, rss, _ in processes)
+        if total > self.peak:
+            self.peak, self.at_peak = total, processes
+
+    def describe_peak(self) -> str:
+        """The processes counted at the peak, one per line, for a failure's message."""
+        return "\n".join(f"  pid {pid}: {rss / 2**20:.0f} MB  {command}"
+                         for pid, rss, command in self.at_peak)
