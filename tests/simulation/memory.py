@@ -22,7 +22,9 @@ def tree_processes(root: psutil.Process | None = None, exclude: frozenset[int] =
     A child that runs its parent's command line is a copy of the parent that has not yet
     replaced itself with its own program (a process being started: Python forks, then
     executes the new program). Until then it shares the parent's memory, and its RSS is
-    the parent's again, so it is left out rather than counted twice.
+    the parent's again, so it is left out rather than counted twice. A child forked to work
+    without a program of its own (multiprocessing's "fork" start method) would be left out
+    too: the simulations measured here start their workers as programs ("spawn", Ray).
     """
     root = root if root is not None else psutil.Process()
     commands: dict[int, tuple[int, list[str]]] = {}  # pid -> (parent's pid, command line)
