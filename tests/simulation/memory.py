@@ -38,7 +38,7 @@ def tree_processes(root: psutil.Process | None = None, exclude: frozenset[int] =
         if pid in exclude or (pid != root.pid and commands.get(parent, (0, None))[1] == command):
             continue
         try:
-            found.append((pid, psutil.Process(pid).memory_info().rss, " ".join(command)[:120]))
+            found.append((pid, psutil.Process(pid).memory_info().rss, " ".join(command)))
         except psutil.Error:
             pass
     return found
@@ -92,5 +92,5 @@ class PeakTreeRss:
 
     def describe_peak(self) -> str:
         """The processes counted at the peak, one per line, for a failure's message."""
-        return "\n".join(f"  pid {pid}: {rss / 2**20:.0f} MB  {command}"
+        return "\n".join(f"  pid {pid}: {rss / 2**20:.0f} MB  {command[:160]}"
                          for pid, rss, command in self.at_peak)
