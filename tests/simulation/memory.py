@@ -27,15 +27,16 @@ def tree_processes(root: psutil.Process | None = None, exclude: frozenset[int] =
     too: the simulations measured here start their workers as programs ("spawn", Ray).
     """
     root = root if root is not None else psutil.Process()
-    commands: dict[int, tuple[int, list[str]]] = {}  # pid -> (parent's pid, command line)
+    parents: dict[int, int] = {}
+    commands: dict[int, list[str]] = {}
     for process in [root, *root.children(recursive=True)]:
         try:
-            commands[process.pid] = (process.ppid(), process.cmdline())
+            parents[process.pid], commands[process.pid] = process.ppid(), process.cmdline()
         except psutil.Error:  # ended between listing and reading
             pass
     found = []
-    for pid, (parent, command) in commands.items():
-        if pid in exclude or (pid != root.pid and commands.get(parent, (0, None))[1] == command):
+    for pid, command in commands.items():
+        if pid in exclude or (pid != root.pid and commands.get(parents[pid]) == command):
             continue
         try:
             found.append((pid, psutil.Process(pid).memory_info().rss, " ".join(command)))

@@ -255,7 +255,7 @@ def npy_header_and_data(pieces: list[Piece]) -> tuple[bytes, list[Piece]] | None
     if not isinstance(header, bytes) or not _whole_header(header):
         return None
     data = pieces[1:]
-    return (header, data) if wire.byte_length(data) else None
+    return (header, data) if pieces_size(data) else None
 
 
 @functools.lru_cache(maxsize=1024)
