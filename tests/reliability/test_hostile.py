@@ -94,7 +94,13 @@ def run_hostile_peer(address: str, kind: str) -> RawPeer:
             peer.close()
             return []
 
-    serve_raw(peer, answer_or_vanish)
+    serving = serve_raw(peer, answer_or_vanish)
+    if kind == "a reply before being asked":
+        # The server cuts the stream off as soon as it reads that reply. The honest clients
+        # join only then: had a round started first, the reply would have been taken for the
+        # answer to the round's instruction, which is no longer unsolicited.
+        serving.join(30)
+        assert peer.ended is not None, "the server kept the stream of an unsolicited reply"
     return peer
 
 
