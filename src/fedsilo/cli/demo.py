@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from fedsilo.cli._output import INTERRUPTED, absolute, make_console, setup_logging
+from fedsilo.cli.federate import report_job_error
+from fedsilo.deploy.errors import JobError
 
 
 def demo(
@@ -23,12 +25,17 @@ def demo(
     """Federate a fraud model over sites that keep their data; compare it with the alternatives."""
     from fedsilo.examples.fraud.demo import run_demo
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    console = Console()
+    setup_logging(verbose)
+    console = make_console()
     try:
-        run_demo(output, rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
+        run_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
                  console=console)
+    except KeyboardInterrupt as exc:
+        console.print("interrupted: the site agents and their jobs were stopped", highlight=False)
+        raise typer.Exit(code=INTERRUPTED) from exc
+    except JobError as exc:
+        report_job_error(console, exc)
+        raise typer.Exit(code=1) from exc
     except Exception as exc:
-        console.print(f"[bold red]demo failed:[/] {exc}")
+        console.print(f"[bold red]demo failed:[/] {' '.join(str(exc).split())}")
         raise typer.Exit(code=1) from exc

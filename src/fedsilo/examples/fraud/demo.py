@@ -32,6 +32,7 @@ site training alone.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -99,7 +100,7 @@ def run_demo(
         raise ValueError(f"n_sites must be at least 1, got {n_sites}")
     started = time.monotonic()
     console = console if console is not None else Console()
-    output_dir = Path(output_dir)
+    output_dir = Path(os.path.abspath(Path(output_dir).expanduser()))
     _claim(output_dir)
 
     providers = generate_providers(n_providers, seed)
