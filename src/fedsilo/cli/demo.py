@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fedsilo.cli._output import INTERRUPTED, absolute, make_console, setup_logging
+from fedsilo.cli._output import INTERRUPTED, absolute, fail, make_console, setup_logging
 from fedsilo.cli.federate import report_job_error
 from fedsilo.deploy.errors import JobError
 
@@ -35,7 +35,6 @@ def demo(
         raise typer.Exit(code=INTERRUPTED) from exc
     except JobError as exc:
         report_job_error(console, exc)
-        raise typer.Exit(code=1) from exc
+        fail(f"site {exc.site} failed: job {exc.job} {exc.job_status}")
     except Exception as exc:
-        console.print(f"[bold red]demo failed:[/] {' '.join(str(exc).split())}")
-        raise typer.Exit(code=1) from exc
+        fail(f"demo failed: {exc}")

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fedsilo.cli._output import INTERRUPTED, absolute, make_console, setup_logging
+from fedsilo.cli._output import INTERRUPTED, absolute, fail, make_console, setup_logging
 from fedsilo.deploy.errors import JobError
 
 
@@ -45,10 +45,9 @@ def federate(
         raise typer.Exit(code=INTERRUPTED) from exc
     except JobError as exc:
         report_job_error(console, exc)
-        raise typer.Exit(code=1) from exc
+        fail(f"site {exc.site} failed: job {exc.job} {exc.job_status}")
     except (DeployError, OSError, ValueError) as exc:
-        console.print(f"[bold red]federation failed:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(code=1) from exc
+        fail(f"federation failed: {exc}")
     figures = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     console.print(f"final model on the server's test set: {figures}", highlight=False)
     for name, job in result.jobs.items():

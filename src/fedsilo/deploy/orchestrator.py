@@ -124,6 +124,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         return FederationResult(history, metrics, files, jobs, elapsed)
     finally:
         server.server.stop_requested.set()  # no round is aggregated after a failure or Ctrl-C
+        server.clients.cancel_waits()
         _clean_up(handles, launchers)
         server.stop(STOP_WAIT_S)
 
@@ -228,9 +229,8 @@ class _ServerRun(threading.Thread):
         self.strategy = strategy
         self.config = config
         self.certificates = certificates
-        self.server = fl.server.Server(
-            client_manager=fl.server.SimpleClientManager(wait_timeout=config.connect_timeout),
-            strategy=strategy)
+        self.clients = fl.server.SimpleClientManager(wait_timeout=config.connect_timeout)
+        self.server = fl.server.Server(client_manager=self.clients, strategy=strategy)
         self.done = threading.Event()
         self._history: fl.server.History | None = None
         self._error: BaseException | None = None
@@ -253,6 +253,7 @@ class _ServerRun(threading.Thread):
     def stop(self, timeout: float) -> None:
         """End the run after the phase in progress (nothing more is aggregated) and wait."""
         self.server.stop_requested.set()
+        self.clients.cancel_waits()
         self.done.wait(timeout)
 
     def result(self) -> fl.server.History:

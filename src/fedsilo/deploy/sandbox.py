@@ -70,7 +70,10 @@ class SiteAgentProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fedsilo.cli.main", "site", "serve", str(self.site.root),
                  "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+                stdin=subprocess.DEVNULL,
+                # A site is its own organisation: a Ctrl-C meant for the orchestrator does
+                # not reach it; the orchestrator stops its jobs, then this agent (stop()).
+                start_new_session=True)
         client = self.client()
         deadline = time.monotonic() + timeout
         try:
