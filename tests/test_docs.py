@@ -197,21 +197,24 @@ def test_readme_first_command_runs_as_written(tmp_path: Path) -> None:
 
 
 def deployment_walkthrough() -> tuple[str, str]:
-    """docs/deployment.md's walkthrough: its shell block and its federation.toml."""
+    """docs/deployment.md's walkthrough: its shell block and its federation.toml, with free
+    ports for the agents."""
     section = (REPO / "docs" / "deployment.md").read_text().split("## A site\n", 1)[1]
     section = section.split("\n## ", 1)[0]
     shell = FENCE.search(section)
     toml = re.search(r"^```toml\n(.*?)^```", section, re.S | re.M)
     assert shell is not None and shell.group(1) == "bash" and toml is not None
-    return shell.group(2), toml.group(1)
+    script, config = shell.group(2), toml.group(1)
+    # The agents' ports are the one change: tests take free ports, chosen now.
+    for documented, free in zip(("8441", "8442"), free_ports(2), strict=True):
+        script, config = script.replace(documented, str(free)), config.replace(documented,
+                                                                               str(free))
+    return script, config
 
 
 @pytest.mark.slow
 def test_deployment_walkthrough_runs_as_written_with_relative_paths(tmp_path: Path) -> None:
     script, toml = deployment_walkthrough()
-    ports = free_ports(2)
-    for documented, free in zip(("8441", "8442"), ports, strict=True):
-        script, toml = script.replace(documented, str(free)), toml.replace(documented, str(free))
     (tmp_path / "federation.toml").write_text(toml)
     done = run_shell(script, tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

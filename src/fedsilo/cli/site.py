@@ -34,6 +34,21 @@ def _site(directory: Path) -> Any:
     return site
 
 
+def _directory(path: Path, what: str) -> Path:
+    path = absolute(path)
+    if not path.is_dir():
+        fail(f"{path} is not a directory; give {what}")
+    return path
+
+
+def _inside(site: Any, base: Path, relative: str, what: str) -> Path:
+    """``base/relative`` inside the site, or a one-line usage error (absolute, '..', links)."""
+    try:
+        return Path(site.inside(base, relative, what))
+    except DeployError as exc:
+        fail(str(exc), code=2)
+
+
 @app.command()
 def init(
     directory: SiteDir,
@@ -90,13 +105,8 @@ def add_channel(
 ) -> None:
     """Copy a directory of data into the site's channels."""
     site = _site(directory)
-    source = absolute(source)
-    if not source.is_dir():
-        fail(f"{source} is not a directory; give the directory whose files become the channel")
-    try:
-        target = site.inside(site.channels, channel, "channel")
-    except DeployError as exc:
-        fail(str(exc), code=2)
+    source = _directory(source, "the directory whose files become the channel")
+    target = _inside(site, site.channels, channel, "channel")
     if target.exists():
         fail(f"channel {channel} exists already at {target}")
     staging = target.with_name(f".{target.name}.partial")
@@ -122,13 +132,8 @@ def add_code(
     from fedsilo.deploy.sandbox import FRAUD_PROGRAM_DIR
 
     site = _site(directory)
-    program = absolute(source) if source is not None else FRAUD_PROGRAM_DIR
-    if not program.is_dir():
-        fail(f"{program} is not a directory")
-    try:
-        target = site.inside(site.code, name, "tarball")
-    except DeployError as exc:
-        fail(str(exc), code=2)
+    program = FRAUD_PROGRAM_DIR if source is None else _directory(source, "the program files")
+    target = _inside(site, site.code, name, "tarball")
     pack_directory(program, target)
     typer.echo(f"code store: {target} (from {program})")
 
