@@ -18,6 +18,10 @@ def demo(
     sites: Annotated[int, typer.Option(min=2, max=10, help="Sites, one process each.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the data and the partitions.")] = 0,
     providers: Annotated[int, typer.Option(min=500, help="Providers in the data.")] = 5400,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="A provider table (CSV) or a directory holding the four raw claims "
+        "files (labels, beneficiaries, inpatient, outpatient) to run on instead of drawn "
+        "data; see docs/fraud.md.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server log.")] = False,
 ) -> None:
     """Federate a fraud model over sites that keep their data; compare it with the alternatives."""
@@ -28,7 +32,7 @@ def demo(
     console = Console()
     try:
         run_demo(output, rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
-                 console=console)
+                 console=console, data=data.resolve() if data is not None else None)
     except Exception as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
