@@ -14,7 +14,7 @@ from rich.table import Table
 __all__ = ["RoundProgress", "comparison_table", "format_round"]
 
 # Figures that depend on the threshold, after the threshold-free ROC-AUC and PR-AUC.
-_AT_THRESHOLD = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"),
+_AT_THRESHOLD = (("accuracy", "acc."), ("precision", "prec."), ("recall", "recall"),
                  ("f1", "F1"))
 _SHORT = (("accuracy", "acc"), ("precision", "prec"), ("recall", "rec"), ("f1", "F1"),
           ("roc_auc", "AUC"), ("average_precision", "AP"))
@@ -77,8 +77,8 @@ def comparison_table(
     the figures at the threshold, and the confusion matrix (TP, FP, FN, TN) where known."""
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("model")
-    for header in ("ROC-AUC", "PR-AUC", *(header for _, header in _AT_THRESHOLD),
-                   "TP FP FN TN"):
+    for header in ("ROC-AUC (95% CI)", "PR-AUC (95% CI)",
+                   *(header for _, header in _AT_THRESHOLD), "TP/FP/FN/TN"):
         table.add_column(header, justify="right")
     for name, metrics in rows.items():
         style = "bold" if name.startswith("federated") else None
@@ -88,7 +88,7 @@ def comparison_table(
             _with_interval(metrics["roc_auc"], metrics.get("roc_auc_ci")),
             _with_interval(metrics["average_precision"], metrics.get("average_precision_ci")),
             *(f"{metrics[key]:.3f}" for key, _ in _AT_THRESHOLD),
-            " ".join(str(confusion[k]) for k in ("tp", "fp", "fn", "tn")) if confusion else "",
+            "/".join(str(confusion[k]) for k in ("tp", "fp", "fn", "tn")) if confusion else "",
             style=style)
     return table
 
@@ -96,4 +96,4 @@ def comparison_table(
 def _with_interval(value: float, interval: Sequence[float] | None) -> str:
     if not interval:
         return f"{value:.3f}"
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return f"{value:.3f} ({interval[0]:.2f}-{interval[1]:.2f})"

@@ -123,7 +123,7 @@ def _table_rows(report: dict[str, Any], split: FederatedSplit) -> dict[str, dict
     worst, best = by_f1[0].name, by_f1[-1].name
     return {
         "federated (FedAvg)": report["federated"],
-        "pooled, converged": report["pooled"],
+        "pooled": report["pooled"],
         "mean of lone sites": report["mean_site"],
         f"{best} alone (best)": report["sites"][best],
         f"{worst} alone (worst)": report["sites"][worst],
