@@ -16,14 +16,13 @@ reference program to set beside it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from fedsilo.examples.fraud.claims_fixture import FULL_SIZE, write_claims_files
+from fedsilo.examples.fraud.claims_fixture import scaled, write_claims_files
 
 AIM_SECONDS = 20.0
 AIM_PEAK_MIB = 1536.0
@@ -57,9 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fedsilo-claims-") as scratch:
         directory = args.dir
         if directory is None:
-            size = dataclasses.replace(
-                FULL_SIZE, **{f.name: max(10, round(getattr(FULL_SIZE, f.name) * args.scale))
-                              for f in dataclasses.fields(FULL_SIZE)})
+            size = scaled(args.scale)
             directory = Path(scratch)
             print(f"generating {size} ...", flush=True)
             write_claims_files(directory, size, seed=0)

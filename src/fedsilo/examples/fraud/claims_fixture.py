@@ -1,7 +1,8 @@
 """Generated files in the raw claims layout, for tests and the aggregation benchmark.
 
 :func:`write_claims_files` writes the four files of :mod:`.claims` with every column of the
-public layout, at any size (the real training files have 5,410 providers, 138,556
+public layout, at any size (``python -m fedsilo.examples.fraud.claims_fixture DIR --scale S``
+from a shell) (the real training files have 5,410 providers, 138,556
 beneficiaries, 40,474 inpatient and 517,737 outpatient claims). Fraudulent providers file
 more claims per beneficiary, dearer ones, and more admissions, so a model has something to
 find; the figures are plausible, not estimates.
@@ -9,6 +10,8 @@ find; the figures are plausible, not estimates.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pandas as pd
 
 from fedsilo.examples.fraud.claims import CHRONIC_COLUMNS, DIAGNOSIS_COLUMNS
 
-__all__ = ["FULL_SIZE", "ClaimsFixtureSize", "write_claims_files"]
+__all__ = ["FULL_SIZE", "ClaimsFixtureSize", "scaled", "write_claims_files"]
 
 _PROCEDURE_COLUMNS = tuple(f"ClmProcedureCode_{i}" for i in range(1, 7))
 _CLAIMS_YEAR = np.datetime64("2009-01-01")
@@ -35,6 +38,12 @@ class ClaimsFixtureSize:
 
 FULL_SIZE = ClaimsFixtureSize(providers=5410, beneficiaries=138_556, inpatient=40_474,
                               outpatient=517_737)
+
+
+def scaled(scale: float) -> ClaimsFixtureSize:
+    """:data:`FULL_SIZE` times ``scale``, at least 10 rows a file."""
+    return ClaimsFixtureSize(**{f.name: max(10, round(getattr(FULL_SIZE, f.name) * scale))
+                                for f in dataclasses.fields(ClaimsFixtureSize)})
 
 
 def write_claims_files(directory: str | Path, size: ClaimsFixtureSize, seed: int = 0,
@@ -73,10 +82,10 @@ def write_claims_files(directory: str | Path, size: ClaimsFixtureSize, seed: int
     offset = np.r_[0, np.cumsum(count)[:-1]]
 
     # Claims go to providers in proportion to a size that fraud inflates.
-    weight = rng.lognormal(0.0, 1.0, n_prv) * np.where(fraud, 3.0, 1.0)
+    weight = rng.lognormal(0.0, 1.0, n_prv) * np.where(fraud, 2.0, 1.0)
 
     def claims(n: int, inpatient: bool) -> pd.DataFrame:
-        w = weight * np.where(fraud, 2.0, 1.0) if inpatient else weight
+        w = weight * np.where(fraud, 1.5, 1.0) if inpatient else weight
         # Every provider files at least one outpatient claim; the rest are drawn by weight.
         if inpatient:
             owner = rng.choice(n_prv, n, p=w / w.sum())
@@ -90,7 +99,7 @@ def write_claims_files(directory: str | Path, size: ClaimsFixtureSize, seed: int
         start_day = rng.integers(0, 330, n)
         stay = rng.integers(1, 15, n) if inpatient else rng.choice([0, 0, 0, 1, 2], n)
         price = (9_000.0 if inpatient else 300.0) * rng.lognormal(0.0, 0.5, n)
-        price *= np.where(fraud[owner], 1.6, 1.0)
+        price *= np.where(fraud[owner], 1.2, 1.0)
         n_dx = rng.integers(1, 11, n)
         frame = {
             "BeneID": bene_ids[bene],
@@ -141,3 +150,23 @@ def write_claims_files(directory: str | Path, size: ClaimsFixtureSize, seed: int
 def _dates(day_of_year: np.ndarray) -> np.ndarray:
     days = (_CLAIMS_YEAR + np.asarray(day_of_year).astype("timedelta64[D]"))
     return np.datetime_as_string(days, unit="D")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m fedsilo.examples.fraud.claims_fixture DIR [--scale S] [--seed N]``."""
+    parser = argparse.ArgumentParser(
+        description="Write generated files in the raw claims layout into DIR.")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="fraction of the real row counts (default 1: full size)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not 0 < args.scale <= 10:
+        parser.error("--scale must be above 0 and at most 10")
+    paths = write_claims_files(args.directory.resolve(), scaled(args.scale), seed=args.seed)
+    for path in paths.values():
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

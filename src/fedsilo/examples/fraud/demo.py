@@ -84,12 +84,12 @@ RUN_ENTRIES = ("federation.toml", "certs", "server", "sites", "logs", "run", "mo
                "pooled-model.joblib", "history.json", "metrics.png", "report.json")
 POOLED_MODEL_FILE = "pooled-model.joblib"
 
-# How to read the comparison; the report and the table caption say it.
+# How to read the comparison; the report says it, and so does the text under the table.
 READING = (
     "ROC-AUC and PR-AUC (average precision) rank providers by fraud probability and need no "
-    "threshold; brackets are {confidence:.0%} bootstrap intervals over the test providers. "
+    "threshold; in parentheses, {confidence:.0%} bootstrap intervals over the test providers. "
     "Accuracy, precision, recall, F1 and the confusion matrix flag a provider at fraud "
-    "probability >= {threshold}; the models were trained on SMOTE-balanced rows, so their "
+    "probability > {threshold}; the models were trained on SMOTE-balanced rows, so their "
     "probabilities overstate fraud, and these figures hold at this threshold only. "
     "'always legitimate' flags nobody: read accuracy against it.")
 

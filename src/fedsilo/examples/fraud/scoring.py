@@ -7,9 +7,10 @@ A fraud analyst reads these figures, so each says what it measures:
   in ten fraudulent, PR-AUC is the harder one: a model that ranks at random scores the fraud
   share, not 0.5.
 - accuracy, precision, recall, F1 and the confusion matrix flag a provider when its fraud
-  probability is at least :data:`THRESHOLD`. The sites train on SMOTE-balanced rows (about
-  half of them fraud), so the models' probabilities overstate fraud and this threshold flags
-  more providers than the fraud share would suggest; the figures hold for this threshold only.
+  probability is above :data:`THRESHOLD` (as scikit-learn's ``predict`` does). The sites
+  train on SMOTE-balanced rows (about half of them fraud), so the models' probabilities
+  overstate fraud and this threshold flags more providers than the fraud share would
+  suggest; the figures hold for this threshold only.
 - each model's ROC-AUC and PR-AUC come with a percentile bootstrap interval over the test
   providers (:data:`BOOTSTRAP_RESAMPLES` resamples, seeded): with about a hundred frauds in
   the test set, differences inside these intervals are not evidence of a better model.
@@ -65,13 +66,13 @@ def score(y: np.ndarray, probability: np.ndarray, *, seed: int = 0,
           intervals: bool = True) -> dict[str, Any]:
     """Every figure of the report for one model's fraud ``probability`` on labels ``y``.
 
-    Threshold figures use ``probability >= THRESHOLD``; ``roc_auc_ci`` and
+    Threshold figures use ``probability > THRESHOLD``; ``roc_auc_ci`` and
     ``average_precision_ci`` are ``[low, high]`` percentile bootstrap intervals at
     :data:`CONFIDENCE`, resampling the rows with ``seed`` (``None`` without ``intervals``).
     """
     y = np.asarray(y, dtype=np.int64)
     probability = np.asarray(probability, dtype=float)
-    flagged = (probability >= THRESHOLD).astype(np.int64)
+    flagged = (probability > THRESHOLD).astype(np.int64)  # as scikit-learn's predict
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, flagged, labels=[0, 1]).ravel())
     both = len(np.unique(y)) == 2
     intervals = intervals and both
