@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 import fedsilo.examples.fraud.demo as demo
+from fedsilo.cli.main import app
 from fedsilo.examples.fraud.claims import (
     CHRONIC_COLUMNS,
     ClaimsDataError,
@@ -261,3 +263,20 @@ def test_two_sets_of_files_in_one_directory_are_refused(tmp_path: Path) -> None:
         (tmp_path / BENEFICIARIES).read_bytes())
     with pytest.raises(ClaimsDataError, match="2 beneficiaries files"):
         find_claims_files(tmp_path)
+
+
+def test_the_command_names_the_bad_value_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_fixture(tmp_path / "raw")
+    _edit(tmp_path / "raw", OUTPATIENT, _set(1, "ClaimStartDt", "2009-13-01"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(app, ["demo", "--data", "raw", "--output",
+                                      str(tmp_path / "work")])
+    assert result.exit_code == 1
+    said = "".join(result.output.split())  # the console may wrap a long line, even mid-word
+    expected = f"{tmp_path / 'raw' / OUTPATIENT}: column ClaimStartDt, line 3: '2009-13-01'"
+    assert "".join(expected.split()) in said
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
