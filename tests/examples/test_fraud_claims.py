@@ -217,6 +217,13 @@ BAD_DATA = {
     "amount not a number": (INPATIENT, _set(1, "InscClaimAmtReimbursed", "lots"),
                             f"{INPATIENT}: column InscClaimAmtReimbursed, line 3: must be a "
                             "non-negative number"),
+    "labelled provider without claims": (
+        LABELS, lambda f: pd.concat([f, pd.DataFrame({"Provider": ["PRV4"],
+                                                      "PotentialFraud": ["No"]})]),
+        f"{LABELS}: column Provider, line 5: 1 labelled providers have no claims (first: PRV4)"),
+    "duplicate beneficiary": (BENEFICIARIES, _set(2, "BeneID", "B1"),
+                              f"{BENEFICIARIES}: column BeneID, line 4: B1 appears more than "
+                              "once"),
     "unknown beneficiary": (INPATIENT, _set(0, "BeneID", "B99"),
                             f"{INPATIENT}: column BeneID, line 2: beneficiary B99 is not in "
                             f"{BENEFICIARIES}"),

@@ -215,5 +215,6 @@ def test_the_comparison_shows_the_baseline_intervals_and_the_reading(
     _, report, shown = run
     for text in ("always legitimate", "PR-AUC", "95% CI", "TP/FP/FN/TN", "SMOTE-balanced",
                  "pooled, same effort", "data: synthetic, 5400 providers drawn with seed 0",
-                 f"{report['always_legitimate']['accuracy']:.3f}"):
+                 f"{report['always_legitimate']['accuracy']:.3f}", *report["shows"]):
         assert text in shown, text
+    assert len(report["shows"]) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedsilo.examples.fraud.demo import findings
 from fedsilo.examples.fraud.scoring import THRESHOLD, baseline_scores, score
 
 
@@ -47,3 +48,23 @@ def test_intervals_are_seeded_and_widen_with_fewer_rows() -> None:
     small = score(y[:200], p[:200], seed=1)
     width = [hi - lo for lo, hi in (full["roc_auc_ci"], small["roc_auc_ci"])]
     assert width[1] > 2 * width[0]
+
+
+def _figures(value: float, interval: list[float], accuracy: float = 0.8) -> dict[str, object]:
+    return {"roc_auc": value, "roc_auc_ci": interval, "average_precision": value,
+            "average_precision_ci": interval, "accuracy": accuracy}
+
+
+def test_findings_say_what_the_intervals_and_baseline_show() -> None:
+    report = {
+        "federated": _figures(0.88, [0.84, 0.91]),
+        "pooled": _figures(0.89, [0.85, 0.92]),
+        "always_legitimate": _figures(0.5, [0.5, 0.5], accuracy=0.898),
+        "sites": {"a": _figures(0.80, []), "b": _figures(0.90, [])},
+    }
+    shown = findings(report)
+    assert "ROC-AUC: federated 0.880, pooled 0.890; the intervals overlap" in shown[0]
+    assert "above 1 of the 2 sites' own models" in shown[2]
+    assert "(0.800) is not above flagging nobody (0.898)" in shown[3]
+    report["pooled"] = _figures(0.95, [0.93, 0.97])
+    assert "do not overlap: the pooled model ranks better" in findings(report)[1]

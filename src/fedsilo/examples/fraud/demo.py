@@ -76,7 +76,7 @@ from fedsilo.examples.fraud.scoring import (
     score,
 )
 
-__all__ = ["DemoError", "FederationError", "JobError", "load_demo_data", "run_demo"]
+__all__ = ["DemoError", "FederationError", "JobError", "findings", "load_demo_data", "run_demo"]
 
 MARKER = ".fedsilo-demo"
 # What a run writes at the top of its directory; a rerun removes exactly these first.
@@ -209,6 +209,7 @@ def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFram
     fraud_share = float(providers[LABEL].mean())
     report, pooled = _compare(split, global_model, history, config, fraud_share)
     report["reading"] = READING.format(confidence=CONFIDENCE, threshold=THRESHOLD)
+    report["shows"] = findings(report)
     report["config"] = config
     report["data"] = {
         "source": source,
@@ -229,6 +230,8 @@ def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFram
     console.print("pooled: all sites' rows in one place, which the sites may not do; it and "
                   "the lone sites are trained to convergence, 'same effort' with the "
                   "federation's iterations only. " + report["reading"], highlight=False)
+    for line in report["shows"]:
+        console.print(f"- {line}", highlight=False)
     console.print(f"data: {_describe_source(source)}", highlight=False)
     console.print(f"wrote {', '.join(Path(f).name for f in report['files'].values())} to "
                   f"{output_dir} ({report['elapsed_s']:.1f} s)", highlight=False)
@@ -266,6 +269,30 @@ def _compare(split: FederatedSplit, global_model: LogisticRegression,
         "mean_site": mean_metrics(alone),
         "rounds": per_round,
     }, pooled.model
+
+
+def findings(report: dict[str, Any]) -> list[str]:
+    """What the comparison shows, read off the figures and nothing more: whether the federated
+    and pooled intervals overlap, how the federated model ranks against the lone sites, and
+    its accuracy against flagging nobody."""
+    fed, pooled, nobody = report["federated"], report["pooled"], report["always_legitimate"]
+    shown = []
+    for key, label in (("roc_auc", "ROC-AUC"), ("average_precision", "PR-AUC")):
+        (f_low, f_high), (p_low, p_high) = fed[f"{key}_ci"], pooled[f"{key}_ci"]
+        overlap = f_low <= p_high and p_low <= f_high
+        shown.append(
+            f"{label}: federated {fed[key]:.3f}, pooled {pooled[key]:.3f}; the intervals "
+            + ("overlap, so this test set does not tell the two apart" if overlap else
+               f"do not overlap: the {'federated' if fed[key] > pooled[key] else 'pooled'} "
+               "model ranks better"))
+    sites = report["sites"]
+    beaten = sum(fed["roc_auc"] > figures["roc_auc"] for figures in sites.values())
+    shown.append(f"the federated model's ROC-AUC is above {beaten} of the {len(sites)} sites' "
+                 "own models")
+    relation = "above" if fed["accuracy"] > nobody["accuracy"] else "not above"
+    shown.append(f"at the threshold the federated model's accuracy ({fed['accuracy']:.3f}) is "
+                 f"{relation} flagging nobody ({nobody['accuracy']:.3f})")
+    return shown
 
 
 def _describe_source(source: dict[str, Any]) -> str:
