@@ -87,7 +87,7 @@ POOLED_MODEL_FILE = "pooled-model.joblib"
 # How to read the comparison; the report says it, and so does the text under the table.
 READING = (
     "ROC-AUC and PR-AUC (average precision) rank providers by fraud probability and need no "
-    "threshold; in parentheses, {confidence:.0%} bootstrap intervals over the test providers. "
+    "threshold; under each, its {confidence:.0%} bootstrap interval over the test providers. "
     "Accuracy, precision, recall, F1 and the confusion matrix flag a provider at fraud "
     "probability > {threshold}; the models were trained on SMOTE-balanced rows, so their "
     "probabilities overstate fraud, and these figures hold at this threshold only. "

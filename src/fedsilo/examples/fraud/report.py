@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -14,7 +15,7 @@ from rich.table import Table
 __all__ = ["RoundProgress", "comparison_table", "format_round"]
 
 # Figures that depend on the threshold, after the threshold-free ROC-AUC and PR-AUC.
-_AT_THRESHOLD = (("accuracy", "acc."), ("precision", "prec."), ("recall", "recall"),
+_AT_THRESHOLD = (("accuracy", "acc."), ("precision", "prec."), ("recall", "rec."),
                  ("f1", "F1"))
 _SHORT = (("accuracy", "acc"), ("precision", "prec"), ("recall", "rec"), ("f1", "F1"),
           ("roc_auc", "AUC"), ("average_precision", "AP"))
@@ -75,11 +76,13 @@ def comparison_table(
 ) -> Table:
     """A table with one row per model: the ranking figures with their intervals where known,
     the figures at the threshold, and the confusion matrix (TP, FP, FN, TN) where known."""
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    table.add_column("model")
-    for header in ("ROC-AUC (95% CI)", "PR-AUC (95% CI)",
-                   *(header for _, header in _AT_THRESHOLD), "TP/FP/FN/TN"):
-        table.add_column(header, justify="right")
+    # Light rules and cells that wrap at their spaces: the table fits 80 columns unclipped.
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model", min_width=10)
+    for header in ("ROC-AUC\n95% CI", "PR-AUC\n95% CI",
+                   *(header for _, header in _AT_THRESHOLD), "TP/FP\nFN/TN"):
+        table.add_column(header, justify="right", no_wrap=True)
     for name, metrics in rows.items():
         style = "bold" if name.startswith("federated") else None
         confusion = metrics.get("confusion")
@@ -88,7 +91,8 @@ def comparison_table(
             _with_interval(metrics["roc_auc"], metrics.get("roc_auc_ci")),
             _with_interval(metrics["average_precision"], metrics.get("average_precision_ci")),
             *(f"{metrics[key]:.3f}" for key, _ in _AT_THRESHOLD),
-            "/".join(str(confusion[k]) for k in ("tp", "fp", "fn", "tn")) if confusion else "",
+            f"{confusion['tp']}/{confusion['fp']}\n{confusion['fn']}/{confusion['tn']}"
+            if confusion else "",
             style=style)
     return table
 
@@ -96,4 +100,4 @@ def comparison_table(
 def _with_interval(value: float, interval: Sequence[float] | None) -> str:
     if not interval:
         return f"{value:.3f}"
-    return f"{value:.3f} ({interval[0]:.2f}-{interval[1]:.2f})"
+    return f"{value:.3f}\n{interval[0]:.2f}-{interval[1]:.2f}"
