@@ -17,7 +17,8 @@ def demo(
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 5,
     sites: Annotated[int, typer.Option(min=2, max=10, help="Sites, one process each.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the data and the partitions.")] = 0,
-    providers: Annotated[int, typer.Option(min=500, help="Providers in the data.")] = 5400,
+    providers: Annotated[int, typer.Option(
+        min=500, help="Providers to draw (without --data).")] = 5400,
     data: Annotated[Path | None, typer.Option(
         "--data", help="A provider table (CSV) or a directory holding the four raw claims "
         "files (labels, beneficiaries, inpatient, outpatient) to run on instead of drawn "
