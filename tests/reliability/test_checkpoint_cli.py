@@ -12,7 +12,7 @@ from fedsilo.cli import server as cli_server
 from fedsilo.cli.main import app
 from fedsilo.common import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.server import History
-from fedsilo.server.checkpoint import RoundCheckpoint, latest_round, load_latest, save_checkpoint
+from fedsilo.server.checkpoint import RoundCheckpoint, load_latest, save_checkpoint
 from fedsilo.server.strategy import FedAvg
 from tests.reliability.momentum_strategy import MomentumFedAvg, initial_arrays
 

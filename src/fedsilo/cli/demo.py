@@ -19,7 +19,12 @@ def demo(
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 5,
     sites: Annotated[int, typer.Option(min=2, max=10, help="Sites, one process each.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the data and the partitions.")] = 0,
-    providers: Annotated[int, typer.Option(min=500, help="Providers in the data.")] = 5400,
+    providers: Annotated[int, typer.Option(
+        min=500, help="Providers to draw (without --data).")] = 5400,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="A provider table (CSV) or a directory holding the four raw claims "
+        "files (labels, beneficiaries, inpatient, outpatient) to run on instead of drawn "
+        "data; see docs/fraud.md.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server log.")] = False,
 ) -> None:
     """Federate a fraud model over sites that keep their data; compare it with the alternatives."""
@@ -29,7 +34,7 @@ def demo(
     console = make_console()
     try:
         run_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
-                 console=console)
+                 console=console, data=absolute(data) if data is not None else None)
     except KeyboardInterrupt as exc:
         console.print("interrupted: the site agents and their jobs were stopped", highlight=False)
         raise typer.Exit(code=INTERRUPTED) from exc
