@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fedsilo import __version__
-from fedsilo.cli import certs, demo, federate, server, simulate, site
+from fedsilo.cli import aws, certs, demo, federate, server, simulate, site
 
 app = typer.Typer(
     name="fedsilo",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command(name="demo")(demo.demo)
 app.add_typer(site.app, name="site")
 app.add_typer(certs.app, name="certs")
+app.add_typer(aws.app, name="aws")
 app.command(name="federate")(federate.federate)
 app.command(name="server")(server.server)
 app.command(name="simulate")(simulate.simulate)
