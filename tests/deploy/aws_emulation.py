@@ -1,9 +1,9 @@
 """Two checks AWS makes that moto does not, emulated at the boto3 client in the test process.
 
 - :class:`SessionExpiry`: AWS refuses a request signed with an assumed-role key whose session
-  has expired (``ExpiredTokenException``); moto never does. The gate records each
-  AssumeRole answer's key and expiry and refuses later requests signed with an expired key,
-  as read on a clock the test moves.
+  has expired (``ExpiredTokenException``); moto never does. The gate moves each AssumeRole
+  answer's expiry onto the test's clock (moto's STS counts on the real one), records it, and
+  refuses later requests signed with an expired key.
 - :class:`TrustPolicyGate`: AWS lets a caller assume a role only when the role's trust policy
   allows it (principal, ``sts:ExternalId`` condition, and ``sts:TagSession`` /
   ``sts:SetSourceIdentity`` when the request carries tags or a source identity); moto lets
@@ -25,8 +25,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import boto3
-import botocore.handlers
 from botocore.exceptions import ClientError
+
+from .aws_strict import install_handlers
 
 __all__ = ["FakeClock", "SessionExpiry", "TrustPolicyGate"]
 
@@ -46,11 +47,6 @@ class FakeClock:
         self.offset += datetime.timedelta(seconds=seconds)
 
 
-def _install(monkeypatch: Any, *handlers: tuple[str, Callable[..., Any]]) -> None:
-    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS",
-                        [*botocore.handlers.BUILTIN_HANDLERS, *handlers])
-
-
 def _operation(event_name: str) -> str:
     return event_name.rsplit(".", 1)[-1]
 
@@ -58,25 +54,25 @@ def _operation(event_name: str) -> str:
 class SessionExpiry:
     """Refuse requests signed with an assumed-role key past its expiry on ``clock``."""
 
-    def __init__(self, clock: Callable[[], datetime.datetime]) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.expiries: dict[str, datetime.datetime] = {}
         self.refused: list[str] = []
 
     def install(self, monkeypatch: Any) -> SessionExpiry:
-        _install(monkeypatch, ("after-call.sts.AssumeRole", self._remember),
+        install_handlers(monkeypatch, ("after-call.sts.AssumeRole", self._remember),
                  ("before-send", self._check))
         return self
 
     def _remember(self, parsed: dict[str, Any], **_: Any) -> None:
         found = parsed.get("Credentials")
-        if found:
+        if found:  # the session starts now on the test's clock
+            found["Expiration"] += self.clock.offset
             self.expiries[found["AccessKeyId"]] = found["Expiration"]
 
     def _check(self, request: Any, event_name: str, **_: Any) -> None:
-        match = _CREDENTIAL.search(str(request.headers.get("Authorization", b""), "utf-8")
-                                   if isinstance(request.headers.get("Authorization"), bytes)
-                                   else str(request.headers.get("Authorization", "")))
+        header = request.headers.get("Authorization", b"")
+        match = _CREDENTIAL.search(header.decode() if isinstance(header, bytes) else header)
         if not match or match.group(1) not in self.expiries:
             return
         if self.clock() >= self.expiries[match.group(1)]:
@@ -108,7 +104,7 @@ class TrustPolicyGate:
         self.refused: list[str] = []
 
     def install(self, monkeypatch: Any) -> TrustPolicyGate:
-        _install(monkeypatch, ("before-send.sts.AssumeRole", self._check))
+        install_handlers(monkeypatch, ("before-send.sts.AssumeRole", self._check))
         return self
 
     def _check(self, request: Any, **_: Any) -> None:

@@ -16,12 +16,13 @@ import re as _re
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
 import botocore.handlers
 import regex  # AWS patterns use \p{L} and friends, which the standard library's re lacks
 from botocore.exceptions import ClientError
 from botocore.model import OperationModel, Shape
 
-__all__ = ["SentRequest", "StrictRequests", "check_request"]
+__all__ = ["SentRequest", "StrictRequests", "check_request", "install_handlers"]
 
 # Java-style escapes for astral code points (\u10000) read as \u1000 followed by "0" here.
 _ASTRAL = _re.compile(r"\\u(1[0-9A-Fa-f]{4})")
@@ -33,6 +34,17 @@ class SentRequest:
     service: str
     operation: str
     params: dict[str, Any]
+
+
+def install_handlers(monkeypatch: Any, *handlers: tuple[str, Any]) -> None:
+    """Register ``handlers`` on every botocore session made until the test ends.
+
+    boto3's default session is dropped for the test too, so ``boto3.client`` builds a new
+    one that has them, and no later test inherits them.
+    """
+    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS",
+                        [*botocore.handlers.BUILTIN_HANDLERS, *handlers])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
 
 
 def _pattern(text: str) -> regex.Pattern[str]:
@@ -113,9 +125,7 @@ class StrictRequests:
     violations: list[str] = field(default_factory=list)
 
     def install(self, monkeypatch: Any) -> StrictRequests:
-        handlers = [*botocore.handlers.BUILTIN_HANDLERS,
-                    ("before-parameter-build", self._on_request)]
-        monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS", handlers)
+        install_handlers(monkeypatch, ("before-parameter-build", self._on_request))
         return self
 
     def _on_request(self, params: dict[str, Any], model: OperationModel,

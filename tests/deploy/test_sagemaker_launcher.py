@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import secrets
 import json
+import secrets
 import tarfile
 from pathlib import Path
 
