@@ -173,12 +173,13 @@ def server_template() -> dict[str, Any]:
             "ServerPort": {"Type": "Number", "Default": 8080, "MinValue": 1, "MaxValue": 65535},
             "SiteCidr": {"Type": "String", "AllowedPattern": "[0-9./]+",
                          "Description": "The network the sites' jobs connect from"},
+            "OrchestratorRoleName": {"Type": "String", "Default": "fedsilo-orchestrator"},
         },
         "Resources": {
             "OrchestratorRole": {
                 "Type": "AWS::IAM::Role",
                 "Properties": {
-                    "RoleName": "fedsilo-orchestrator",
+                    "RoleName": {"Ref": "OrchestratorRoleName"},
                     "AssumeRolePolicyDocument": _policy({
                         "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
                         "Action": "sts:AssumeRole"}),

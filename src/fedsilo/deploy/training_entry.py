@@ -14,7 +14,8 @@ This command does what the toolkit does for script mode: fetches ``sagemaker_sub
 (an ``s3://`` tarball, or a local path) into ``code/``, checks ``requirements.txt`` against what
 the image holds (nothing is installed at run time: private subnets have no package index),
 runs ``sagemaker_program`` with the other hyperparameters as ``--key value`` and the usual
-``SM_*`` variables, and passes on its exit status. A failure the program did not explain
+``SM_*`` variables, forwards SIGTERM to it (a stop or a spot interruption: time to save), and
+passes on its exit status. A failure the program did not explain
 itself is written to ``output/failure``.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, **script_mode_environment(base, hyperparameters, list(channels),
                                                    program)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
-    code_status = subprocess.call([sys.executable, str(code / program), *arguments],
-                                  cwd=code, env=env)
+    child = subprocess.Popen([sys.executable, str(code / program), *arguments], cwd=code,
+                             env=env)
+    # StopTrainingJob (and a spot interruption) sends SIGTERM to this process, then SIGKILL
+    # after a grace period: pass it on so the program can save its model or a checkpoint.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+    code_status = child.wait()
     if code_status != 0:
         return _fail(base, f"AlgorithmError: {program} exited with code {code_status}")
     return 0
