@@ -106,3 +106,15 @@ def test_a_sagemaker_site_makes_its_own_client_certificate(tmp_path: Path) -> No
                                                  .read_bytes())
     assert certificate.issuer == certificate.subject  # no CA: enrolled by its key
     assert (tmp_path / "identity" / "client.key").stat().st_mode & 0o077 == 0
+
+
+def test_managed_spot_must_wait_at_least_the_runtime(tmp_path: Path) -> None:
+    server = 'address = "0.0.0.0:8080"\npublic_address = "fl.example.org:8080"'
+    spot = SAGEMAKER_SITE + "spot = true\nmax_runtime = 3600\nmax_wait = 1800\n"
+    with pytest.raises(ValidationError, match="max_wait .* at least max_runtime"):
+        load_federation_config(_config(tmp_path, server, spot))
+    spot = SAGEMAKER_SITE + ("spot = true\nmax_runtime = 3600\nmax_wait = 7200\n"
+                             'checkpoint_uri = "s3://b/checkpoints/"\nvolume_size = 30\n')
+    site = load_federation_config(_config(tmp_path, server, spot)).sites[0]
+    assert (site.spot, site.max_wait, site.checkpoint_uri, site.volume_size) == (
+        True, 7200, "s3://b/checkpoints/", 30)

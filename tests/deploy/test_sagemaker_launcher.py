@@ -146,3 +146,36 @@ def test_a_sagemaker_site_of_federation_toml_gets_the_seeds_request(
     assert assumed["Tags"] == [{"Key": "federation", "Value": "fraud"}]
     assert described["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     assert described["OutputDataConfig"]["S3OutputPath"] == site.output
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_a_sites_model_is_downloaded_unless_the_site_keeps_it(
+        moto_endpoint: str, tmp_path: Path, download: bool) -> None:
+    import dataclasses
+
+    import fedsilo.examples.fraud as fraud
+    from fedsilo.deploy.federation_config import load_federation_config
+    from fedsilo.deploy.orchestrator import _fetch_models
+
+    config = dataclasses.replace(
+        load_federation_config(Path(fraud.__file__).parent / "federation.toml"),
+        output=tmp_path / "run")
+    site = dataclasses.replace(config.sites[2], download_model=download)
+    config = dataclasses.replace(config, sites=(site,))
+    launcher = SageMakerLauncher(site="site3", role_arn=site.role, region=REGION,
+                                 endpoint_url=moto_endpoint, base_credentials=BASE)
+    bucket = f"site3-output-{secrets.token_hex(4)}"
+    launcher.s3.create_bucket(Bucket=bucket)
+    launcher.s3.put_object(Bucket=bucket, Key="output/fl-site3-1/output/model.tar.gz",
+                           Body=b"packed model")
+    job = {"TrainingJobName": "fl-site3-1", "TrainingJobStatus": "Completed", "ModelArtifacts": {
+        "S3ModelArtifacts": f"s3://{bucket}/output/fl-site3-1/output/model.tar.gz"}}
+    files = _fetch_models(config, {"site3": launcher}, {"site3": job})
+    target = tmp_path / "run" / "sites" / "site3" / "model.tar.gz"
+    if download:
+        assert files == {"site3.model": str(target)}
+        assert target.read_bytes() == b"packed model"
+    else:
+        assert files == {} and not target.exists()
+    failed = {**job, "TrainingJobStatus": "Failed"}
+    assert _fetch_models(config, {"site3": launcher}, {"site3": failed}) == {}
