@@ -193,3 +193,16 @@ def test_a_job_launched_polled_and_stopped_through_the_stacks_roles(
     buckets = {r.params["Bucket"] for r in strict_aws.sent if r.service == "s3"
                and r.operation in ACTIONS}
     assert buckets == {bucket}
+
+
+def test_the_federation_file_in_docs_aws_reads(tmp_path: Path) -> None:
+    from fedsilo.deploy.federation_config import load_federation_config
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "aws.md"
+    text = docs.read_text().split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "federation.toml").write_text(text)
+    config = load_federation_config(tmp_path / "federation.toml")
+    [site] = config.sites
+    assert site.external_id == "fraud-federation-7f3c9a" and site.remote
+    assert site.source == str(tmp_path / "source.tar.gz")  # a local file, to be uploaded
+    assert set(site.channels) == {"train", "identity"}

@@ -249,8 +249,8 @@ def _clean_up(handles: dict[str, JobHandle], launchers: dict[str, Launcher],
             handle.wait(STOP_WAIT_S)
         except (TimeoutError, DeployError, ConnectionError) as exc:
             log.warning("%s: job %s did not stop: %s", handle.site, handle.name, exc)
-    for handle, exc in stranded:
-        log.error("%s: could not stop job %s: %s", handle.site, handle.arn, exc)
+    for handle, error in stranded:
+        log.error("%s: could not stop job %s: %s", handle.site, handle.arn, error)
         console.print(f"[bold red]job still running:[/] {escape(handle.arn)} (site "
                       f"{escape(handle.site)}); stop it with: {escape(handle.stop_command())}",
                       highlight=False, soft_wrap=True)
