@@ -82,20 +82,26 @@ def _deploy(endpoint: str, credentials: dict[str, str], name: str, template: dic
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
 
+def _owner_stack(endpoint: str, **parameters: str) -> dict[str, Any]:
+    owner = _account(endpoint, OWNER)
+    site = f"site{secrets.token_hex(3)}"
+    outputs = _deploy(endpoint, owner, f"fedsilo-{site}", data_owner_template(), {
+        "SiteName": site, "FederationAccountId": CALLER, "ExternalId": EXTERNAL_ID,
+        "LaunchRoleName": f"FL-kickoff-{site}", **parameters})
+    return {"owner": owner, "site": site, **outputs}
+
+
 @pytest.fixture
 def stacks(moto_endpoint: str) -> dict[str, Any]:
     """Both stacks deployed: the owner's in the owner's account, the server's in the caller's."""
-    owner = _account(moto_endpoint, OWNER)
-    site = f"site{secrets.token_hex(3)}"
-    outputs = _deploy(moto_endpoint, owner, f"fedsilo-{site}", data_owner_template(), {
-        "SiteName": site, "FederationAccountId": CALLER, "ExternalId": EXTERNAL_ID,
-        "LaunchRoleName": f"FL-kickoff-{site}"})
+    outputs = _owner_stack(moto_endpoint)
+    site = outputs["site"]
     ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto_endpoint, **BASE)
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     server = _deploy(moto_endpoint, BASE, f"fedsilo-server-{site}", server_template(), {
         "LaunchRoleArns": outputs["LaunchRoleArn"], "VpcId": vpc, "SiteCidr": "10.30.0.0/16",
         "OrchestratorRoleName": f"fedsilo-orchestrator-{site}"})
-    return {"owner": owner, "site": site, "server": server, **outputs}
+    return {"server": server, **outputs}
 
 
 def test_the_stacks_deploy_with_the_roles_and_bucket_they_promise(
@@ -186,7 +192,8 @@ def test_a_job_launched_polled_and_stopped_through_the_stacks_roles(
 
     # Every call under the launch role is one the stack's launch policy grants, on its bucket.
     policy = data_owner_template()["Resources"]["LaunchRole"]["Properties"]["Policies"][0]
-    granted = {a for s in policy["PolicyDocument"]["Statement"] for a in s["Action"]}
+    granted = {a for s in policy["PolicyDocument"]["Statement"] if "Action" in s
+               for a in s["Action"]}  # not the KMS statement, made only with a key
     used = {ACTIONS[r.operation] for r in strict_aws.sent if r.operation in ACTIONS}
     assert used <= granted
     assert granted - used == {"iam:PassRole", "sagemaker:AddTags"}  # PassRole: at create
@@ -206,3 +213,36 @@ def test_the_federation_file_in_docs_aws_reads(tmp_path: Path) -> None:
     assert site.external_id == "fraud-federation-7f3c9a" and site.remote
     assert site.source == str(tmp_path / "source.tar.gz")  # a local file, to be uploaded
     assert set(site.channels) == {"train", "identity"}
+
+
+def test_with_the_sites_kms_key_the_bucket_roles_and_uploads_use_it(
+        moto_endpoint: str, strict_aws: StrictRequests) -> None:
+    kms = boto3.client("kms", region_name=REGION, endpoint_url=moto_endpoint,
+                       **_account(moto_endpoint, OWNER))
+    key = kms.create_key(Description="site3")["KeyMetadata"]["Arn"]
+    stack = _owner_stack(moto_endpoint, KmsKeyArn=key)
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_endpoint, **stack["owner"])
+    rule = s3.get_bucket_encryption(Bucket=stack["BucketName"])[
+        "ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=moto_endpoint, **stack["owner"])
+    document = iam.get_role_policy(RoleName=f"FL-kickoff-{stack['site']}",
+                                   PolicyName="FL-sagemaker-actions")["PolicyDocument"]
+    document = ast.literal_eval(document) if isinstance(document, str) else document
+    [site_key] = [s for s in document["Statement"] if s.get("Sid") == "SiteKey"]
+    assert "kms:CreateGrant" in site_key["Action"] and site_key["Resource"] == key
+
+    launcher = SageMakerLauncher(
+        site="site3", role_arn=stack["LaunchRoleArn"], region=REGION,
+        endpoint_url=moto_endpoint, base_credentials=BASE, kms_key_id=key,
+        code_prefix=f"s3://{stack['BucketName']}/code")
+    launcher.launch(JobDefinition(
+        name=f"fl-site3-{secrets.token_hex(3)}", program="client.py",
+        source="s3://b/code/source.tar.gz", channels={"train": "s3://b/data/train/"},
+        output=f"s3://{stack['BucketName']}/output/",
+        execution_role_arn=stack["ExecutionRoleArn"], root_certificates=b"ca\n"))
+    [upload] = strict_aws.of("PutObject")
+    assert (upload["ServerSideEncryption"], upload["SSEKMSKeyId"]) == ("aws:kms", key)
+    [created] = strict_aws.of("CreateTrainingJob")
+    assert created["OutputDataConfig"]["KmsKeyId"] == key
+    assert created["ResourceConfig"]["VolumeKmsKeyId"] == key

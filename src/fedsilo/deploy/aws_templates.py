@@ -2,7 +2,8 @@
 
 The data owner's stack holds everything a site needs and nothing the federation can misuse:
 
-- a bucket (encrypted, public access blocked, TLS only) laid out as ``data/<channel>/``,
+- a bucket (encrypted with the site's KMS key when given, else S3's; public access blocked;
+  TLS only) laid out as ``data/<channel>/``,
   ``identity/`` (the site's client certificate and key), ``code/`` (uploads of the
   federation's code, content-addressed), ``output/`` (``model.tar.gz``) and ``checkpoints/``;
 - the execution role the training job runs as (SageMaker may assume it): read ``data/``,
@@ -48,6 +49,12 @@ def _bucket_objects(prefix: str) -> dict[str, str]:
     return _sub(f"arn:${{AWS::Partition}}:s3:::${{DataBucket}}/{prefix}*")
 
 
+def _with_key(actions: list[str]) -> dict[str, Any]:
+    """A statement on the site's KMS key when the stack names one, else none."""
+    return {"Fn::If": ["HasKmsKey", _allow("SiteKey", actions, {"Ref": "KmsKeyArn"}),
+                       {"Ref": "AWS::NoValue"}]}
+
+
 def data_owner_template() -> dict[str, Any]:
     """The data owner's stack: bucket, execution role, launch role, image repository."""
     training_jobs = _sub("arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:"
@@ -72,6 +79,7 @@ def data_owner_template() -> dict[str, Any]:
             "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
             "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
             "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], "*"),
+        _with_key(["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]),
     )
     launch = _policy(
         _allow("TrainingJobs", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
@@ -82,6 +90,9 @@ def data_owner_template() -> dict[str, Any]:
                Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
         _allow("UploadCode", ["s3:PutObject", "s3:GetObject"], _bucket_objects("code/")),
         _allow("ReadModels", ["s3:GetObject"], _bucket_objects("output/")),
+        # CreateTrainingJob with VolumeKmsKeyId needs a grant from its caller.
+        _with_key(["kms:CreateGrant", "kms:DescribeKey", "kms:Decrypt", "kms:Encrypt",
+                   "kms:GenerateDataKey"]),
     )
     trust = _policy({
         "Effect": "Allow",
@@ -102,7 +113,11 @@ def data_owner_template() -> dict[str, Any]:
                            "Description": "The secret the federation must send to assume "
                                           "the launch role"},
             "LaunchRoleName": {"Type": "String", "Default": "FL-kickoff-client-job"},
+            "KmsKeyArn": {"Type": "String", "Default": "",
+                          "Description": "The site's KMS key for the bucket, uploads, job "
+                                         "volumes and models (empty: S3-managed keys)"},
         },
+        "Conditions": {"HasKmsKey": {"Fn::Not": [{"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}]}},
         "Resources": {
             "DataBucket": {
                 "Type": "AWS::S3::Bucket",
@@ -110,7 +125,10 @@ def data_owner_template() -> dict[str, Any]:
                 "Properties": {
                     "BucketName": _sub("fedsilo-${SiteName}-${AWS::AccountId}-${AWS::Region}"),
                     "BucketEncryption": {"ServerSideEncryptionConfiguration": [
-                        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+                        {"ServerSideEncryptionByDefault": {"Fn::If": [
+                            "HasKmsKey",
+                            {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Ref": "KmsKeyArn"}},
+                            {"SSEAlgorithm": "AES256"}]}}]},
                     "PublicAccessBlockConfiguration": {
                         "BlockPublicAcls": True, "BlockPublicPolicy": True,
                         "IgnorePublicAcls": True, "RestrictPublicBuckets": True},

@@ -41,7 +41,7 @@
     hyperparameters = { penalty = "l2", max-iter = "10" }
     client_certificate = "sites/site1/tls/client.pem"   # enrol the site: mutual TLS
     # SageMaker only: region, endpoint_url, training_image, instance_type, vpc_config,
-    # external_id, source_identity, session_tags, session_duration, code_prefix,
+    # external_id, source_identity, session_tags, session_duration, code_prefix, kms_key_id,
     # volume_size, environment, checkpoint_uri, spot, max_wait, tags, download_model
 
 Relative paths are relative to the file's directory. A SageMaker site is remote: its job dials
@@ -100,6 +100,7 @@ class SiteConfig:
     session_tags: dict[str, str] = field(default_factory=dict)
     session_duration: int = 3600
     code_prefix: str = ""
+    kms_key_id: str | None = None
     volume_size: int = 10
     environment: dict[str, str] = field(default_factory=dict)
     checkpoint_uri: str | None = None
@@ -277,6 +278,7 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
         session_tags=_strings(tables["session_tags"]),
         session_duration=_int(raw, "session_duration", where, 3600),
         code_prefix=str(raw.get("code_prefix", "")),
+        kms_key_id=raw.get("kms_key_id"),
         volume_size=_int(raw, "volume_size", where, 10),
         environment=_strings(tables["environment"]),
         checkpoint_uri=raw.get("checkpoint_uri"),

@@ -161,7 +161,7 @@ def make_launcher(site: SiteConfig, identity: Identity) -> Launcher:
             tags=site.session_tags, duration_s=site.session_duration)
         return SageMakerLauncher(site=site.name, role_arn=site.role, region=site.region,
                                  endpoint_url=site.endpoint_url, assume=settings,
-                                 code_prefix=site.code_prefix)
+                                 code_prefix=site.code_prefix, kms_key_id=site.kms_key_id)
     assert site.ca is not None  # checked when the configuration was read
     return LocalLauncher(site=site.name, endpoint=site.endpoint, ca=site.ca,
                          role_arn=site.role, identity=identity)

@@ -80,18 +80,21 @@ class SageMakerLauncher(Launcher):
         As :class:`AssumedRoleSession` takes them.
     code_prefix:
         ``s3://bucket/prefix`` where local code files are uploaded (content-addressed).
+    kms_key_id:
+        The site's KMS key: uploads, the job's volume and its model are encrypted with it.
     """
 
     def __init__(self, *, site: str, role_arn: str, region: str,
                  endpoint_url: str | None = None,
                  base_credentials: dict[str, str] | None = None,
                  assume: AssumeRoleSettings | None = None, code_prefix: str = "",
-                 clock: Clock | None = None) -> None:
+                 kms_key_id: str | None = None, clock: Clock | None = None) -> None:
         self.site = site
         self.role_arn = role_arn
         self.region = region
         self.endpoint_url = endpoint_url
         self.code_prefix = code_prefix.rstrip("/")
+        self.kms_key_id = kms_key_id
         settings = assume or AssumeRoleSettings(role_arn)
         if settings.role_arn != role_arn:
             raise ValidationError(f"site {site}: the AssumeRole settings name "
@@ -138,6 +141,9 @@ class SageMakerLauncher(Launcher):
             request["EnableManagedSpotTraining"] = True
             request["StoppingCondition"]["MaxWaitTimeInSeconds"] = (
                 definition.max_wait_s or definition.max_runtime_s)
+        if self.kms_key_id:
+            request["OutputDataConfig"]["KmsKeyId"] = self.kms_key_id
+            request["ResourceConfig"]["VolumeKmsKeyId"] = self.kms_key_id
         if definition.tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in definition.tags.items()]
         return request
@@ -152,7 +158,10 @@ class SageMakerLauncher(Launcher):
         try:
             _translate(self.site, lambda: self.s3.head_object(Bucket=bucket, Key=key))
         except (NotFound, AccessDenied):  # without s3:ListBucket a missing key reads 403
-            _translate(self.site, lambda: self.s3.put_object(Bucket=bucket, Key=key, Body=data))
+            encryption = ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+                          if self.kms_key_id else {})
+            _translate(self.site, lambda: self.s3.put_object(Bucket=bucket, Key=key, Body=data,
+                                                             **encryption))
         return uri
 
     def close(self) -> None:
