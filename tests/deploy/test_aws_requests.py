@@ -129,3 +129,21 @@ def test_a_local_site_gets_the_ca_in_its_environment_too() -> None:
     request = LocalLauncher.request(None, definition)  # type: ignore[arg-type]
     assert request["Environment"] == {"FEDSILO_ROOT_CERTIFICATES": CA_PEM}
     assert "root-certificates" not in request["HyperParameters"]
+
+
+def test_bytes_planted_under_a_code_digest_are_replaced(
+        moto_endpoint: str, tmp_path: Path, strict_aws: StrictRequests) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_endpoint, **BASE)
+    bucket = f"site3-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=bucket)
+    launcher = SageMakerLauncher(site="site3", role_arn=LAUNCH_ROLE, region="us-east-1",
+                                 endpoint_url=moto_endpoint, base_credentials=BASE,
+                                 code_prefix=f"s3://{bucket}/code")
+    honest = b"the federation's program"
+    uri = launcher.stage("source.tar.gz", honest)
+    key = uri.split("/", 3)[3]
+    s3.put_object(Bucket=bucket, Key=key, Body=b"someone else's program")  # planted
+    assert launcher.stage("source.tar.gz", honest) == uri
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == honest
+    launcher.stage("source.tar.gz", honest)  # intact now: not uploaded a third time
+    assert strict_aws.operations("s3").count("PutObject") == 1 + 1 + 1  # planted, two stages

@@ -11,15 +11,19 @@ describes and stops it. botocore's errors are turned into the deployment layer's
 Code travels content-addressed: a ``source`` that is a file on this machine (the site
 program's tarball today, an app archive tomorrow) is uploaded once to
 ``<code_prefix>/<sha256 of its bytes>/<file name>`` in the site's bucket and the job names that
-object; the same bytes are never uploaded twice and a job can never run code other than the
-bytes the federation hashed. An ``s3://`` source is the site's own upload, used as it is. The
-federation CA travels the same way, as ``ca.pem`` alone under its digest, given to the job as
-the ``federation`` channel: a hyperparameter holds one line only and an environment value
-512 or 1,024 characters depending on the API's version.
+object. S3 checks the upload against its SHA-256 (``ChecksumAlgorithm``); an object already
+under that name is kept only when S3's checksum of it is the same digest, so the same bytes are
+uploaded once and bytes planted under the name are replaced (a write after the job has read
+its code is not prevented: whoever may write ``code/`` is trusted as far as the site's code
+goes). An ``s3://`` source is the site's own upload, used as it is. The federation CA travels
+the same way, as ``ca.pem`` alone under its digest, given to the job as the ``federation``
+channel: a hyperparameter holds one line only, and a training job's environment value at
+most 512 characters.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -153,15 +157,20 @@ class SageMakerLauncher(Launcher):
         if not self.code_prefix:
             raise ValidationError(f"site {self.site}: {name} must be uploaded to the site's "
                                   "bucket: set the site's code_prefix (s3://bucket/prefix)")
-        uri = f"{self.code_prefix}/{hashlib.sha256(data).hexdigest()}/{name}"
+        digest = hashlib.sha256(data)
+        uri = f"{self.code_prefix}/{digest.hexdigest()}/{name}"
         bucket, key = split_s3_uri(uri)
+        checksum = base64.b64encode(digest.digest()).decode()
         try:
-            _translate(self.site, lambda: self.s3.head_object(Bucket=bucket, Key=key))
+            found = _translate(self.site, lambda: self.s3.head_object(
+                Bucket=bucket, Key=key, ChecksumMode="ENABLED"))
         except (NotFound, AccessDenied):  # without s3:ListBucket a missing key reads 403
+            found = {}
+        if found.get("ChecksumSHA256") != checksum:  # absent, or other bytes under the name
             encryption = ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
                           if self.kms_key_id else {})
-            _translate(self.site, lambda: self.s3.put_object(Bucket=bucket, Key=key, Body=data,
-                                                             **encryption))
+            _translate(self.site, lambda: self.s3.put_object(
+                Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256", **encryption))
         return uri
 
     def close(self) -> None:
