@@ -136,6 +136,7 @@ client_certificate = "{certificate}"
     assert result.jobs["site2"]["TrainingJobStatus"] == "Completed", log + job.failure
     summary = json.loads((work / "run" / "federation.json").read_text())
     assert summary["transport"] == {"tls": True, "enrolled_sites": 2}
+    assert summary["site_models"] == {"site2": result.files["site2.model"]}
     history = json.loads((work / "run" / "history.json").read_text())
     assert [r for r, _ in history["losses_centralized"]] == [0, 1, 2]
 

@@ -173,9 +173,11 @@ def test_a_sites_model_is_downloaded_unless_the_site_keeps_it(
     files = _fetch_models(config, {"site3": launcher}, {"site3": job})
     target = tmp_path / "run" / "sites" / "site3" / "model.tar.gz"
     if download:
-        assert files == {"site3.model": str(target)}
+        assert files == {"site3": str(target)}
         assert target.read_bytes() == b"packed model"
     else:
         assert files == {} and not target.exists()
     failed = {**job, "TrainingJobStatus": "Failed"}
     assert _fetch_models(config, {"site3": launcher}, {"site3": failed}) == {}
+    missing = {**job, "ModelArtifacts": {"S3ModelArtifacts": f"s3://{bucket}/output/none.tar.gz"}}
+    assert _fetch_models(config, {"site3": launcher}, {"site3": missing}) == {}  # logged

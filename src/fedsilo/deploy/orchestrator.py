@@ -120,15 +120,17 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         model_path = save_model(config.output / "model.joblib", model)
         history_path = config.output / "history.json"
         history_path.write_text(json.dumps(history.to_dict(), indent=2) + "\n")
+        downloads = _fetch_models(config, launchers, jobs)
         summary_path = config.output / "federation.json"
         elapsed = round(time.monotonic() - started, 2)
         summary_path.write_text(json.dumps({
             "metrics": metrics, "rounds": config.rounds, "elapsed_s": elapsed,
             "transport": {"tls": True, "enrolled_sites": len(config.enrolled_certificates)},
-            "jobs": {name: _public(d) for name, d in jobs.items()}}, indent=2) + "\n")
+            "jobs": {name: _public(d) for name, d in jobs.items()},
+            "site_models": downloads}, indent=2) + "\n")
         files = {"model": str(model_path), "history": str(history_path),
                  "summary": str(summary_path),
-                 **_fetch_models(config, launchers, jobs)}
+                 **{f"{name}.model": path for name, path in downloads.items()}}
         return FederationResult(history, metrics, files, jobs, elapsed)
     finally:
         _clean_up(handles, launchers, console)
@@ -213,16 +215,21 @@ def _await_jobs(handles: dict[str, JobHandle], progress: FederationProgress,
 
 def _fetch_models(config: FederationConfig, launchers: dict[str, Launcher],
                   jobs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Each completed job's model.tar.gz, where the launcher can fetch it and the site allows."""
+    """Each completed job's model.tar.gz (site to local path), where the launcher can fetch it
+    and the site allows; a download that fails is logged, the model stays at the site."""
     files: dict[str, str] = {}
     for site in config.sites:
         job = jobs.get(site.name, {})
         if not site.download_model or job.get("TrainingJobStatus") != "Completed":
             continue
         destination = config.output / "sites" / site.name / "model.tar.gz"
-        path = launchers[site.name].fetch_model(job, destination)
+        try:
+            path = launchers[site.name].fetch_model(job, destination)
+        except DeployError as exc:
+            log.warning("%s: model.tar.gz not downloaded: %s", site.name, exc)
+            continue
         if path is not None:
-            files[f"{site.name}.model"] = str(path)
+            files[site.name] = str(path)
     return files
 
 
