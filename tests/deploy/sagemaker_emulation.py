@@ -46,6 +46,8 @@ def lay_out_opt_ml(base: Path, hyperparameters: dict[str, str],
                "RecordWrapperType": "None"} for name in channels}))
     (config / "resourceconfig.json").write_text(json.dumps(
         {"current_host": "algo-1", "hosts": ["algo-1"]}))
+    for directory in ("model", "output"):  # the service provides both, empty
+        (base / directory).mkdir(parents=True, exist_ok=True)
     for name, files in channels.items():
         for relative, data in files.items():
             path = base / "input" / "data" / name / relative

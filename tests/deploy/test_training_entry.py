@@ -46,9 +46,11 @@ def test_the_program_gets_script_mode_and_leaves_its_model_in_model_dir(tmp_path
     model = json.loads((base / "model" / "model.json").read_text())
     assert model["epochs"] == "3" and model["lr"] == "0.1"  # --key value
     assert model["n_rows"] == 3  # read from SM_CHANNEL_TRAIN
-    assert model["hps"] == {"epochs": "3", "lr": "0.1"}  # SM_HPS without framework keys
+    # SM_HPS without framework keys, values read as JSON where they parse (as the toolkit)
+    assert model["hps"] == {"epochs": 3, "lr": 0.1}
     assert model["channels"] == ["train"]
     assert not (base / "output" / "failure").exists()
+    assert (base / "output" / "success").is_file()
 
 
 def test_the_source_tarball_comes_from_s3(tmp_path: Path, moto_endpoint: str) -> None:

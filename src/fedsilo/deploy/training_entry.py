@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "script_mode_environment"]
 
@@ -40,22 +41,38 @@ def _env_name(key: str) -> str:
     return key.upper().replace("-", "_").replace(".", "_")
 
 
+def _decoded(value: str) -> Any:
+    """A hyperparameter as the toolkit hands it over: JSON where it parses, else the text."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
 def script_mode_environment(base: Path, hyperparameters: dict[str, str],
-                            channels: list[str], program: str) -> dict[str, str]:
+                            channels: dict[str, Any], program: str,
+                            arguments: list[str]) -> dict[str, str]:
     """The ``SM_*`` variables SageMaker's training toolkit gives a script-mode program."""
     user = {k: v for k, v in hyperparameters.items() if not k.startswith(FRAMEWORK_PREFIX)}
+    resources_path = base / "input" / "config" / "resourceconfig.json"
+    resources = json.loads(resources_path.read_text()) if resources_path.is_file() else {}
     env = {
         "SM_MODEL_DIR": str(base / "model"),
         "SM_OUTPUT_DIR": str(base / "output"),
         "SM_OUTPUT_DATA_DIR": str(base / "output" / "data"),
         "SM_INPUT_DIR": str(base / "input"),
+        "SM_INPUT_CONFIG_DIR": str(base / "input" / "config"),
+        "SM_INPUT_DATA_CONFIG": json.dumps(channels),
         "SM_CHANNELS": json.dumps(sorted(channels)),
-        "SM_HPS": json.dumps(user),
+        "SM_HPS": json.dumps({k: _decoded(v) for k, v in user.items()}),
+        "SM_USER_ARGS": json.dumps(arguments),
         "SM_USER_ENTRY_POINT": program,
+        "SM_MODULE_NAME": program.removesuffix(".py"),
         "SM_MODULE_DIR": str(base / "code"),
-        "SM_CURRENT_HOST": "algo-1",
-        "SM_HOSTS": json.dumps(["algo-1"]),
+        "SM_CURRENT_HOST": str(resources.get("current_host", "algo-1")),
+        "SM_HOSTS": json.dumps(resources.get("hosts", ["algo-1"])),
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
+        "SM_NUM_GPUS": "0",
     }
     env.update({f"SM_CHANNEL_{_env_name(c)}": str(base / "input" / "data" / c)
                 for c in channels})
@@ -111,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in hyperparameters.items():
         if not key.startswith(FRAMEWORK_PREFIX):
             arguments += [f"--{key}", str(value)]
-    env = {**os.environ, **script_mode_environment(base, hyperparameters, list(channels),
-                                                   program)}
+    env = {**os.environ, **script_mode_environment(base, hyperparameters, channels, program,
+                                                   arguments)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
     child = subprocess.Popen([sys.executable, str(code / program), *arguments], cwd=code,
                              env=env)
@@ -122,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     code_status = child.wait()
     if code_status != 0:
         return _fail(base, f"AlgorithmError: {program} exited with code {code_status}")
+    (base / "output" / "success").touch()  # as the toolkit leaves it
     return 0
 
 
