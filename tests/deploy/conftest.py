@@ -18,6 +18,8 @@ from fedsilo.deploy.identity import Identity, generate_signing_key
 from fedsilo.deploy.sandbox import SiteAgentProcess as AgentProcess
 from fedsilo.deploy.site import SiteLayout, init_site
 
+from .aws_strict import StrictRequests
+
 
 def write_tarball(path: Path, files: dict[str, str]) -> Path:
     """A .tar.gz holding ``files`` (name to text)."""
@@ -186,3 +188,14 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def strict_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[StrictRequests]:
+    """Every boto3 request of the test checked against its service model (see aws_strict).
+
+    A test that sends a bad request on purpose empties ``violations`` after checking them.
+    """
+    strict = StrictRequests().install(monkeypatch)
+    yield strict
+    assert strict.violations == [], f"requests the service would refuse: {strict.violations}"

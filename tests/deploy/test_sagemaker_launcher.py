@@ -7,8 +7,10 @@ docs/deployment.md.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import secrets
 import tarfile
 from pathlib import Path
 
@@ -19,7 +21,8 @@ from fedsilo.deploy.errors import DeployError, ValidationError
 from fedsilo.deploy.launchers import JobDefinition, SageMakerLauncher
 from fedsilo.deploy.launchers.sagemaker import SageMakerJob
 
-from .conftest import PROGRAMS
+from .aws_strict import StrictRequests
+from .conftest import PROGRAMS, write_tarball
 
 pytestmark = pytest.mark.slow
 
@@ -87,13 +90,17 @@ def test_assume_role_then_create_and_describe_in_the_clients_account(
         SageMakerJob(launcher, "fl-client-a-missing").describe()
 
 
-def test_botocore_errors_become_deploy_errors(moto_endpoint: str) -> None:
+def test_botocore_errors_become_deploy_errors(moto_endpoint: str,
+                                             strict_aws: StrictRequests) -> None:
     launcher = SageMakerLauncher(site="client-a", role_arn=LAUNCH_ROLE, region=REGION,
                                  endpoint_url=moto_endpoint, base_credentials=BASE)
     definition = JobDefinition(name="fl-client-a-0", program="client.py", source="s3://x/y",
                                channels={}, output="s3://x/", execution_role_arn=EXECUTION_ROLE)
     with pytest.raises(ValidationError, match="(?s)client-a: .*InputDataConfig"):
-        launcher.launch(definition)  # botocore checks the request against the API's shapes
+        launcher.launch(definition)  # the service checks the request against the API's shapes
+    assert strict_aws.violations == [
+        "CreateTrainingJob.InputDataConfig (items): 0 is below the minimum 1"]
+    strict_aws.violations.clear()
     job = launcher.launch(JobDefinition(
         name="fl-client-a-2", program="client.py", source="s3://x/y",
         channels={"train": "s3://x/train/"},
@@ -103,7 +110,8 @@ def test_botocore_errors_become_deploy_errors(moto_endpoint: str) -> None:
 
 
 def test_a_sagemaker_site_of_federation_toml_gets_the_seeds_request(
-        moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        strict_aws: StrictRequests) -> None:
     import dataclasses
 
     import fedsilo.examples.fraud as fraud
@@ -114,14 +122,62 @@ def test_a_sagemaker_site_of_federation_toml_gets_the_seeds_request(
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
         monkeypatch.setenv(name, value)
     config = load_federation_config(Path(fraud.__file__).parent / "federation.toml")
-    site = dataclasses.replace(config.sites[2], endpoint_url=moto_endpoint)
-    assert site.launcher == "sagemaker"
+    tarball = write_tarball(tmp_path / "source.tar.gz", {"client.py": PROGRAMS["train.py"]})
+    bucket = f"site3-code-{secrets.token_hex(4)}"  # moto's state lasts the session
+    site = dataclasses.replace(config.sites[2], endpoint_url=moto_endpoint, source=str(tarball),
+                               code_prefix=f"s3://{bucket}/code")
+    assert site.launcher == "sagemaker" and site.external_id
     launcher = make_launcher(site, Identity(generate_signing_key()))
-    definition = job_definition(site, "20260101", "10.0.0.5:8080", b"-----CA-----", config)
+    launcher.s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    ca = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    definition = job_definition(site, "20260101", "fl.example.org:8080", ca, config)
     described = launcher.launch(definition).describe()
     assert described["TrainingJobArn"].split(":")[4] == "111122223333"
-    assert described["HyperParameters"]["server-address"] == "10.0.0.5:8080"
-    assert described["HyperParameters"]["sagemaker_submit_directory"] == site.source
+    assert described["HyperParameters"]["server-address"] == "fl.example.org:8080"
+    assert all("\n" not in v for v in described["HyperParameters"].values())
+    assert described["InputDataConfig"][-1]["ChannelName"] == "federation"  # holds ca.pem
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    staged = f"{site.code_prefix}/{digest}/source.tar.gz"
+    assert described["HyperParameters"]["sagemaker_submit_directory"] == staged
     assert described["AlgorithmSpecification"]["TrainingImage"] == site.training_image
+    [assumed] = strict_aws.of("AssumeRole")
+    assert assumed["ExternalId"] == site.external_id
+    assert assumed["SourceIdentity"] == site.source_identity
+    assert assumed["Tags"] == [{"Key": "federation", "Value": "fraud"}]
     assert described["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     assert described["OutputDataConfig"]["S3OutputPath"] == site.output
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_a_sites_model_is_downloaded_unless_the_site_keeps_it(
+        moto_endpoint: str, tmp_path: Path, download: bool) -> None:
+    import dataclasses
+
+    import fedsilo.examples.fraud as fraud
+    from fedsilo.deploy.federation_config import load_federation_config
+    from fedsilo.deploy.orchestrator import _fetch_models
+
+    config = dataclasses.replace(
+        load_federation_config(Path(fraud.__file__).parent / "federation.toml"),
+        output=tmp_path / "run")
+    site = dataclasses.replace(config.sites[2], download_model=download)
+    config = dataclasses.replace(config, sites=(site,))
+    launcher = SageMakerLauncher(site="site3", role_arn=site.role, region=REGION,
+                                 endpoint_url=moto_endpoint, base_credentials=BASE)
+    bucket = f"site3-output-{secrets.token_hex(4)}"
+    launcher.s3.create_bucket(Bucket=bucket)
+    launcher.s3.put_object(Bucket=bucket, Key="output/fl-site3-1/output/model.tar.gz",
+                           Body=b"packed model")
+    job = {"TrainingJobName": "fl-site3-1", "TrainingJobStatus": "Completed", "ModelArtifacts": {
+        "S3ModelArtifacts": f"s3://{bucket}/output/fl-site3-1/output/model.tar.gz"}}
+    files = _fetch_models(config, {"site3": launcher}, {"site3": job})
+    target = tmp_path / "run" / "sites" / "site3" / "model.tar.gz"
+    if download:
+        assert files == {"site3": str(target)}
+        assert target.read_bytes() == b"packed model"
+    else:
+        assert files == {} and not target.exists()
+    failed = {**job, "TrainingJobStatus": "Failed"}
+    assert _fetch_models(config, {"site3": launcher}, {"site3": failed}) == {}
+    missing = {**job, "ModelArtifacts": {"S3ModelArtifacts": f"s3://{bucket}/output/none.tar.gz"}}
+    assert _fetch_models(config, {"site3": launcher}, {"site3": missing}) == {}  # logged

@@ -33,6 +33,43 @@ def init(
 
 
 @app.command()
+def server(
+    directory: Annotated[Path, typer.Argument(help="The directory holding ca.pem and ca.key.")],
+    host: Annotated[list[str], typer.Option(
+        help="Names and IPs the server certificate is valid for (the public address the "
+             "sites dial among them).")] = ["127.0.0.1", "localhost"],  # noqa: B006
+) -> None:
+    """Issue server.pem/server.key again from the CA, for other names (a public address)."""
+    from fedsilo.deploy.certs import load_authority, write_server_certificate
+
+    cert, _ = write_server_certificate(directory, load_authority(directory), "server",
+                                       tuple(host))
+    typer.echo(f"server certificate {cert} for {', '.join(host)}")
+
+
+@app.command("self-signed")
+def self_signed(
+    directory: Annotated[Path, typer.Argument(help="Where to write <name>.pem and <name>.key.")],
+    name: Annotated[str, typer.Argument(help="The site's name (file names and subject).")],
+) -> None:
+    """A site's own client certificate, signed by no CA: the federation enrols it by its key.
+
+    A SageMaker site keeps the pair in its identity channel (S3); the federation's operator
+    names the .pem as the site's client_certificate.
+    """
+    from cryptography import x509
+
+    from fedsilo.deploy.certs import create_self_signed_client_certificate, write_pair
+    from fedsilo.deploy.identity import fingerprint
+
+    cert_pem, key = create_self_signed_client_certificate(name)
+    cert, key_path = write_pair(directory, name, cert_pem, key)
+    parsed = x509.load_pem_x509_certificate(cert_pem)
+    typer.echo(f"{cert} ({key_path})")
+    typer.echo(f"  key fingerprint  {fingerprint(parsed.public_key())}")  # type: ignore[arg-type]
+
+
+@app.command()
 def client(
     directory: Annotated[Path, typer.Argument(help="The directory holding ca.pem and ca.key.")],
     name: Annotated[str, typer.Argument(help="The client's name (file names and subject).")],

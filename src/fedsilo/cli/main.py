@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from fedsilo import __version__
-from fedsilo.cli import certs, demo, federate, fraud_data, server, simulate, site
+from fedsilo.cli import aws, certs, demo, federate, fraud_data, server, simulate, site
 from fedsilo.cli._output import COMMAND, INTERRUPTED, error_line
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.command(name="demo")(demo.demo)
 app.add_typer(site.app, name="site")
 app.add_typer(certs.app, name="certs")
+app.add_typer(aws.app, name="aws")
 app.command(name="federate")(federate.federate)
 app.command(name="server")(server.server)
 app.command(name="simulate")(simulate.simulate)
@@ -54,7 +55,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-GROUPS = ("site", "certs")  # sub-commands that have sub-commands of their own
+GROUPS = ("site", "certs", "aws")  # sub-commands that have sub-commands of their own
 
 
 def main(argv: list[str] | None = None) -> int:

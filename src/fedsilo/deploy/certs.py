@@ -27,6 +27,7 @@ from fedsilo.deploy.identity import load_private_key, private_key_pem
 __all__ = [
     "CertificateAuthority",
     "DEFAULT_HOSTS",
+    "certificate_hosts",
     "create_ca",
     "create_self_signed_client_certificate",
     "issue_client_certificate",
@@ -87,6 +88,16 @@ def issue_server_certificate(ca: CertificateAuthority, hosts: tuple[str, ...] = 
             names.append(x509.DNSName(host))
     return _issue(ca, hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, days,
                   x509.SubjectAlternativeName(names))
+
+
+def certificate_hosts(certificate: x509.Certificate) -> list[str]:
+    """The names and addresses a server certificate is valid for (its SANs)."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n) for n in san.get_values_for_type(x509.IPAddress)] + \
+        list(san.get_values_for_type(x509.DNSName))
 
 
 def issue_client_certificate(ca: CertificateAuthority, name: str,

@@ -8,6 +8,7 @@
     rounds = 3
     round_timeout = 60
     connect_timeout = 60             # how long the server waits for the sites' clients
+    finish_timeout = 60              # how long jobs may take to end once the server is done
     certificates = "certs"           # ca.pem, server.pem, server.key from `fedsilo certs init`
     output = "run"                   # model.joblib, history.json, federation.json
 
@@ -39,9 +40,17 @@
     channels = { train = "train", identity = "identity" }
     hyperparameters = { penalty = "l2", max-iter = "10" }
     client_certificate = "sites/site1/tls/client.pem"   # enrol the site: mutual TLS
-    # SageMaker only: region, endpoint_url, training_image, instance_type, vpc_config
+    # SageMaker only: region, endpoint_url, training_image, instance_type, vpc_config,
+    # external_id, source_identity, session_tags, session_duration, code_prefix, kms_key_id,
+    # volume_size, environment, checkpoint_uri, spot, max_wait, tags, download_model
 
-Relative paths are relative to the file's directory. When every site names its
+Relative paths are relative to the file's directory. A SageMaker site is remote: its job dials
+the server from AWS, so a federation with one needs ``public_address`` (a name or address the
+jobs can reach, not a loopback one, and named in the server certificate) and a fixed port;
+its timeouts default to minutes (``connect_timeout`` 900 s: a training job takes minutes to
+start; ``finish_timeout`` 600 s: the Uploading phase), against 60 s for local sites only. A
+SageMaker ``source`` that is not an ``s3://`` URI is a file here, uploaded under
+``code_prefix``. When every site names its
 ``client_certificate``, the server admits only those sites' keys (mutual TLS with an
 allowlist); the site's job then presents the certificate and key of its ``identity`` channel.
 """
@@ -58,6 +67,10 @@ from fedsilo.deploy.errors import ValidationError
 __all__ = ["FederationConfig", "SiteConfig", "load_federation_config"]
 
 LAUNCHERS = ("local", "sagemaker")
+LOCAL_WINDOW_S = 60.0
+REMOTE_CONNECT_S = 900.0
+REMOTE_FINISH_S = 600.0
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,24 @@ class SiteConfig:
     instance_type: str = "ml.m5.xlarge"
     vpc_config: dict[str, Any] | None = None
     client_certificate: Path | None = None
+    external_id: str | None = None
+    source_identity: str | None = None
+    session_tags: dict[str, str] = field(default_factory=dict)
+    session_duration: int = 3600
+    code_prefix: str = ""
+    kms_key_id: str | None = None
+    volume_size: int = 10
+    environment: dict[str, str] = field(default_factory=dict)
+    checkpoint_uri: str | None = None
+    spot: bool = False
+    max_wait: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    download_model: bool = True
+
+    @property
+    def remote(self) -> bool:
+        """Whether the site's job runs elsewhere (it must reach the server from outside)."""
+        return self.launcher == "sagemaker"
 
 
 @dataclass(frozen=True)
@@ -98,6 +129,7 @@ class FederationConfig:
     public_address: str = ""
     round_timeout: float = 60.0
     connect_timeout: float = 60.0
+    finish_timeout: float = 60.0
     strategy: str = "FedAvg"
     min_sites: int = 0
     example: str = "fraud"
@@ -134,12 +166,16 @@ def load_federation_config(path: Path) -> FederationConfig:
     names = [s.name for s in sites]
     if len(set(names)) != len(names):
         raise ValidationError(f"{path}: site names must be unique, got {names}")
+    remote = any(s.remote for s in sites)
     config = FederationConfig(
         address=str(server.get("address", "127.0.0.1:0")),
         public_address=str(server.get("public_address", "")),
         rounds=_int(server, "rounds", "server", 3),
         round_timeout=float(server.get("round_timeout", 60.0)),
-        connect_timeout=float(server.get("connect_timeout", 60.0)),
+        connect_timeout=float(server.get("connect_timeout",
+                                         REMOTE_CONNECT_S if remote else LOCAL_WINDOW_S)),
+        finish_timeout=float(server.get("finish_timeout",
+                                        REMOTE_FINISH_S if remote else LOCAL_WINDOW_S)),
         certificates=base / _str(server, "certificates", "server"),
         output=base / str(server.get("output", "run")),
         strategy=str(strategy.get("name", "FedAvg")),
@@ -161,10 +197,45 @@ def load_federation_config(path: Path) -> FederationConfig:
     if 0 < enrolled < len(sites):
         raise ValidationError(f"{path}: {enrolled} of {len(sites)} sites name a "
                               "client_certificate; mutual TLS needs one for every site")
+    if remote:
+        _check_reachable(config, path)
     if config.strategy != "FedAvg" or config.example != "fraud":
         raise ValidationError("this version federates the fraud example with FedAvg: set "
                               "strategy.name = 'FedAvg' and evaluation.example = 'fraud'")
     return config
+
+
+def _check_reachable(config: FederationConfig, path: Path) -> None:
+    """Remote sites' jobs must be able to dial the server: a public address, a fixed port."""
+    remote = ", ".join(s.name for s in config.sites if s.remote)
+    if not config.public_address:
+        raise ValidationError(f"{path}: sites {remote} run elsewhere and must dial the server: "
+                              "set server.public_address to a name or IP address they reach "
+                              "(and name it in the server certificate)")
+    host, _, port = config.public_address.rpartition(":")
+    if not host or not port.isdigit() or port == "0":
+        raise ValidationError(f"{path}: server.public_address must be host:port with a fixed "
+                              f"port, got {config.public_address!r}")
+    if is_loopback(host):
+        raise ValidationError(f"{path}: server.public_address {config.public_address!r} is this "
+                              f"machine's loopback; sites {remote} cannot reach it")
+    if config.address.rpartition(":")[2] == "0":
+        raise ValidationError(f"{path}: server.address needs a fixed port (open in the security "
+                              f"group) for sites {remote}, not port 0")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, 0.0.0.0, localhost)."""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def _site(raw: Any, base: Path, index: int) -> SiteConfig:
@@ -178,18 +249,26 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
     if launcher == "local":
         for key in ("endpoint", "ca"):
             _str(raw, key, where)
-    channels = raw.get("channels", {})
-    hps = raw.get("hyperparameters", {})
-    if not isinstance(channels, dict) or not isinstance(hps, dict):
-        raise ValidationError(f"{where}.channels and .hyperparameters must be tables")
+    tables = {key: raw.get(key, {}) for key in ("channels", "hyperparameters", "environment",
+                                                "session_tags", "tags")}
+    bad = [key for key, value in tables.items() if not isinstance(value, dict)]
+    if bad:
+        raise ValidationError(f"{where}.{bad[0]} must be a table")
+    channels, hps = tables["channels"], tables["hyperparameters"]
+    source = _str(raw, "source", where)
+    if launcher == "sagemaker" and not source.startswith("s3://"):
+        source = str(base / source)  # a file here, uploaded to the site's code_prefix
+    max_wait, max_runtime = raw.get("max_wait"), _int(raw, "max_runtime", where, 3600)
+    if max_wait is not None and (not isinstance(max_wait, int) or max_wait < max_runtime):
+        raise ValidationError(f"{where}.max_wait (managed spot: waiting plus running) must be "
+                              f"an integer of at least max_runtime ({max_runtime} s)")
     return SiteConfig(
         name=_str(raw, "name", where), launcher=launcher, role=_str(raw, "role", where),
         execution_role=_str(raw, "execution_role", where),
-        program=str(raw.get("program", "client.py")), source=_str(raw, "source", where),
+        program=str(raw.get("program", "client.py")), source=source,
         output=str(raw.get("output", "fl")),
-        channels={str(k): str(v) for k, v in channels.items()},
-        hyperparameters={str(k): str(v) for k, v in hps.items()},
-        max_runtime=int(raw.get("max_runtime", 3600)),
+        channels=_strings(channels), hyperparameters=_strings(hps),
+        max_runtime=max_runtime,
         endpoint=str(raw.get("endpoint", "")),
         ca=(base / raw["ca"]) if "ca" in raw else None,
         region=str(raw.get("region", "us-east-1")),
@@ -199,6 +278,19 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
         vpc_config=raw.get("vpc_config"),
         client_certificate=(base / raw["client_certificate"]) if "client_certificate" in raw
         else None,
+        external_id=raw.get("external_id"),
+        source_identity=raw.get("source_identity"),
+        session_tags=_strings(tables["session_tags"]),
+        session_duration=_int(raw, "session_duration", where, 3600),
+        code_prefix=str(raw.get("code_prefix", "")),
+        kms_key_id=raw.get("kms_key_id"),
+        volume_size=_int(raw, "volume_size", where, 10),
+        environment=_strings(tables["environment"]),
+        checkpoint_uri=raw.get("checkpoint_uri"),
+        spot=bool(raw.get("spot", False)),
+        max_wait=max_wait,
+        tags=_strings(tables["tags"]),
+        download_model=bool(raw.get("download_model", True)),
     )
 
 
@@ -206,14 +298,17 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"server", "strategy", "evaluation", "identity", "sites"}),
     "server": frozenset({"address", "public_address", "rounds", "round_timeout",
-                         "connect_timeout", "certificates", "output"}),
+                         "connect_timeout", "finish_timeout", "certificates", "output"}),
     "strategy": frozenset({"name", "min_sites"}),
     "evaluation": frozenset({"example", "test_data", "penalty", "max_iter"}),
     "identity": frozenset({"key", "certificate"}),
     "sites": frozenset({"name", "launcher", "role", "execution_role", "program", "source",
                         "output", "channels", "hyperparameters", "max_runtime", "endpoint",
                         "ca", "region", "endpoint_url", "training_image", "instance_type",
-                        "vpc_config", "client_certificate"}),
+                        "vpc_config", "client_certificate", "external_id", "source_identity",
+                        "session_tags", "session_duration", "code_prefix", "kms_key_id",
+                        "volume_size", "environment", "checkpoint_uri", "spot", "max_wait",
+                        "tags", "download_model"}),
 }
 
 
@@ -238,6 +333,10 @@ def _known(raw: dict[str, Any], keys: frozenset[str], where: str) -> None:
 def _must_exist(path: Path, key: str) -> None:
     if not path.is_file():
         raise ValidationError(f"{key} names {path}, which is not a file")
+
+
+def _strings(table: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in table.items()}
 
 
 def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:

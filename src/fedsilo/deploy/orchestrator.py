@@ -6,12 +6,17 @@
    admitting only the enrolled sites when the sites name their client certificates) in a
    thread;
 2. at each site assumes the launch role and creates a training job that runs the site's
-   program against the server (the server's address and CA go as hyperparameters);
+   program against the server (the server's address goes as a hyperparameter; the CA's PEM,
+   which a hyperparameter cannot hold, goes as the launcher hands it over: a ``federation``
+   channel on SageMaker, an environment variable at a local site);
 3. follows the rounds and each job's status until the server finishes; a job that fails ends
    the run with its site's reason, unless ``min_sites`` sites still remain;
 4. evaluates the final model on the server's test data and saves ``model.joblib``,
-   ``history.json`` and ``federation.json`` (metrics, jobs, artifact locations);
-5. whatever happened, stops the jobs still running and closes what it opened.
+   ``history.json`` and ``federation.json`` (metrics, jobs, artifact locations), with each
+   SageMaker site's ``model.tar.gz`` under ``sites/<name>/`` unless the site keeps it;
+5. whatever happened, stops the jobs still running and closes what it opened. A stop the site
+   refuses (an expired session) is tried again under a new session; a job that still cannot
+   be stopped is printed with its ARN and the command that stops it.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 import fedsilo as fl
-from fedsilo.deploy.errors import DeployError, JobError
+from fedsilo.deploy.aws_session import AssumeRoleSettings
+from fedsilo.deploy.certs import certificate_hosts
+from fedsilo.deploy.errors import AccessDenied, AuthenticationError, DeployError, JobError
 from fedsilo.deploy.federation_config import FederationConfig, SiteConfig, check_files
 from fedsilo.deploy.identity import Identity
 from fedsilo.deploy.launchers import (
@@ -49,7 +57,6 @@ __all__ = ["FederationError", "FederationResult", "job_definition", "make_launch
 log = logging.getLogger("fedsilo.deploy.orchestrator")
 
 POLL_S = 0.5
-JOB_EXIT_S = 60.0  # how long jobs may take to finish once the server is done
 STOP_WAIT_S = 30.0
 
 
@@ -85,6 +92,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
     X_test, y_test = load_test_set(config.test_data)
     model = new_model(config.penalty, config.max_iter)
     address, public_address = _addresses(config)
+    _check_server_names(certificates[1], public_address)
     progress = FederationProgress(console, config.rounds, [s.name for s in config.sites])
     strategy = build_strategy(model, X_test, y_test, config.required_sites,
                               on_round=progress.on_round)
@@ -107,25 +115,28 @@ def run_federation(config: FederationConfig, console: Console | None = None,
                 log.info("%s: job %s created", site.name, handles[site.name].name)
             _follow(server, handles, progress, config)
             history = server.result()
-            jobs = _await_jobs(handles, progress, config.required_sites)
+            jobs = _await_jobs(handles, progress, config.required_sites, config.finish_timeout)
         metrics = evaluation_metrics(model, X_test, y_test)
         config.output.mkdir(parents=True, exist_ok=True)
         model_path = save_model(config.output / "model.joblib", model)
         history_path = config.output / "history.json"
         history_path.write_text(json.dumps(history.to_dict(), indent=2) + "\n")
+        downloads = _fetch_models(config, launchers, jobs)
         summary_path = config.output / "federation.json"
         elapsed = round(time.monotonic() - started, 2)
         summary_path.write_text(json.dumps({
             "metrics": metrics, "rounds": config.rounds, "elapsed_s": elapsed,
             "transport": {"tls": True, "enrolled_sites": len(config.enrolled_certificates)},
-            "jobs": {name: _public(d) for name, d in jobs.items()}}, indent=2) + "\n")
+            "jobs": {name: _public(d) for name, d in jobs.items()},
+            "site_models": downloads}, indent=2) + "\n")
         files = {"model": str(model_path), "history": str(history_path),
-                 "summary": str(summary_path)}
+                 "summary": str(summary_path),
+                 **{f"{name}.model": path for name, path in downloads.items()}}
         return FederationResult(history, metrics, files, jobs, elapsed)
     finally:
         server.server.stop_requested.set()  # no round is aggregated after a failure or Ctrl-C
         server.clients.cancel_waits()
-        _clean_up(handles, launchers)
+        _clean_up(handles, launchers, console)
         server.stop(STOP_WAIT_S)
 
 
@@ -135,7 +146,6 @@ def job_definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: b
     hyperparameters = {
         **site.hyperparameters,
         "server-address": server_address,
-        "root-certificates": ca_pem.decode(),
         "max-wait-time": str(int(config.connect_timeout)),
     }
     return JobDefinition(
@@ -143,14 +153,21 @@ def job_definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: b
         channels=site.channels, output=site.output, execution_role_arn=site.execution_role,
         hyperparameters=hyperparameters, max_runtime_s=site.max_runtime,
         instance_type=site.instance_type, training_image=site.training_image,
-        vpc_config=site.vpc_config)
+        vpc_config=site.vpc_config,
+        environment=site.environment, root_certificates=ca_pem,
+        volume_size_gb=site.volume_size, checkpoint_uri=site.checkpoint_uri, spot=site.spot,
+        max_wait_s=site.max_wait, tags=site.tags)
 
 
 def make_launcher(site: SiteConfig, identity: Identity) -> Launcher:
     """The site's launcher: a site agent, or SageMaker in the site's AWS account."""
     if site.launcher == "sagemaker":
+        settings = AssumeRoleSettings(
+            site.role, external_id=site.external_id, source_identity=site.source_identity,
+            tags=site.session_tags, duration_s=site.session_duration)
         return SageMakerLauncher(site=site.name, role_arn=site.role, region=site.region,
-                                 endpoint_url=site.endpoint_url)
+                                 endpoint_url=site.endpoint_url, assume=settings,
+                                 code_prefix=site.code_prefix, kms_key_id=site.kms_key_id)
     assert site.ca is not None  # checked when the configuration was read
     return LocalLauncher(site=site.name, endpoint=site.endpoint, ca=site.ca,
                          role_arn=site.role, identity=identity)
@@ -181,12 +198,13 @@ def _follow(server: _ServerRun, handles: dict[str, JobHandle], progress: Federat
 
 
 def _await_jobs(handles: dict[str, JobHandle], progress: FederationProgress,
-                required: int) -> dict[str, dict[str, Any]]:
+                required: int, finish_timeout: float) -> dict[str, dict[str, Any]]:
     """Each site's job once it has ended (they end when the server lets them go)."""
     out: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + finish_timeout
     for name, handle in handles.items():
         try:
-            out[name] = handle.wait(JOB_EXIT_S)
+            out[name] = handle.wait(max(0.0, deadline - time.monotonic()))
         except TimeoutError as exc:
             raise FederationError(str(exc)) from exc
         progress.on_job(name, out[name])
@@ -199,24 +217,82 @@ def _await_jobs(handles: dict[str, JobHandle], progress: FederationProgress,
     return out
 
 
-def _clean_up(handles: dict[str, JobHandle], launchers: dict[str, Launcher]) -> None:
-    """Stop every job still running and close the launchers (the seed's clean-up step)."""
-    running = []
+def _fetch_models(config: FederationConfig, launchers: dict[str, Launcher],
+                  jobs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each completed job's model.tar.gz (site to local path), where the launcher can fetch it
+    and the site allows; a download that fails is logged, the model stays at the site."""
+    files: dict[str, str] = {}
+    for site in config.sites:
+        job = jobs.get(site.name, {})
+        if not site.download_model or job.get("TrainingJobStatus") != "Completed":
+            continue
+        destination = config.output / "sites" / site.name / "model.tar.gz"
+        try:
+            path = launchers[site.name].fetch_model(job, destination)
+        except DeployError as exc:
+            log.warning("%s: model.tar.gz not downloaded: %s", site.name, exc)
+            continue
+        if path is not None:
+            files[site.name] = str(path)
+    return files
+
+
+def _clean_up(handles: dict[str, JobHandle], launchers: dict[str, Launcher],
+              console: Console) -> None:
+    """Stop every job still running and close the launchers (the seed's clean-up step).
+
+    A site that refuses the stop because the session ended (expired, or refresh failed) is
+    asked again under a newly assumed role; whatever still cannot be stopped is printed with
+    its ARN and the command its owner runs to stop it, since it would otherwise run, and bill,
+    until its MaxRuntimeInSeconds.
+    """
+    running: list[JobHandle] = []
+    stranded: list[tuple[JobHandle, Exception]] = []
     for name, handle in handles.items():
         try:
-            if handle.last_.get("TrainingJobStatus") in TERMINAL or handle.poll() is not None:
-                continue
-            handle.stop()
-            running.append(handle)
+            _stop(handle, launchers[name])
+            if handle.last_.get("TrainingJobStatus") not in TERMINAL:
+                running.append(handle)
         except (DeployError, ConnectionError) as exc:
-            log.warning("%s: could not stop job %s: %s", name, handle.name, exc)
+            stranded.append((handle, exc))
     for handle in running:
         try:
             handle.wait(STOP_WAIT_S)
         except (TimeoutError, DeployError, ConnectionError) as exc:
             log.warning("%s: job %s did not stop: %s", handle.site, handle.name, exc)
+    for handle, error in stranded:
+        log.error("%s: could not stop job %s: %s", handle.site, handle.arn, error)
+        console.print(f"[bold red]job still running:[/] {escape(handle.arn)} (site "
+                      f"{escape(handle.site)}); stop it with: {escape(handle.stop_command())}",
+                      highlight=False, soft_wrap=True)
     for launcher in launchers.values():
         launcher.close()
+
+
+def _stop(handle: JobHandle, launcher: Launcher) -> None:
+    """Stop ``handle`` unless it has ended; on a refused session, renew it and try once more."""
+    for attempt in (1, 2):
+        try:
+            if handle.last_.get("TrainingJobStatus") in TERMINAL or handle.poll() is not None:
+                return
+            handle.stop()
+            return
+        except (AuthenticationError, AccessDenied):
+            if attempt == 2:
+                raise
+            launcher.renew()
+
+
+def _check_server_names(server_pem: bytes, public_address: str) -> None:
+    """The address the sites dial must be among the server certificate's names."""
+    from cryptography import x509
+
+    host = public_address.rpartition(":")[0].strip("[]")
+    names = certificate_hosts(x509.load_pem_x509_certificate(server_pem))
+    if host not in names:
+        raise FederationError(
+            f"the server certificate names {', '.join(names)}, not {host}, which the sites "
+            f"dial; issue it again: fedsilo certs server <certificates> --host {host}")
 
 
 class _ServerRun(threading.Thread):

@@ -6,9 +6,16 @@
 
 from __future__ import annotations
 
-from fedsilo.deploy.launchers.base import TERMINAL, JobDefinition, JobHandle, Launcher
+from fedsilo.deploy.launchers.base import (
+    FEDERATION_CHANNEL,
+    ROOT_CERTIFICATES_ENV,
+    TERMINAL,
+    JobDefinition,
+    JobHandle,
+    Launcher,
+)
 from fedsilo.deploy.launchers.local import LocalLauncher
 from fedsilo.deploy.launchers.sagemaker import SageMakerLauncher
 
-__all__ = ["TERMINAL", "JobDefinition", "JobHandle", "Launcher", "LocalLauncher",
-           "SageMakerLauncher"]
+__all__ = ["FEDERATION_CHANNEL", "ROOT_CERTIFICATES_ENV", "TERMINAL", "JobDefinition",
+           "JobHandle", "Launcher", "LocalLauncher", "SageMakerLauncher"]

@@ -5,13 +5,18 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fedsilo.deploy.errors import JobError
 
-__all__ = ["TERMINAL", "JobDefinition", "JobHandle", "Launcher"]
+__all__ = ["FEDERATION_CHANNEL", "ROOT_CERTIFICATES_ENV", "TERMINAL", "JobDefinition",
+           "JobHandle", "Launcher"]
 
 TERMINAL = ("Completed", "Failed", "Stopped")
+# How the federation CA reaches a job: never as a hyperparameter (one line each on SageMaker).
+ROOT_CERTIFICATES_ENV = "FEDSILO_ROOT_CERTIFICATES"  # local sites: the PEM text
+FEDERATION_CHANNEL = "federation"  # SageMaker: a channel holding ca.pem
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,12 @@ class JobDefinition:
 
     ``source`` and ``channels`` are where the site keeps them: paths in the site's code store
     and channel directories for a local site, ``s3://`` URIs for SageMaker. ``output`` likewise.
+    ``environment`` reaches the program as environment variables. ``root_certificates`` is
+    the federation CA's PEM, which each launcher hands over its own way (``ca.pem`` in the
+    ``federation`` channel, or the ``FEDSILO_ROOT_CERTIFICATES`` variable).
+    ``volume_size_gb``, ``checkpoint_uri``, ``spot`` and ``max_wait_s`` (managed spot
+    training: how long to wait for spot capacity and run, at least ``max_runtime_s``) and
+    ``tags`` are SageMaker's; a local site ignores them.
     """
 
     name: str
@@ -33,6 +44,13 @@ class JobDefinition:
     instance_type: str = "ml.m5.xlarge"
     training_image: str = "python"
     vpc_config: dict[str, Any] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    root_certificates: bytes | None = None
+    volume_size_gb: int = 10
+    checkpoint_uri: str | None = None
+    spot: bool = False
+    max_wait_s: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 LOG_TAIL_LINES = 15  # how much of a failed job's log the orchestrator shows
@@ -41,9 +59,10 @@ LOG_TAIL_LINES = 15  # how much of a failed job's log the orchestrator shows
 class JobHandle(ABC):
     """A launched job: ask its state, wait for its end, stop it."""
 
-    def __init__(self, site: str, name: str) -> None:
+    def __init__(self, site: str, name: str, arn: str = "") -> None:
         self.site = site
         self.name = name
+        self.arn = arn or name
         self.last_: dict[str, Any] = {}
 
     @abstractmethod
@@ -52,6 +71,10 @@ class JobHandle(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Ask the site to stop the job (it ends Stopped after its grace period)."""
+
+    def stop_command(self) -> str:
+        """A command the job's owner can run to stop the job by hand."""
+        return f"ask site {self.site} to stop job {self.name}"
 
     def describe(self) -> dict[str, Any]:
         """The job's DescribeTrainingJob answer (kept as ``last_``)."""
@@ -96,3 +119,10 @@ class Launcher(ABC):
 
     def close(self) -> None:  # noqa: B027 - most launchers hold nothing to release
         """Release connections; running jobs are not affected."""
+
+    def fetch_model(self, description: dict[str, Any], destination: Path) -> Path | None:
+        """Copy the job's ``model.tar.gz`` to ``destination``; None where the site keeps it."""
+        return None
+
+    def renew(self) -> None:  # noqa: B027 - a launcher whose session renews itself
+        """Assume the role again now (when the site refused the current session)."""

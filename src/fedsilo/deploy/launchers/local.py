@@ -9,7 +9,13 @@ from typing import Any
 from fedsilo.deploy.client import SiteClient, SiteSession
 from fedsilo.deploy.errors import DeployError
 from fedsilo.deploy.identity import Identity
-from fedsilo.deploy.launchers.base import LOG_TAIL_LINES, JobDefinition, JobHandle, Launcher
+from fedsilo.deploy.launchers.base import (
+    LOG_TAIL_LINES,
+    ROOT_CERTIFICATES_ENV,
+    JobDefinition,
+    JobHandle,
+    Launcher,
+)
 
 __all__ = ["LocalLauncher", "LocalJob"]
 
@@ -41,7 +47,7 @@ class LocalLauncher(Launcher):
 
     def request(self, definition: JobDefinition) -> dict[str, Any]:
         """The CreateTrainingJob request a site agent takes for ``definition``."""
-        return {
+        request: dict[str, Any] = {
             "TrainingJobName": definition.name,
             "HyperParameters": {**definition.hyperparameters,
                                 "sagemaker_program": definition.program,
@@ -57,6 +63,15 @@ class LocalLauncher(Launcher):
                                "VolumeSizeInGB": 1},
             "StoppingCondition": {"MaxRuntimeInSeconds": definition.max_runtime_s},
         }
+        environment = dict(definition.environment)
+        if definition.root_certificates is not None:  # a site's limit is 4,096 characters
+            environment[ROOT_CERTIFICATES_ENV] = definition.root_certificates.decode()
+        if environment:
+            request["Environment"] = environment
+        return request
+
+    def renew(self) -> None:
+        self._session = None
 
     def launch(self, definition: JobDefinition) -> LocalJob:
         self.session().create_training_job(self.request(definition))

@@ -2,9 +2,11 @@
 
 The site runs it as a training job: hyperparameters arrive as ``--key value`` options, the
 ``train`` channel and the model directory as ``SM_CHANNEL_TRAIN`` and ``SM_MODEL_DIR``. It
-connects to the federation server over TLS: ``--root-certificates`` holds the federation CA's
-PEM text (a hyperparameter can carry it) and an ``identity`` channel, when the site gives one,
-the site's own client certificate and key for servers that admit enrolled sites only. It trains
+connects to the federation server over TLS: the federation CA's PEM text arrives as
+``ca.pem`` in the ``federation`` channel (SageMaker) or in the ``FEDSILO_ROOT_CERTIFICATES``
+environment variable (a local site), never as a hyperparameter; an ``identity`` channel,
+when the site gives one, holds the site's own client certificate and key (``client.pem``,
+``client.key``) for servers that admit enrolled sites only. It trains
 on the channel each round; when the federation ends it saves ``model.joblib`` in the model
 directory, which the site packs into ``model.tar.gz``. On failure it writes the reason to
 ``$SM_OUTPUT_DIR/failure`` for the site to report and exits non-zero. Only parameters, example
@@ -23,18 +25,31 @@ import utils  # the program's own module, next to this file in the source tarbal
 import fedsilo as fl
 from fedsilo.examples.fraud.client import FraudClient
 
+ROOT_CERTIFICATES_ENV = "FEDSILO_ROOT_CERTIFICATES"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Federated fraud model: one site's client.")
     parser.add_argument("--server-address", required=True)
     parser.add_argument("--penalty", default="l2")
     parser.add_argument("--max-iter", type=int, default=10)
-    parser.add_argument("--root-certificates", default=None,
-                        help="PEM text of the federation CA; without it, plain text")
+    parser.add_argument("--root-certificates", default=_federation_ca(),
+                        help="PEM text of the federation CA (default: the federation "
+                             f"channel's ca.pem, or ${ROOT_CERTIFICATES_ENV}); without it, "
+                             "plain text")
     parser.add_argument("--max-wait-time", type=float, default=60.0)
     parser.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN"))
     parser.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR"))
     return parser.parse_args(argv)
+
+
+def _federation_ca() -> str | None:
+    """The federation CA: the federation channel's ca.pem, else the environment's PEM."""
+    channel = os.environ.get("SM_CHANNEL_FEDERATION")
+    if channel and os.path.isfile(os.path.join(channel, "ca.pem")):
+        with open(os.path.join(channel, "ca.pem")) as handle:
+            return handle.read()
+    return os.environ.get(ROOT_CERTIFICATES_ENV)
 
 
 def _client_identity() -> tuple[str, str] | None:
