@@ -41,7 +41,7 @@ from fedsilo.common.memory import BufferPool
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.bridge import NOT_DUE, InstructionBridge
-from fedsilo.server.grpc.client_proxy import GrpcClientProxy
+from fedsilo.server.grpc.client_proxy import DEFAULT_FIT_REPLY_FACTOR, GrpcClientProxy
 
 log = logging.getLogger("fedsilo.server")
 
@@ -60,6 +60,10 @@ class FederationServicer:
     key are registered; the others are refused before any instruction.
     ``max_message_length`` is the server's gRPC message limit, announced to
     fedsilo clients as the largest chunk frame the server reads.
+    A reply in chunks is read only as the answer to the instruction in flight on its
+    stream, and only up to what that instruction allows (``fit_reply_factor`` times
+    the parameters a FitIns sent; see ``GrpcClientProxy.reply_limit``), never beyond
+    ``max_transfer``: anything else is refused at its first frame and ends the stream.
     """
 
     def __init__(
@@ -70,15 +74,19 @@ class FederationServicer:
         allowlist: ClientAllowlist | None = None,
         max_transfer: int = chunking.DEFAULT_MAX_TRANSFER,
         paced_replies: int | None = None,
+        fit_reply_factor: float = DEFAULT_FIT_REPLY_FACTOR,
     ) -> None:
         if paced_replies is None:
             paced_replies = int(os.environ.get("FEDSILO_PACED_REPLIES", DEFAULT_PACED_REPLIES))
         if paced_replies < 1:
             raise ValueError(f"paced_replies must be at least 1, got {paced_replies}")
+        if not fit_reply_factor > 0:
+            raise ValueError(f"fit_reply_factor must be positive, got {fit_reply_factor}")
         self.client_manager = client_manager
         self.max_message_length = max_message_length
         self.allowlist = allowlist
         self.max_transfer = max_transfer
+        self.fit_reply_factor = fit_reply_factor
         self._serial = itertools.count(1)
         self._reply_slots = ReplySlots(paced_replies)
         # Large replies are assembled in buffers kept for the next ones: one per slot, and
@@ -102,7 +110,7 @@ class FederationServicer:
             self._wakeups = _Wakeups(asyncio.get_running_loop())
         bridge = InstructionBridge(cid, on_change=self._wakeups.waker(due))
         proxy = GrpcClientProxy(cid, bridge, max_message_length=self.max_message_length,
-                                peer_limit=peer_limit)
+                                peer_limit=peer_limit, fit_reply_factor=self.fit_reply_factor)
         if not self.client_manager.register(proxy):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"client id {cid} is taken")
         violation: list[str] = []
@@ -168,15 +176,22 @@ class FederationServicer:
                 if chunking.is_frame(data):
                     try:
                         if not assembler.busy and not slot:
-                            # The first frame of a large reply: checked, then a slot before
-                            # a buffer is taken for it.
-                            assembler.check_first(data)
+                            # The first frame of a large reply: checked against what the
+                            # instruction in flight allows, then a slot, before a buffer is
+                            # taken for it.
+                            allowance = bridge.reply_allowance()
+                            if allowance is None:
+                                self._violated(bridge, violation, _unasked(data, "chunk frames"))
+                                return
+                            assembler.check_first(data, min(allowance, self.max_transfer))
                             slot = await self._take_slot(bridge)
                         reply = assembler.feed(data)
                     except ProtocolError as exc:
                         bridge.deliver(exc)
-                        violation.append(f"unreadable chunk frames: {exc}")
-                        bridge.close(violation[0])
+                        what = ("refused a chunked reply at its first frame"
+                                if isinstance(exc, chunking.TooLarge)
+                                else "unreadable chunk frames")
+                        self._violated(bridge, violation, f"{what}: {exc}")
                         return
                     if reply is None:
                         continue
@@ -191,11 +206,7 @@ class FederationServicer:
                     slot = False
                 del view  # the reply's tensors keep it alive as long as they are needed
                 if not bridge.deliver(reply, release):
-                    violation.append("the client sent a reply while no instruction was waiting "
-                                     "for one (a duplicate or unsolicited reply); replies can "
-                                     "no longer be matched to instructions")
-                    log.warning("client %s: %s", bridge.cid, violation[0])
-                    bridge.close(violation[0])
+                    self._violated(bridge, violation, _unasked(data, "a reply"))
                     return
                 if isinstance(reply, bytes) and reply.startswith(_DISCONNECT_RES_TAG):
                     bridge.close("the client disconnected at the server's request")
@@ -214,6 +225,13 @@ class FederationServicer:
             if slot:
                 self._reply_slots.release()
             self._release(proxy, self._ended(bridge, reason))
+
+    @staticmethod
+    def _violated(bridge: InstructionBridge, violation: list[str], reason: str) -> None:
+        """The client broke the protocol: say so once, and end its stream."""
+        violation.append(reason)
+        log.warning("client %s: %s; its stream is closed", bridge.cid, reason)
+        bridge.close(reason)
 
     async def _take_slot(self, bridge: InstructionBridge) -> bool:
         """Wait for a slot to read the rest of a large reply; False when going on without
@@ -237,6 +255,12 @@ class FederationServicer:
         """
         self.client_manager.unregister(proxy)
         proxy.bridge.stream_ended(reason)
+
+
+def _unasked(data: bytes, what: str) -> str:
+    return (f"the client sent {what} ({len(data)} bytes) while no instruction was waiting for "
+            "one (a duplicate or unsolicited reply); replies can no longer be matched to "
+            "instructions")
 
 
 class _Wakeups:
