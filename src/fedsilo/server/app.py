@@ -58,10 +58,13 @@ def start_server(
     ``checkpoint_dir`` makes the run resumable: the state after every round is
     written there, and when it already holds a checkpoint (a crashed or finished
     run), the federation continues after that round up to ``config.num_rounds``.
+    That checkpoint is read and checked before the server listens: one that is damaged,
+    of another strategy or of another model's shapes raises ``CheckpointError``.
     """
     server, config = _init_defaults(server, config, strategy, client_manager)
     if checkpoint_dir is not None:
         server.checkpoint_dir = Path(checkpoint_dir)
+    server.load_checkpoint()  # a checkpoint that cannot be resumed stops us before we listen
     grpc_server, port = start_grpc_server(
         client_manager=server.client_manager(),
         server_address=server_address,

@@ -32,6 +32,8 @@ from fedsilo.common.typing import (
 from fedsilo.server.checkpoint import (
     DEFAULT_KEEP,
     RoundCheckpoint,
+    check_parameters_match,
+    latest_round,
     load_latest,
     lock_directory,
     save_checkpoint,
@@ -85,6 +87,7 @@ class Server:
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._workers_size = 0
         self.on_round_end: Callable[[int, History], None] | None = None
+        self._loaded: RoundCheckpoint | None = None  # read by load_checkpoint, for fit
 
     def client_manager(self) -> ClientManager:
         return self._client_manager
@@ -114,7 +117,7 @@ class Server:
 
     def _fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         started = time.monotonic()
-        resumed = self._resume()
+        resumed = self._resume(num_rounds, timeout)
         if resumed is None:
             history = History()
             self.parameters = self._initial_parameters(timeout)
@@ -173,8 +176,14 @@ class Server:
             return
         log.debug("round %d checkpointed in %s", server_round, path)
 
-    def _resume(self) -> RoundCheckpoint | None:
-        """Load the newest checkpoint into this server, or None to start afresh."""
+    def load_checkpoint(self) -> RoundCheckpoint | None:
+        """Read and check the newest checkpoint of ``checkpoint_dir`` (None: there is none).
+
+        ``start_server`` calls it before it listens, so that a damaged checkpoint, or one
+        of another strategy or another model, is refused before any client joins:
+        ``CheckpointError`` naming the directory and what to do. ``fit`` then resumes
+        from what it read, unless a newer checkpoint appeared in between.
+        """
         if self.checkpoint_dir is None:
             return None
         checkpoint = load_latest(self.checkpoint_dir)
@@ -186,12 +195,35 @@ class Server:
                 f"{checkpoint.strategy_type} strategy, this server runs "
                 f"{type(self.strategy).__name__}; resume with the same strategy or use an "
                 "empty checkpoint directory")
-        self.strategy.load_state_dict(checkpoint.strategy_state)
-        self._client_manager.load_state_dict(checkpoint.client_manager_state)
-        self.parameters = checkpoint.parameters
-        log.info("resuming from the checkpoint of round %d in %s", checkpoint.server_round,
-                 self.checkpoint_dir)
+        initial = self.strategy.initialize_parameters(client_manager=self._client_manager)
+        if initial is not None:
+            check_parameters_match(checkpoint, initial, "the strategy's initial parameters",
+                                   self.checkpoint_dir)
+        self._loaded = checkpoint
         return checkpoint
+
+    def _resume(self, num_rounds: int, timeout: float | None) -> RoundCheckpoint | None:
+        """Load the newest checkpoint into this server, or None to start afresh."""
+        if self.checkpoint_dir is None:
+            return None
+        loaded, self._loaded = self._loaded, None
+        if loaded is None or latest_round(self.checkpoint_dir) != loaded.server_round:
+            loaded = self.load_checkpoint()
+            self._loaded = None
+        if loaded is None:
+            return None
+        if loaded.server_round < num_rounds and self.strategy.initialize_parameters(
+                client_manager=self._client_manager) is None:
+            # Nothing to compare with before a client joined: ask one, as a fresh run would.
+            reference = self._initial_parameters(timeout)
+            check_parameters_match(loaded, reference, "the parameters of the first client "
+                                   "that answered", self.checkpoint_dir)
+        self.strategy.load_state_dict(loaded.strategy_state)
+        self._client_manager.load_state_dict(loaded.client_manager_state)
+        self.parameters = loaded.parameters
+        log.info("resuming from the checkpoint of round %d in %s", loaded.server_round,
+                 self.checkpoint_dir)
+        return loaded
 
     def _notify(self, server_round: int, history: History) -> None:
         if self.on_round_end is not None:
