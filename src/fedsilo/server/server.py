@@ -40,6 +40,7 @@ from fedsilo.server.checkpoint import (
 )
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy, PendingReply
+from fedsilo.server.health import DEFAULT_MAX_FAILURES, ClientHealth
 from fedsilo.server.history import History
 from fedsilo.server.strategy import FedAvg, Strategy
 from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_evaluate_res, check_fit_res
@@ -53,6 +54,7 @@ Ins = TypeVar("Ins")
 FitResultsAndFailures = tuple[list[tuple[ClientProxy, FitRes]], list[BaseException]]
 EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[BaseException]]
 
+_KINDS_SHOWN = 5  # kinds of failure logged per phase of a round, at most
 DEFAULT_MAX_WORKERS = 512  # threads calling blocking proxies at once, unless set_max_workers
 
 
@@ -62,6 +64,16 @@ class Server:
     ``checkpoint_dir`` makes the run resumable: the state after every round is
     written there (the newest ``checkpoint_keep`` rounds are kept), and ``fit``
     continues from the newest checkpoint it finds.
+
+    ``max_consecutive_failures``: a client that fails or times out this many rounds
+    in a row is no longer sampled until it answers a liveness probe or reconnects
+    (see ``fedsilo.server.health``; 0 turns it off).
+
+    The ``timeout`` of ``fit`` applies to the fit phase and to the evaluate phase of
+    a round separately, as in Flower. A client whose fit got no reply within it is
+    not sent the round's evaluation (its stream still waits for that fit reply, so
+    the evaluation could not even be sent): it fails at once, and a client that hangs
+    makes a round last at most ``timeout`` longer.
     """
 
     def __init__(
@@ -72,8 +84,11 @@ class Server:
         max_num_examples: int = MAX_NUM_EXAMPLES,
         checkpoint_dir: str | Path | None = None,
         checkpoint_keep: int = DEFAULT_KEEP,
+        max_consecutive_failures: int = DEFAULT_MAX_FAILURES,
     ) -> None:
         self._client_manager = client_manager
+        self._health = ClientHealth(max_consecutive_failures)
+        self._fit_timeouts: set[str] = set()  # clients whose fit of this round timed out
         self.strategy: Strategy = strategy if strategy is not None else FedAvg()
         self.max_num_examples = max_num_examples
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
@@ -129,6 +144,7 @@ class Server:
             history, first_round = resumed.history, resumed.server_round + 1
         for server_round in range(first_round, num_rounds + 1):
             round_started = time.monotonic()
+            self._health.probe(timeout, self._worker_pool)
             fitted = self.fit_round(server_round, timeout)
             fit_line = "no clients"
             if fitted is not None:
@@ -296,9 +312,10 @@ class Server:
         self, server_round: int, timeout: float | None
     ) -> tuple[Parameters | None, dict[str, Scalar], FitResultsAndFailures] | None:
         """Train on the sampled clients and aggregate; None when no client was sampled."""
+        self._fit_timeouts = set()
         instructions = self.strategy.configure_fit(
             server_round=server_round, parameters=self.parameters,
-            client_manager=self._client_manager)
+            client_manager=self._health.sampling_view(self._client_manager))
         if not instructions:
             log.info("round %d: no clients selected for training", server_round)
             return None
@@ -339,7 +356,7 @@ class Server:
         """Evaluate on the sampled clients; None when no client was sampled."""
         instructions = self.strategy.configure_evaluate(
             server_round=server_round, parameters=self.parameters,
-            client_manager=self._client_manager)
+            client_manager=self._health.sampling_view(self._client_manager))
         if not instructions:
             return None
 
@@ -378,6 +395,11 @@ class Server:
             return process(client, getattr(client, method)(ins, timeout, group_id=server_round))
 
         for index, (client, ins) in enumerate(instructions):
+            if method == "evaluate" and client.cid in self._fit_timeouts:
+                outcomes[index] = ClientTimeout(
+                    client.cid, "not asked to evaluate: its fit of this round got no reply "
+                    "in time, and its stream waits for that reply first")
+                continue
             submit = getattr(client, "submit", None)  # a proxy need not derive from ours
             try:
                 handle = None if submit is None else submit(ins, functools.partial(done.put,
@@ -425,10 +447,16 @@ class Server:
                 wrapped = ClientFailure(client.cid, f"{type(outcome).__name__}: {outcome}")
                 wrapped.__cause__ = outcome
                 failures.append(wrapped)
-        level = logging.DEBUG if method == "reconnect" else logging.WARNING
-        what = "disconnect" if method == "reconnect" else method
-        for failure in failures:
-            log.log(level, "round %d %s: %s", server_round, what, failure)
+        if method != "reconnect":
+            failed = {failure.cid: failure for failure in failures  # type: ignore[attr-defined]
+                      if isinstance(failure, ClientFailure)}
+            for client, _ in instructions:
+                self._health.record(client, server_round, failed.get(client.cid))
+            if method == "fit":
+                self._fit_timeouts = {cid for cid, f in failed.items()
+                                      if isinstance(f, ClientTimeout)}
+        _log_failures(failures, server_round,
+                      "disconnect" if method == "reconnect" else method)
         return results, failures
 
     def disconnect_all_clients(self, timeout: float | None) -> None:
@@ -456,6 +484,29 @@ class Server:
         if self._workers is not None:
             self._workers.shutdown(wait=False)
             self._workers = None
+
+
+def _log_failures(failures: list[BaseException], server_round: int, what: str) -> None:
+    """One line per kind of failure ("500 clients: ClientTimeout, no reply within 5 s"),
+    not one per client; each client's failure at debug level."""
+    for failure in failures:
+        log.debug("round %d %s: %s", server_round, what, failure)
+    if not failures:
+        return
+    kinds: dict[str, int] = {}
+    for failure in failures:
+        reason = getattr(failure, "reason", str(failure))
+        kind = f"{type(failure).__name__}, {reason}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    level = logging.DEBUG if what == "disconnect" else logging.WARNING
+    shown = sorted(kinds.items(), key=lambda item: -item[1])
+    for kind, count in shown[:_KINDS_SHOWN]:
+        log.log(level, "round %d %s: %d client%s failed: %s", server_round, what, count,
+                "" if count == 1 else "s", kind)
+    if len(shown) > _KINDS_SHOWN:
+        rest = sum(count for _, count in shown[_KINDS_SHOWN:])
+        log.log(level, "round %d %s: %d more failures of %d other kinds (see debug log)",
+                server_round, what, rest, len(shown) - _KINDS_SHOWN)
 
 
 def _put_index(done: queue.SimpleQueue[int], index: int, _: object) -> None:

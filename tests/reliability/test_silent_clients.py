@@ -1,0 +1,145 @@
+"""Streams that join and never answer stop costing rounds once they failed three in a row.
+
+500 raw ``Join`` streams that never send a byte join beside three honest clients whose fit
+takes 0.2 s. Every client is sampled each round (``fraction_fit=1.0``): the silent ones time
+out in rounds 1 to 3, are then left out of sampling, and rounds 4 and 5 must take less than
+twice what the same rounds take with no silent stream at all. A hung client costs a round at
+most the round timeout: the evaluation is not even sent to a client whose fit timed out.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import fedsilo as fl
+from fedsilo.cli import server as cli_server
+from fedsilo.cli.main import app
+from fedsilo.common.exceptions import ClientTimeout
+from tests.conftest import free_port
+from tests.interop.harness import ProcessGroup, wait_until
+from tests.reliability.peers import (
+    Honest,
+    RecordingClientManager,
+    RecordingStrategy,
+    ServerThread,
+    expected_fedavg,
+    start_client_thread,
+)
+from tests.reliability.processes import HERE, environ
+
+pytestmark = pytest.mark.timeout(240)
+
+ROUNDS = 5
+TIMEOUT = 2.0
+SILENT = 500
+FIT_SECONDS = 0.2
+
+
+class SlowHonest(Honest):
+    """An honest client whose training takes ``FIT_SECONDS``: rounds have a known length."""
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+        time.sleep(FIT_SECONDS)  # the client's work, not a wait in the test
+        return super().fit(parameters, config)
+
+
+class TimedStrategy(RecordingStrategy):
+    """Records when each round's fit starts and its evaluation ends."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, fraction_evaluate=1.0)
+        self.started: dict[int, float] = {}
+        self.ended: dict[int, float] = {}
+        self.sampled: dict[int, int] = {}
+
+    def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+        self.started[server_round] = time.monotonic()
+        instructions = super().configure_fit(server_round, parameters, client_manager)
+        self.sampled[server_round] = len(instructions)
+        return instructions
+
+    def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
+        self.ended[server_round] = time.monotonic()
+        return super().aggregate_evaluate(server_round, results, failures)
+
+    def seconds(self, server_round: int) -> float:
+        return self.ended[server_round] - self.started[server_round]
+
+
+def run(silent: int, tmp_path: Path) -> TimedStrategy:
+    """Five rounds with three honest clients and ``silent`` silent streams."""
+    tmp_path.mkdir()
+    with ProcessGroup(tmp_path) as group:
+        return run_in(group, silent)
+
+
+def run_in(group: ProcessGroup, silent: int) -> TimedStrategy:
+    address = f"127.0.0.1:{free_port()}"
+    manager = RecordingClientManager()
+    strategy = TimedStrategy(silent + 3)
+    server = ServerThread(server_address=address, strategy=strategy, client_manager=manager,
+                          config=fl.server.ServerConfig(num_rounds=ROUNDS,
+                                                        round_timeout=TIMEOUT))
+    if silent:
+        group.start("silent", [sys.executable, str(HERE / "silent_swarm.py"), address,
+                               str(silent)], environ())
+        wait_until(lambda: manager.num_available() >= silent, 120, "the silent streams joined")
+    clients = [SlowHonest(1.0, 10), SlowHonest(2.0, 20), SlowHonest(3.0, 30)]
+    errors: list[BaseException] = []
+    for client in clients:
+        start_client_thread(address, client, errors, max_wait_time=30)
+    # Later rounds need only the three honest clients.
+    wait_until(lambda: 1 in strategy.started, 120, "round 1 started")
+    strategy.min_fit_clients = strategy.min_available_clients = 3
+    strategy.min_evaluate_clients = 3
+    server.join(180)
+    assert not errors
+    for got, want in zip(strategy.aggregated[ROUNDS], expected_fedavg(clients, ROUNDS),
+                         strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    return strategy
+
+
+def test_silent_streams_are_left_out_after_three_rounds_and_cost_later_rounds_little(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.INFO, logger="fedsilo.server")
+    baseline = run(0, tmp_path / "baseline")
+    caplog.clear()
+    strategy = run(SILENT, tmp_path / "silent")
+    for server_round in (1, 2, 3):
+        assert strategy.sampled[server_round] == SILENT + 3
+        timeouts = [f for f in strategy.failures[server_round] if isinstance(f, ClientTimeout)]
+        assert len(timeouts) == SILENT
+        # A round with hung clients lasts the timeout, not twice it: their evaluation is
+        # not sent while their fit is unanswered.
+        assert strategy.seconds(server_round) < TIMEOUT + 1.5, strategy.seconds(server_round)
+    # Rounds 1 and 2 still sample them for evaluation, and fail them at once; after the
+    # third failed fit they are left out of round 3's evaluation already.
+    assert [len(strategy.evaluate_failures[r]) for r in (1, 2, 3)] == [SILENT, SILENT, 0]
+    for server_round in (4, 5):
+        assert strategy.sampled[server_round] == 3
+        assert strategy.failures[server_round] == []
+    later = max(strategy.seconds(r) for r in (4, 5))
+    before = max(baseline.seconds(r) for r in (4, 5))
+    assert later < 2 * before, f"rounds 4-5 took {later:.2f} s, {before:.2f} s without them"
+    # One summary line per round and phase, not one line per client.
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    summaries = [m for m in lines if f"{SILENT} clients failed: ClientTimeout" in m]
+    assert len(summaries) == 5, summaries  # fit of rounds 1-3, evaluate of rounds 1-2
+    assert len(lines) < 20, lines[:20]
+
+
+def test_the_cli_server_has_a_finite_default_round_timeout_and_says_so() -> None:
+    assert cli_server.DEFAULTS["round_timeout"] == 600.0
+    result = CliRunner().invoke(app, ["server", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "default 600" in result.output
