@@ -51,6 +51,8 @@ SERVICE_NAME = "flwr.proto.FlowerService"
 _DISCONNECT_RES_TAG = b"\x0a"  # ClientMessage field 1 (disconnect_res), length-delimited
 DEFAULT_PACED_REPLIES = 2  # large replies read at once; FEDSILO_PACED_REPLIES overrides
 PACING_WAIT_S = 10.0  # a reader that waited this long for a slot reads on without one
+_CUT_OFF = "gRPC ended the call (the client cancelled it or its connection dropped)"
+_CUT_OFF_GRACE_S = 0.2  # how long a stream whose requests ended waits to see it was cut off
 
 
 class FederationServicer:
@@ -120,8 +122,13 @@ class FederationServicer:
         reader.add_done_callback(self._readers.discard)
         try:
             await self._send_instructions(proxy, context, due)
+        except asyncio.CancelledError:
+            # gRPC ended the call under the handler: the client cancelled it, its connection
+            # dropped, or gRPC refused a message it sent.
+            self._release(proxy, self._ended(proxy, _CUT_OFF))
+            raise
         finally:
-            self._release(proxy, self._ended(bridge))
+            self._release(proxy, self._ended(proxy))
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -152,7 +159,8 @@ class FederationServicer:
             try:
                 await _write(context, outgoing)
             except Exception as exc:  # the stream is gone, whatever gRPC raised
-                self._release(proxy, self._ended(bridge, type(exc).__name__))
+                self._release(proxy, self._ended(proxy, f"writing to it failed "
+                                                        f"({type(exc).__name__})"))
                 return
 
     def _refusal(self, context: grpc.aio.ServicerContext) -> str | None:
@@ -214,17 +222,23 @@ class FederationServicer:
                 # Drop this coroutine's references before waiting for the next message: a
                 # model-sized reply must not stay alive for the whole next round.
                 del data, reply
+            # The requests end the same way when the client closed its side and when gRPC
+            # ended the call; in the second case the handler is cancelled right after, and
+            # says so first (see Join).
+            await asyncio.sleep(_CUT_OFF_GRACE_S)
+            reason = "the client closed its side of the stream"
         except asyncio.CancelledError:
             reason = "the server stopped reading"
             raise
         except Exception as exc:  # the stream is gone, whatever gRPC raised
             code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
-            reason = f"{type(exc).__name__} {code or ''}".strip()
+            reason = f"reading from it failed ({type(exc).__name__} {code or ''})".replace(
+                " )", ")")
         finally:
             assembler.abandon()  # a reply cut off halfway leaves no buffer to the pool
             if slot:
                 self._reply_slots.release()
-            self._release(proxy, self._ended(bridge, reason))
+            self._release(proxy, self._ended(proxy, reason))
 
     @staticmethod
     def _violated(bridge: InstructionBridge, violation: list[str], reason: str) -> None:
@@ -239,14 +253,20 @@ class FederationServicer:
         through a reply delays the others by no more than that)."""
         return await self._reply_slots.take(PACING_WAIT_S, lambda: bridge.closed)
 
-    def _ended(self, bridge: InstructionBridge, detail: str | None = None) -> str:
-        """Why the client's stream ended, in words that point at a fix."""
-        what = "the client's stream ended" + (f" ({detail})" if detail else "")
-        if not bridge.answering:
+    def _ended(self, proxy: GrpcClientProxy, observed: str | None = None) -> str:
+        """Why the client's stream ended: what the server saw, and where that can come
+        from a reply over the message limit, how to raise it."""
+        what = "the client's stream ended" + (f": {observed}" if observed else "")
+        if not proxy.bridge.answering:
             return what
-        return (f"{what} before it answered: the client crashed or lost its connection, or "
-                f"its reply exceeded the server's message limit of {self.max_message_length} "
-                "bytes (raise it with start_server(grpc_max_message_length=...))")
+        what += " before it answered"
+        if observed == _CUT_OFF and proxy.peer_limit is None:
+            # Only a client that sends no chunks can send more than the limit at once.
+            what += (f"; for a client that sends no chunks (as Flower's) this is also how "
+                     f"gRPC refuses a reply over the server's message limit of "
+                     f"{self.max_message_length} bytes (raise it with "
+                     "start_server(grpc_max_message_length=...))")
+        return what
 
     def _release(self, proxy: GrpcClientProxy, reason: str) -> None:
         """The stream is over: unregister the client, then fail what waits on it.
