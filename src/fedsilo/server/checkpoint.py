@@ -336,6 +336,7 @@ def history_to_json(history: History) -> dict[str, Any]:
     for name in _METRICS:
         out[name] = {key: [[r, _to_json_tree(v, None, key)] for r, v in pairs]
                      for key, pairs in getattr(history, name).items()}
+    out["failures"] = [list(failure) for failure in history.failures]
     return out
 
 
@@ -349,4 +350,6 @@ def history_from_json(data: dict[str, Any]) -> History:
             key: [(int(r), _from_json_tree(v, {})) for r, v in pairs]
             for key, pairs in data[name].items()}
         setattr(history, name, restored)
+    history.failures = [(int(r), str(cid), str(reason))
+                        for r, cid, reason in data.get("failures", [])]
     return history

@@ -91,9 +91,8 @@ class ClientHealth:
         back: list[str] = []
         for cid, client in benched.items():
             handle = self._probes.get(cid)
-            done = handle is not None and (cid in answered or (
-                isinstance(handle, concurrent.futures.Future) and handle.done()))
-            if done:
+            if handle is not None and (cid in answered or (
+                    isinstance(handle, concurrent.futures.Future) and handle.done())):
                 del self._probes[cid]
                 try:
                     handle.result()

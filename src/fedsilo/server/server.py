@@ -152,12 +152,14 @@ class Server:
                 if parameters is not None:
                     self.parameters = parameters
                 history.add_metrics_distributed_fit(server_round, fit_metrics)
+                _add_failures(history, server_round, failures)
                 fit_line = f"{len(results)} trained, {len(failures)} failed"
             central = self._evaluate_centralized(server_round, history)
             evaluated = self.evaluate_round(server_round, timeout)
             distributed = ""
             if evaluated is not None:
-                loss, metrics, _ = evaluated
+                loss, metrics, (_, evaluate_failures) = evaluated
+                _add_failures(history, server_round, evaluate_failures)
                 if loss is not None:
                     history.add_loss_distributed(server_round, loss)
                     history.add_metrics_distributed(server_round, metrics)
@@ -484,6 +486,12 @@ class Server:
         if self._workers is not None:
             self._workers.shutdown(wait=False)
             self._workers = None
+
+
+def _add_failures(history: History, server_round: int, failures: list[BaseException]) -> None:
+    for failure in failures:
+        history.add_failure(server_round, getattr(failure, "cid", "?"),
+                            getattr(failure, "reason", f"{type(failure).__name__}: {failure}"))
 
 
 def _log_failures(failures: list[BaseException], server_round: int, what: str) -> None:
