@@ -143,3 +143,45 @@ def test_the_cli_server_has_a_finite_default_round_timeout_and_says_so() -> None
     result = CliRunner().invoke(app, ["server", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "default 600" in result.output
+
+
+class StallsThreeTimes(SlowHonest):
+    """Trains for ``STALL`` seconds (past the round timeout) its first three times, then as
+    fast as the others: a client that was stuck and recovers."""
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+        if self.fits < 3:
+            time.sleep(STALL)  # the client's work, not a wait in the test
+        return super().fit(parameters, config)
+
+
+STALL = 2.0
+RECOVERY_ROUNDS = 14
+
+
+def test_a_client_left_out_is_sampled_again_once_it_answers_the_liveness_probe() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    strategy = TimedStrategy(3)
+    server = ServerThread(server_address=address, strategy=strategy,
+                          config=fl.server.ServerConfig(num_rounds=RECOVERY_ROUNDS,
+                                                        round_timeout=1.0))
+    staller = StallsThreeTimes(5.0, 50)
+    errors: list[BaseException] = []
+    for client in (SlowHonest(1.0, 10), SlowHonest(2.0, 20), staller):
+        start_client_thread(address, client, errors, max_wait_time=30)
+    wait_until(lambda: 1 in strategy.started, 60, "round 1 started")
+    strategy.min_fit_clients = strategy.min_available_clients = 2
+    strategy.min_evaluate_clients = 2
+    server.join(120)
+    assert not errors
+    for server_round in (1, 2, 3):
+        (failure,) = strategy.failures[server_round]
+        assert isinstance(failure, ClientTimeout)
+    left_out = [r for r in range(4, RECOVERY_ROUNDS + 1) if strategy.sampled[r] == 2]
+    back = [r for r in range(4, RECOVERY_ROUNDS + 1) if strategy.results.get(r) == 3]
+    assert left_out and left_out[0] == 4, strategy.sampled
+    # Its third stalled fit ends about STALL seconds into round 3; the probe queued behind it
+    # is answered then, and the next round samples it again.
+    assert back and back[0] > left_out[-1], (strategy.sampled, strategy.results)
+    assert all(strategy.failures[r] == [] for r in back)
+    assert staller.fits >= 3 + len(back)
