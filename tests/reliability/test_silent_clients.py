@@ -74,6 +74,20 @@ class TimedStrategy(RecordingStrategy):
         return self.ended[server_round] - self.started[server_round]
 
 
+def run_clients(address: str, clients: list[Honest], strategy: TimedStrategy,
+                server: ServerThread, later_rounds_need: int) -> None:
+    """Run ``clients`` until the server ends; after round 1 (which waits for every client
+    the strategy asked for), rounds wait for ``later_rounds_need`` clients only."""
+    errors: list[BaseException] = []
+    for client in clients:
+        start_client_thread(address, client, errors, max_wait_time=30)
+    wait_until(lambda: 1 in strategy.started, 120, "round 1 started")
+    strategy.min_fit_clients = strategy.min_available_clients = later_rounds_need
+    strategy.min_evaluate_clients = later_rounds_need
+    server.join(180)
+    assert not errors
+
+
 def run(silent: int, tmp_path: Path) -> TimedStrategy:
     """Five rounds with three honest clients and ``silent`` silent streams."""
     tmp_path.mkdir()
@@ -93,15 +107,7 @@ def run_in(group: ProcessGroup, silent: int) -> TimedStrategy:
                                str(silent)], environ())
         wait_until(lambda: manager.num_available() >= silent, 120, "the silent streams joined")
     clients = [SlowHonest(1.0, 10), SlowHonest(2.0, 20), SlowHonest(3.0, 30)]
-    errors: list[BaseException] = []
-    for client in clients:
-        start_client_thread(address, client, errors, max_wait_time=30)
-    # Later rounds need only the three honest clients.
-    wait_until(lambda: 1 in strategy.started, 120, "round 1 started")
-    strategy.min_fit_clients = strategy.min_available_clients = 3
-    strategy.min_evaluate_clients = 3
-    server.join(180)
-    assert not errors
+    run_clients(address, clients, strategy, server, later_rounds_need=3)
     for got, want in zip(strategy.aggregated[ROUNDS], expected_fedavg(clients, ROUNDS),
                          strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)
@@ -166,14 +172,8 @@ def test_a_client_left_out_is_sampled_again_once_it_answers_the_liveness_probe()
                           config=fl.server.ServerConfig(num_rounds=RECOVERY_ROUNDS,
                                                         round_timeout=1.0))
     staller = StallsThreeTimes(5.0, 50)
-    errors: list[BaseException] = []
-    for client in (SlowHonest(1.0, 10), SlowHonest(2.0, 20), staller):
-        start_client_thread(address, client, errors, max_wait_time=30)
-    wait_until(lambda: 1 in strategy.started, 60, "round 1 started")
-    strategy.min_fit_clients = strategy.min_available_clients = 2
-    strategy.min_evaluate_clients = 2
-    server.join(120)
-    assert not errors
+    run_clients(address, [SlowHonest(1.0, 10), SlowHonest(2.0, 20), staller], strategy, server,
+                later_rounds_need=2)
     for server_round in (1, 2, 3):
         (failure,) = strategy.failures[server_round]
         assert isinstance(failure, ClientTimeout)
