@@ -154,8 +154,9 @@ class _WithoutBenched(ClientManager):
         self._benched = health.benched
 
     def num_available(self) -> int:
-        registered = self._manager.all()
-        return sum(1 for cid in registered if cid not in self._benched)
+        # Not a walk over all(): a simulation's manager would build a proxy per id. A client
+        # set aside that has since gone is forgotten at the next round's probe.
+        return max(0, self._manager.num_available() - len(self._benched))
 
     def register(self, client: ClientProxy) -> bool:
         return self._manager.register(client)
