@@ -115,14 +115,17 @@ class ClientHealth:
     def _send_probe(self, client: ClientProxy, timeout: float | None,
                     pool: Callable[[], concurrent.futures.ThreadPoolExecutor]) -> Any:
         ins = GetPropertiesIns(config={})
-        submit = getattr(client, "submit", None)
+        submit = getattr(client, "submit", None)  # a proxy need not derive from ours
         if submit is not None:
             try:
-                return submit(ins, functools.partial(self._answer, client.cid))
+                handle = submit(ins, functools.partial(self._answer, client.cid))
             except Exception as exc:  # not sent: the client is gone
                 failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
                 failed.set_exception(exc)
                 return failed
+            if handle is not None:
+                return handle
+        # A proxy that cannot submit (in-process, simulated) is called from a worker.
         return pool().submit(client.get_properties, ins, timeout, None)
 
     def _answer(self, cid: str) -> None:
