@@ -136,6 +136,9 @@ def test_silent_streams_are_left_out_after_three_rounds_and_cost_later_rounds_li
         assert strategy.failures[server_round] == []
     later = max(strategy.seconds(r) for r in (4, 5))
     before = max(baseline.seconds(r) for r in (4, 5))
+    print("round seconds with the silent streams",
+          [round(strategy.seconds(r), 2) for r in range(1, ROUNDS + 1)], "without",
+          [round(baseline.seconds(r), 2) for r in range(1, ROUNDS + 1)])
     assert later < 2 * before, f"rounds 4-5 took {later:.2f} s, {before:.2f} s without them"
     # One summary line per round and phase, not one line per client.
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

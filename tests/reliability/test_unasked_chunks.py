@@ -205,6 +205,8 @@ def test_unasked_chunk_frames_are_refused_at_the_first_frame(transport: str,
         assert isinstance(flood.ended, grpc.RpcError), "the server kept reading the flood"
         assert flood.ended.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "no instruction was waiting" in flood.ended.details()
+        print(f"{transport}: server RSS grew by {rss.growth / 2**20:.1f} MB while the peer "
+              f"got {flood.sent / 2**20:.0f} MiB out")
         assert rss.growth < GROWTH_LIMIT, f"server RSS grew by {rss.growth / 2**20:.0f} MB"
         assert flood.sent < PUSHED  # refused before the peer got through what it meant to push
         flood.close()
@@ -233,6 +235,7 @@ def test_a_fit_answer_announcing_far_more_than_the_model_is_refused_at_its_first
     assert flood.asked.is_set()
     assert isinstance(flood.ended, grpc.RpcError), "the server kept reading the flood"
     assert "refused a chunked reply at its first frame" in flood.ended.details()
+    print(f"fit answer: server RSS grew by {rss.growth / 2**20:.1f} MB")
     assert rss.growth < GROWTH_LIMIT, f"server RSS grew by {rss.growth / 2**20:.0f} MB"
     flood.close()
     assert result["results"] == {"1": 2, "2": 2}
