@@ -188,3 +188,30 @@ def test_a_client_left_out_is_sampled_again_once_it_answers_the_liveness_probe()
     assert back and back[0] > left_out[-1], (strategy.sampled, strategy.results)
     assert all(strategy.failures[r] == [] for r in back)
     assert staller.fits >= 3 + len(back)
+
+
+class HangsInEvaluate(SlowHonest):
+    """Trains like the others but takes ``HANG`` seconds, past the timeout, to evaluate."""
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+        time.sleep(HANG)  # the client's work, not a wait in the test
+        return super().evaluate(parameters, config)
+
+
+HANG = 4.5  # ends well after round 3 timed out, so rounds 2 and 3 fail for sure
+
+
+def test_a_client_hung_in_evaluate_costs_a_round_at_most_the_timeout() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    strategy = TimedStrategy(3)
+    server = ServerThread(server_address=address, strategy=strategy,
+                          config=fl.server.ServerConfig(num_rounds=4, round_timeout=1.0))
+    run_clients(address, [SlowHonest(1.0, 10), SlowHonest(2.0, 20), HangsInEvaluate(3.0, 30)],
+                strategy, server, later_rounds_need=2)
+    seconds = [strategy.seconds(r) for r in range(1, 5)]
+    # Round 1: its evaluation times out. Rounds 2 and 3: its fit waits behind that evaluation
+    # and times out, and it is not asked to evaluate. Never fit timeout plus evaluate timeout.
+    assert all(s < FIT_SECONDS + 1.0 + 1.0 for s in seconds), seconds
+    assert len(strategy.evaluate_failures[1]) == 1
+    assert [len(strategy.failures[r]) for r in (2, 3)] == [1, 1]
+    assert strategy.sampled[4] == 2  # three failed rounds: left out
