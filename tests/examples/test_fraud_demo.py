@@ -40,7 +40,8 @@ def test_writes_the_model_history_and_plot(run: tuple[Path, dict[str, Any], str]
         assert (output / name).is_file(), name
     history = json.loads((output / "history.json").read_text())
     assert set(history) == {"losses_distributed", "losses_centralized", "metrics_distributed_fit",
-                            "metrics_distributed", "metrics_centralized"}
+                            "metrics_distributed", "metrics_centralized", "failures"}
+    assert history["failures"] == []  # no site failed a round
     assert [r for r, _ in history["losses_centralized"]] == [0, 1, 2, 3]
     assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(
         history["metrics_centralized"])

@@ -141,13 +141,17 @@ class RawPeer:
             self._outgoing.append(data)
             self._cv.notify_all()
 
+    def send_end(self) -> None:
+        """Close this side of the stream (the call stays open for the server's messages)."""
+        with self._cv:
+            self._outgoing.append(None)
+            self._cv.notify_all()
+
     def receive(self) -> bytes:
         return next(self.responses)  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        with self._cv:
-            self._outgoing.append(None)
-            self._cv.notify_all()
+        self.send_end()
         self.responses.cancel()
         self.channel.close()
 

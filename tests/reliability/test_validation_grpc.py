@@ -82,8 +82,8 @@ ANSWERS: dict[str, tuple[Any, type[ClientFailure], str]] = {
         InvalidUpdate, "answered FitIns with EvaluateRes"),
     "over the size limit": (
         lambda ins: [fit_res_bytes([np.zeros(LIMIT // 8 + 10), np.zeros(3)], 5)],
-        ClientDisconnected, f"exceeded the server's message limit of {LIMIT} bytes (raise it "
-                            "with start_server(grpc_max_message_length=...))"),
+        ClientDisconnected, f"a reply over the server's message limit of {LIMIT} bytes (raise "
+                            "it with start_server(grpc_max_message_length=...))"),
     "chunk frames without their first": (
         lambda ins: chunked_fit_res([np.zeros(2000)])[1:], InvalidUpdate,
         "unreadable reply: a chunked message must start with frame 0"),

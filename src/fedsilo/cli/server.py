@@ -24,7 +24,7 @@ log = logging.getLogger("fedsilo.server")
 DEFAULTS: dict[str, Any] = {
     "address": "[::]:8080",
     "rounds": 3,
-    "round_timeout": None,
+    "round_timeout": 600.0,
     "min_clients": 2,
     "fraction_fit": 1.0,
     "fraction_evaluate": 1.0,
@@ -41,7 +41,9 @@ def server(
         min=1, help="Rounds to run in all, counting those done before a resume (default 3).")
     ] = None,
     round_timeout: Annotated[float | None, typer.Option(
-        min=0.001, help="Seconds a client may take per instruction (default: no bound).")
+        min=0.001, help="Seconds a client may take to answer each instruction, fit and "
+                        "evaluate each (default 600); a client that fails or times out 3 "
+                        "rounds in a row is then left out until it answers a liveness probe.")
     ] = None,
     min_clients: Annotated[int | None, typer.Option(
         min=1, help="Clients to wait for, and to sample at least, each round (default 2).")

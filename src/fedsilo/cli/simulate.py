@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fedsilo.cli._output import absolute, make_console, setup_logging
+from fedsilo.cli._output import absolute, fail, make_console, setup_logging
 
 
 def simulate(
@@ -22,18 +22,23 @@ def simulate(
     backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
     workers: Annotated[int | None, typer.Option(
         min=1, help="Sites training at once (default: one per core).")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Address of a running Ray cluster to attach to (host:port of its head, or "
+             "'auto'); implies --backend ray.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server log.")] = False,
 ) -> None:
     """Simulate the fraud federation over many sites on this machine; compare the alternatives."""
     from fedsilo.examples.fraud.simulate import run_simulation
 
+    if ray_address is not None:
+        backend = "ray"
     if backend not in ("local", "ray"):
         raise typer.BadParameter("choose local or ray", param_hint="--backend")
     setup_logging(verbose)
     console = make_console()
     try:
         run_simulation(absolute(output), rounds=rounds, n_sites=sites, seed=seed,
-                       n_providers=providers, console=console, backend=backend, num_workers=workers)  # type: ignore[arg-type]
+                       n_providers=providers, console=console, backend=backend,  # type: ignore[arg-type]
+                       num_workers=workers, ray_address=ray_address)
     except Exception as exc:
-        console.print(f"[bold red]simulation failed:[/] {exc}")
-        raise typer.Exit(code=1) from exc
+        fail(f"simulation failed: {exc}")

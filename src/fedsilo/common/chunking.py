@@ -394,10 +394,16 @@ class ChunkAssembler:
         self._current = None
         return self._finish(current)
 
-    def check_first(self, data: bytes) -> None:
-        """``ProtocolError`` for a frame that cannot start a message, before any buffer is
-        taken for it (a server checks a reply's first frame before it waits for a slot)."""
-        self._announced(parse_frame(data))
+    def check_first(self, data: bytes, limit: int | None = None) -> int:
+        """The tensor bytes a first frame announces; ``ProtocolError`` for a frame that
+        cannot start a message, and ``TooLarge`` for one that announces more than ``limit``
+        (what the message answers implies), before any buffer is taken for it: a server
+        checks a reply's first frame before it waits for a slot."""
+        total = self._announced(parse_frame(data))
+        if limit is not None and total > limit:
+            raise TooLarge(f"a chunked message announced {total} bytes of tensors, over the "
+                           f"{limit} bytes allowed for it")
+        return total
 
     def abandon(self) -> None:
         """Forget the message being received; its buffer does not go to the next message."""

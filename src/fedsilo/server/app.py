@@ -9,6 +9,7 @@ from pathlib import Path
 from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
 from fedsilo.server.client_manager import ClientManager, SimpleClientManager
 from fedsilo.server.grpc.auth import ClientAllowlist
+from fedsilo.server.grpc.client_proxy import DEFAULT_FIT_REPLY_FACTOR
 from fedsilo.server.grpc.server import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
@@ -41,6 +42,7 @@ def start_server(
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
     shutdown_grace: float = 5.0,
     checkpoint_dir: str | os.PathLike[str] | None = None,
+    fit_reply_factor: float = DEFAULT_FIT_REPLY_FACTOR,
 ) -> History:
     """Serve clients at ``server_address``, run ``config.num_rounds`` rounds, return the History.
 
@@ -49,14 +51,20 @@ def start_server(
     mutual TLS, ``client_allowlist`` admits enrolled clients only, ``keepalive_*``
     tune the pings that keep quiet streams open (see ``start_grpc_server``). At the end, clients
     still busy get ``shutdown_grace`` seconds to answer and be told to disconnect.
+    A fit reply that a fedsilo client sends in chunks may announce at most
+    ``fit_reply_factor`` times the bytes of the parameters it was sent; a larger or
+    unasked one is refused at its first frame.
 
     ``checkpoint_dir`` makes the run resumable: the state after every round is
     written there, and when it already holds a checkpoint (a crashed or finished
     run), the federation continues after that round up to ``config.num_rounds``.
+    That checkpoint is read and checked before the server listens: one that is damaged,
+    of another strategy or of another model's shapes raises ``CheckpointError``.
     """
     server, config = _init_defaults(server, config, strategy, client_manager)
     if checkpoint_dir is not None:
         server.checkpoint_dir = Path(checkpoint_dir)
+    server.load_checkpoint()  # a checkpoint that cannot be resumed stops us before we listen
     grpc_server, port = start_grpc_server(
         client_manager=server.client_manager(),
         server_address=server_address,
@@ -66,6 +74,7 @@ def start_server(
         client_allowlist=client_allowlist,
         keepalive_time=keepalive_time,
         keepalive_timeout=keepalive_timeout,
+        fit_reply_factor=fit_reply_factor,
     )
     log.info("federation server listening on port %d (%s), %d rounds", port,
              "TLS" if certificates else "plain text", config.num_rounds)

@@ -41,6 +41,7 @@ log = logging.getLogger("fedsilo.server")
 
 __all__ = [
     "FORMAT_VERSION",
+    "check_parameters_match",
     "RoundCheckpoint",
     "latest_round",
     "load_latest",
@@ -278,10 +279,35 @@ def load_checkpoint(path: str | os.PathLike[str]) -> RoundCheckpoint:
         )
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # zip, .npy and JSON readers each raise their own errors
         raise CheckpointError(
             f"the checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); remove that "
-            "directory to resume from the one before it") from exc
+            "directory (or move it away) to resume from the checkpoint before it, or from the "
+            "beginning when it is the only one") from exc
+
+
+def check_parameters_match(checkpoint: RoundCheckpoint, reference: Parameters, source: str,
+                           directory: str | os.PathLike[str]) -> None:
+    """``CheckpointError`` unless the checkpoint's parameters have the tensors' shapes and
+    dtypes of ``reference`` (the model this run trains, as ``source`` gave it)."""
+    if checkpoint.parameters.tensor_type == reference.tensor_type != _NUMPY_TENSORS:
+        return  # a foreign tensor format: its bytes say nothing of shapes
+    saved, wanted = _layout(checkpoint.parameters), _layout(reference)
+    if saved != wanted:
+        raise CheckpointError(
+            f"the checkpoint of round {checkpoint.server_round} in {directory} holds a model "
+            f"of another shape: {_show(saved)}, while {source} are {_show(wanted)}; resume "
+            "with the model that wrote it, or give this run an empty checkpoint directory")
+
+
+def _layout(parameters: Parameters) -> list[tuple[tuple[int, ...], str]]:
+    if parameters.tensor_type != _NUMPY_TENSORS:
+        return [((len(tensor),), parameters.tensor_type) for tensor in parameters.tensors]
+    return [(array.shape, str(array.dtype)) for array in parameters_to_ndarrays(parameters)]
+
+
+def _show(layout: list[tuple[tuple[int, ...], str]]) -> str:
+    return "[" + ", ".join(f"{shape} {dtype}" for shape, dtype in layout) + "]"
 
 
 def _from_json_tree(value: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -310,6 +336,7 @@ def history_to_json(history: History) -> dict[str, Any]:
     for name in _METRICS:
         out[name] = {key: [[r, _to_json_tree(v, None, key)] for r, v in pairs]
                      for key, pairs in getattr(history, name).items()}
+    out["failures"] = [list(failure) for failure in history.failures]
     return out
 
 
@@ -323,4 +350,6 @@ def history_from_json(data: dict[str, Any]) -> History:
             key: [(int(r), _from_json_tree(v, {})) for r, v in pairs]
             for key, pairs in data[name].items()}
         setattr(history, name, restored)
+    history.failures = [(int(r), str(cid), str(reason))
+                        for r, cid, reason in data.get("failures", [])]
     return history

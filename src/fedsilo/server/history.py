@@ -10,7 +10,11 @@ __all__ = ["History"]
 
 
 class History:
-    """Losses as ``[(round, loss)]`` and metrics as ``{name: [(round, value)]}``."""
+    """Losses as ``[(round, loss)]`` and metrics as ``{name: [(round, value)]}``.
+
+    ``failures`` lists every client that failed a round's fit or evaluation, as
+    ``(round, client id, reason)``: which clients were lost and why.
+    """
 
     def __init__(self) -> None:
         self.losses_distributed: list[tuple[int, float]] = []
@@ -18,6 +22,10 @@ class History:
         self.metrics_distributed_fit: dict[str, list[tuple[int, Scalar]]] = {}
         self.metrics_distributed: dict[str, list[tuple[int, Scalar]]] = {}
         self.metrics_centralized: dict[str, list[tuple[int, Scalar]]] = {}
+        self.failures: list[tuple[int, str, str]] = []
+
+    def add_failure(self, server_round: int, cid: str, reason: str) -> None:
+        self.failures.append((server_round, cid, reason))
 
     def add_loss_distributed(self, server_round: int, loss: float) -> None:
         self.losses_distributed.append((server_round, loss))
@@ -49,6 +57,7 @@ class History:
                 k: rows(v) for k, v in self.metrics_distributed_fit.items()},
             "metrics_distributed": {k: rows(v) for k, v in self.metrics_distributed.items()},
             "metrics_centralized": {k: rows(v) for k, v in self.metrics_centralized.items()},
+            "failures": [list(failure) for failure in self.failures],
         }
 
     def __repr__(self) -> str:
@@ -62,6 +71,9 @@ class History:
                               ("metrics, centralized", self.metrics_centralized)):
             if metrics:
                 lines.append(f"  {name}: {metrics}")
+        if self.failures:
+            lines.append(f"  failures: {len(self.failures)} (round, client, reason) in "
+                         "History.failures")
         return "\n".join(lines)
 
 

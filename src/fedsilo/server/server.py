@@ -32,12 +32,15 @@ from fedsilo.common.typing import (
 from fedsilo.server.checkpoint import (
     DEFAULT_KEEP,
     RoundCheckpoint,
+    check_parameters_match,
+    latest_round,
     load_latest,
     lock_directory,
     save_checkpoint,
 )
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy, PendingReply
+from fedsilo.server.health import DEFAULT_MAX_FAILURES, ClientHealth
 from fedsilo.server.history import History
 from fedsilo.server.strategy import FedAvg, Strategy
 from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_evaluate_res, check_fit_res
@@ -51,6 +54,7 @@ Ins = TypeVar("Ins")
 FitResultsAndFailures = tuple[list[tuple[ClientProxy, FitRes]], list[BaseException]]
 EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[BaseException]]
 
+_KINDS_SHOWN = 5  # kinds of failure logged per phase of a round, at most
 DEFAULT_MAX_WORKERS = 512  # threads calling blocking proxies at once, unless set_max_workers
 
 
@@ -60,6 +64,16 @@ class Server:
     ``checkpoint_dir`` makes the run resumable: the state after every round is
     written there (the newest ``checkpoint_keep`` rounds are kept), and ``fit``
     continues from the newest checkpoint it finds.
+
+    ``max_consecutive_failures``: a client that fails or times out this many rounds
+    in a row is no longer sampled until it answers a liveness probe or reconnects
+    (see ``fedsilo.server.health``; 0 turns it off).
+
+    The ``timeout`` of ``fit`` applies to the fit phase and to the evaluate phase of
+    a round separately, as in Flower. A client whose fit got no reply within it is
+    not sent the round's evaluation (its stream still waits for that fit reply, so
+    the evaluation could not even be sent): it fails at once, and a client that hangs
+    makes a round last at most ``timeout`` longer.
     """
 
     def __init__(
@@ -70,8 +84,11 @@ class Server:
         max_num_examples: int = MAX_NUM_EXAMPLES,
         checkpoint_dir: str | Path | None = None,
         checkpoint_keep: int = DEFAULT_KEEP,
+        max_consecutive_failures: int = DEFAULT_MAX_FAILURES,
     ) -> None:
         self._client_manager = client_manager
+        self._health = ClientHealth(max_consecutive_failures)
+        self._fit_timeouts: set[str] = set()  # clients whose fit of this round timed out
         self.strategy: Strategy = strategy if strategy is not None else FedAvg()
         self.max_num_examples = max_num_examples
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
@@ -88,6 +105,7 @@ class Server:
         # Set from any thread to end the run: the phase in progress is not aggregated and no
         # later round starts; ``fit`` returns the History of the rounds completed so far.
         self.stop_requested = threading.Event()
+        self._loaded: RoundCheckpoint | None = None  # read by load_checkpoint, for fit
 
     def client_manager(self) -> ClientManager:
         return self._client_manager
@@ -117,7 +135,7 @@ class Server:
 
     def _fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         started = time.monotonic()
-        resumed = self._resume()
+        resumed = self._resume(num_rounds, timeout)
         if resumed is None:
             history = History()
             self.parameters = self._initial_parameters(timeout)
@@ -131,6 +149,7 @@ class Server:
             round_started = time.monotonic()
             if self.stop_requested.is_set():
                 break
+            self._health.probe(timeout, self._worker_pool)
             fitted = self.fit_round(server_round, timeout)
             if self.stop_requested.is_set():
                 log.info("round %d: stopped on request; its results are not aggregated",
@@ -142,12 +161,14 @@ class Server:
                 if parameters is not None:
                     self.parameters = parameters
                 history.add_metrics_distributed_fit(server_round, fit_metrics)
+                _add_failures(history, server_round, failures)
                 fit_line = f"{len(results)} trained, {len(failures)} failed"
             central = self._evaluate_centralized(server_round, history)
             evaluated = self.evaluate_round(server_round, timeout)
             distributed = ""
             if evaluated is not None:
-                loss, metrics, _ = evaluated
+                loss, metrics, (_, evaluate_failures) = evaluated
+                _add_failures(history, server_round, evaluate_failures)
                 if loss is not None:
                     history.add_loss_distributed(server_round, loss)
                     history.add_metrics_distributed(server_round, metrics)
@@ -182,8 +203,14 @@ class Server:
             return
         log.debug("round %d checkpointed in %s", server_round, path)
 
-    def _resume(self) -> RoundCheckpoint | None:
-        """Load the newest checkpoint into this server, or None to start afresh."""
+    def load_checkpoint(self) -> RoundCheckpoint | None:
+        """Read and check the newest checkpoint of ``checkpoint_dir`` (None: there is none).
+
+        ``start_server`` calls it before it listens, so that a damaged checkpoint, or one
+        of another strategy or another model, is refused before any client joins:
+        ``CheckpointError`` naming the directory and what to do. ``fit`` then resumes
+        from what it read, unless a newer checkpoint appeared in between.
+        """
         if self.checkpoint_dir is None:
             return None
         checkpoint = load_latest(self.checkpoint_dir)
@@ -195,12 +222,35 @@ class Server:
                 f"{checkpoint.strategy_type} strategy, this server runs "
                 f"{type(self.strategy).__name__}; resume with the same strategy or use an "
                 "empty checkpoint directory")
-        self.strategy.load_state_dict(checkpoint.strategy_state)
-        self._client_manager.load_state_dict(checkpoint.client_manager_state)
-        self.parameters = checkpoint.parameters
-        log.info("resuming from the checkpoint of round %d in %s", checkpoint.server_round,
-                 self.checkpoint_dir)
+        initial = self.strategy.initialize_parameters(client_manager=self._client_manager)
+        if initial is not None:
+            check_parameters_match(checkpoint, initial, "the strategy's initial parameters",
+                                   self.checkpoint_dir)
+        self._loaded = checkpoint
         return checkpoint
+
+    def _resume(self, num_rounds: int, timeout: float | None) -> RoundCheckpoint | None:
+        """Load the newest checkpoint into this server, or None to start afresh."""
+        if self.checkpoint_dir is None:
+            return None
+        loaded, self._loaded = self._loaded, None
+        if loaded is None or latest_round(self.checkpoint_dir) != loaded.server_round:
+            loaded = self.load_checkpoint()
+            self._loaded = None
+        if loaded is None:
+            return None
+        if loaded.server_round < num_rounds and self.strategy.initialize_parameters(
+                client_manager=self._client_manager) is None:
+            # Nothing to compare with before a client joined: ask one, as a fresh run would.
+            reference = self._initial_parameters(timeout)
+            check_parameters_match(loaded, reference, "the parameters of the first client "
+                                   "that answered", self.checkpoint_dir)
+        self.strategy.load_state_dict(loaded.strategy_state)
+        self._client_manager.load_state_dict(loaded.client_manager_state)
+        self.parameters = loaded.parameters
+        log.info("resuming from the checkpoint of round %d in %s", loaded.server_round,
+                 self.checkpoint_dir)
+        return loaded
 
     def _notify(self, server_round: int, history: History) -> None:
         if self.on_round_end is not None:
@@ -273,9 +323,10 @@ class Server:
         self, server_round: int, timeout: float | None
     ) -> tuple[Parameters | None, dict[str, Scalar], FitResultsAndFailures] | None:
         """Train on the sampled clients and aggregate; None when no client was sampled."""
+        self._fit_timeouts = set()
         instructions = self.strategy.configure_fit(
             server_round=server_round, parameters=self.parameters,
-            client_manager=self._client_manager)
+            client_manager=self._health.sampling_view(self._client_manager))
         if not instructions:
             log.info("round %d: no clients selected for training", server_round)
             return None
@@ -318,7 +369,7 @@ class Server:
         """Evaluate on the sampled clients; None when no client was sampled."""
         instructions = self.strategy.configure_evaluate(
             server_round=server_round, parameters=self.parameters,
-            client_manager=self._client_manager)
+            client_manager=self._health.sampling_view(self._client_manager))
         if not instructions:
             return None
 
@@ -357,6 +408,11 @@ class Server:
             return process(client, getattr(client, method)(ins, timeout, group_id=server_round))
 
         for index, (client, ins) in enumerate(instructions):
+            if method == "evaluate" and client.cid in self._fit_timeouts:
+                outcomes[index] = ClientTimeout(
+                    client.cid, "not asked to evaluate: its fit of this round got no reply "
+                    "in time, and its stream waits for that reply first")
+                continue
             submit = getattr(client, "submit", None)  # a proxy need not derive from ours
             try:
                 handle = None if submit is None else submit(ins, functools.partial(done.put,
@@ -404,10 +460,16 @@ class Server:
                 wrapped = ClientFailure(client.cid, f"{type(outcome).__name__}: {outcome}")
                 wrapped.__cause__ = outcome
                 failures.append(wrapped)
-        level = logging.DEBUG if method == "reconnect" else logging.WARNING
-        what = "disconnect" if method == "reconnect" else method
-        for failure in failures:
-            log.log(level, "round %d %s: %s", server_round, what, failure)
+        if method != "reconnect":
+            failed = {failure.cid: failure for failure in failures  # type: ignore[attr-defined]
+                      if isinstance(failure, ClientFailure)}
+            for client, _ in instructions:
+                self._health.record(client, server_round, failed.get(client.cid))
+            if method == "fit":
+                self._fit_timeouts = {cid for cid, f in failed.items()
+                                      if isinstance(f, ClientTimeout)}
+        _log_failures(failures, server_round,
+                      "disconnect" if method == "reconnect" else method)
         return results, failures
 
     def disconnect_all_clients(self, timeout: float | None) -> None:
@@ -435,6 +497,35 @@ class Server:
         if self._workers is not None:
             self._workers.shutdown(wait=False)
             self._workers = None
+
+
+def _add_failures(history: History, server_round: int, failures: list[BaseException]) -> None:
+    for failure in failures:
+        history.add_failure(server_round, getattr(failure, "cid", "?"),
+                            getattr(failure, "reason", f"{type(failure).__name__}: {failure}"))
+
+
+def _log_failures(failures: list[BaseException], server_round: int, what: str) -> None:
+    """One line per kind of failure ("500 clients: ClientTimeout, no reply within 5 s"),
+    not one per client; each client's failure at debug level."""
+    for failure in failures:
+        log.debug("round %d %s: %s", server_round, what, failure)
+    if not failures:
+        return
+    kinds: dict[str, int] = {}
+    for failure in failures:
+        reason = getattr(failure, "reason", str(failure))
+        kind = f"{type(failure).__name__}, {reason}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    level = logging.DEBUG if what == "disconnect" else logging.WARNING
+    shown = sorted(kinds.items(), key=lambda item: -item[1])
+    for kind, count in shown[:_KINDS_SHOWN]:
+        log.log(level, "round %d %s: %d client%s failed: %s", server_round, what, count,
+                "" if count == 1 else "s", kind)
+    if len(shown) > _KINDS_SHOWN:
+        rest = sum(count for _, count in shown[_KINDS_SHOWN:])
+        log.log(level, "round %d %s: %d more failures of %d other kinds (see debug log)",
+                server_round, what, rest, len(shown) - _KINDS_SHOWN)
 
 
 def _put_index(done: queue.SimpleQueue[int], index: int, _: object) -> None:

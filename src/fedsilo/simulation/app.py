@@ -50,6 +50,7 @@ def start_simulation(
     backend: Backend = "local",
     num_workers: int | None = None,
     client_state_dir: str | Path | None = None,
+    ray_address: str | None = None,
 ) -> History:
     """Run ``config.num_rounds`` rounds over virtual clients; return the History.
 
@@ -64,7 +65,12 @@ def start_simulation(
     ``num_workers``, the most clients running at once (default: as many as
     ``client_resources`` fit on the machine or cluster); ``client_state_dir``, where clients
     that implement :class:`~fedsilo.simulation.StatefulClient` keep their state between the
-    rounds they are sampled in. ``config.round_timeout`` bounds each client's run; a client
+    rounds they are sampled in; ``ray_address`` attaches the Ray backend to a running
+    cluster (``"host:port"`` of its head, ``"auto"``, or ``"ray://host:10001"``; the same
+    as ``ray_init_args={"address": ...}``). On Ray, the pool follows the cluster: when a
+    node leaves, its actors go with it (a client that was running there fails with "worker
+    node lost", the others run on the remaining actors), and a node that joins adds
+    actors. ``config.round_timeout`` bounds each client's run; a client
     that overruns, raises or kills its worker is a failure of that round, and the worker is
     replaced. A ``VirtualClientManager`` (the default; give it a ``seed`` for reproducible
     sampling) holds ids only; any other ``ClientManager`` gets one small proxy per client.
@@ -96,6 +102,8 @@ def start_simulation(
         from fedsilo.simulation.ray_backend import import_ray, ray_engine
 
         ray = import_ray()
+        if ray_address is not None:
+            ray_init_args = {**(ray_init_args or {}), "address": ray_address}
         if not ray.is_initialized():
             ray.init(**_ray_init_args(ray_init_args))
             ray_started = True

@@ -16,7 +16,9 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TypeVar
 
 from fedsilo.common.exceptions import ClientFailure, ClientReportedError
@@ -31,6 +33,7 @@ __all__ = [
     "Engine",
     "ParameterPublisher",
     "VirtualClientProxy",
+    "SlotLost",
     "WorkerSlot",
     "WorkerStartError",
 ]
@@ -38,6 +41,7 @@ __all__ = [
 T = TypeVar("T")
 
 DRAIN_S = 10.0  # how long closing waits for running clients before stopping their workers
+GROW_CHECK_S = 5.0  # how often the engine asks whether the cluster has room for more workers
 
 
 class WorkerSlot(ABC):
@@ -62,6 +66,11 @@ class WorkerStartError(RuntimeError):
     """A worker could not start or load ``client_fn``; the message holds its error."""
 
 
+class SlotLost(Exception):
+    """Raised by ``WorkerSlot.run`` before it ran the task: the slot's worker is gone for
+    good (its node left the cluster) and the task goes to another worker."""
+
+
 class ParameterPublisher(ABC):
     """Puts a version of the parameters where every worker can read it."""
 
@@ -78,26 +87,52 @@ class ParameterPublisher(ABC):
         """Free whatever is still published."""
 
 
-class Engine:
-    """Runs client tasks on a fixed set of workers; calls block until their outcome."""
+_Item = tuple[Task, float | None, "concurrent.futures.Future[Outcome]"]
 
-    def __init__(self, slots: list[WorkerSlot], publisher: ParameterPublisher) -> None:
+
+class Engine:
+    """Runs client tasks on a set of workers; calls block until their outcome.
+
+    The set may change while it runs (Ray): a slot whose worker is gone for good raises
+    ``SlotLost``, its driver ends and its task goes back to the queue for the others;
+    ``grow(current)``, asked at most every ``GROW_CHECK_S`` seconds, returns new slots
+    when the cluster has room for more workers.
+    """
+
+    def __init__(self, slots: list[WorkerSlot], publisher: ParameterPublisher,
+                 grow: Callable[[int], list[WorkerSlot]] | None = None) -> None:
         if not slots:
             raise ValueError("the engine needs at least one worker")
-        self.slots = slots
+        self.slots: list[WorkerSlot] = []
         self.publisher = publisher
-        Item = tuple[Task, float | None, concurrent.futures.Future[Outcome]]
-        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._grow = grow
+        self._grown_at = time.monotonic()
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._closed = False
-        self._drivers = [threading.Thread(target=self._drive, args=(slot,), daemon=True,
-                                          name=f"fedsilo-sim-driver-{i}")
-                         for i, slot in enumerate(slots)]
-        for driver in self._drivers:
-            driver.start()
+        self._drivers: list[threading.Thread] = []
+        for slot in slots:
+            self._add(slot)
+
+    def _add(self, slot: WorkerSlot) -> None:
+        driver = threading.Thread(target=self._drive, args=(slot,), daemon=True,
+                                  name=f"fedsilo-sim-driver-{len(self._drivers)}")
+        with self._lock:
+            self.slots.append(slot)
+            self._drivers.append(driver)
+        driver.start()
 
     @property
     def num_workers(self) -> int:
-        return len(self.slots)
+        with self._lock:
+            return len(self.slots)
+
+    def _maybe_grow(self) -> None:
+        if self._grow is None or time.monotonic() - self._grown_at < GROW_CHECK_S:
+            return
+        self._grown_at = time.monotonic()
+        for slot in self._grow(self.num_workers):
+            self._add(slot)
 
     def wait_ready(self) -> None:
         """Block until every worker is up: a ``client_fn`` that cannot load fails here, once,
@@ -114,6 +149,9 @@ class Engine:
         if isinstance(parameters, Parameters) and parameters.tensors:
             handle = self.publisher.publish(parameters)
             ins = with_parameters(ins, Parameters([], parameters.tensor_type))
+        self._maybe_grow()
+        if self.num_workers == 0:
+            raise ClientFailure(cid, "no simulation worker is left (every one was lost)")
         future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
         self._queue.put((Task(cid, ins, handle), timeout, future))
         return future.result()
@@ -126,11 +164,38 @@ class Engine:
             task, timeout, future = item
             try:
                 future.set_result(slot.run(task, timeout))
+            except SlotLost as exc:
+                self._retire(slot, item, str(exc))
+                return
             except BaseException as exc:  # handed to the waiting proxy
                 future.set_exception(exc)
-            finally:
-                if task.parameters is not None:
-                    self.publisher.release(task.parameters)
+            if task.parameters is not None:
+                self.publisher.release(task.parameters)
+
+    def _retire(self, slot: WorkerSlot, item: _Item, reason: str) -> None:
+        """The slot's worker is gone for good: its task goes to the others, unless it was
+        the last worker (then the task fails with the reason)."""
+        with self._lock:
+            if slot in self.slots:
+                self.slots.remove(slot)
+            left = len(self.slots)
+        slot.close()
+        task, _, future = item
+        log.warning("a worker left the simulation (%s); %d remain", reason, left)
+        if left:
+            self._queue.put(item)
+            return
+        waiting: _Item | None = item
+        while waiting is not None:  # nobody is left to take what waits: fail it all
+            task, _, future = waiting
+            future.set_exception(ClientFailure(task.cid, f"no worker is left to run it "
+                                                         f"({reason})"))
+            if task.parameters is not None:
+                self.publisher.release(task.parameters)
+            try:
+                waiting = self._queue.get_nowait()
+            except queue.Empty:
+                waiting = None
 
     def close(self) -> None:
         """Stop the drivers once queued tasks are done, then the workers."""
@@ -141,7 +206,7 @@ class Engine:
             self._queue.put(None)
         for driver in self._drivers:
             driver.join(DRAIN_S)  # past it, closing the slots ends what still runs
-        for slot in self.slots:
+        for slot in list(self.slots):
             slot.close()
         self.publisher.close()
 

@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,13 @@ from typing import Any
 
 from fedsilo.common.exceptions import ClientDisconnected, ClientTimeout
 from fedsilo.common.typing import Parameters
-from fedsilo.simulation.engine import Engine, ParameterPublisher, WorkerSlot, WorkerStartError
+from fedsilo.simulation.engine import (
+    Engine,
+    ParameterPublisher,
+    SlotLost,
+    WorkerSlot,
+    WorkerStartError,
+)
 from fedsilo.simulation.runtime import ClientFn, ClientRuntime, Outcome, ParametersHandle, Task
 
 log = logging.getLogger("fedsilo.simulation")
@@ -29,6 +36,8 @@ log = logging.getLogger("fedsilo.simulation")
 __all__ = ["import_ray", "ray_engine", "ray_pool_size"]
 
 ACTOR_START_S = 300.0  # a busy cluster may take a while to place and start an actor
+REPLACE_S = 30.0  # how long a replacement or added actor may take to start before it is given up
+NODE_PROBE_S = 2.0  # how long to wait for a node's raylet to accept a connection
 
 
 def import_ray() -> Any:
@@ -74,10 +83,27 @@ def ray_engine(
     actor_class = ray.remote(_SimulationActor)
     client_fn_ref = ray.put(client_fn)
     state = None if state_dir is None else str(state_dir)
-    slots: list[WorkerSlot] = [RayActorSlot(ray, actor_class, options, client_fn_ref, state)
-                               for _ in range(size)]
+
+    def new_slots(count: int) -> list[WorkerSlot]:
+        return [RayActorSlot(ray, actor_class, options, client_fn_ref, state)
+                for _ in range(count)]
+
+    def grow(current: int) -> list[WorkerSlot]:
+        """Slots for the room a node that joined (or came back) adds to the cluster: what
+        is free now (a node that died but is still counted holds no free room)."""
+        try:
+            extra = ray_pool_size(ray.available_resources(), client_resources)
+        except ValueError:  # no room at all for now
+            return []
+        if num_workers is not None:
+            extra = min(extra, num_workers - current)
+        if extra <= 0:
+            return []
+        log.info("ray backend: the cluster has room for %d more actors", extra)
+        return new_slots(extra)
+
     log.info("ray backend: %d actors with %s each", size, client_resources)
-    return Engine(slots, ObjectStorePublisher(ray))
+    return Engine(new_slots(size), ObjectStorePublisher(ray), grow=grow)
 
 
 class _SimulationActor:
@@ -93,6 +119,11 @@ class _SimulationActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
 
 @dataclass(frozen=True)
@@ -140,7 +171,13 @@ class ObjectStorePublisher(ParameterPublisher):
 
 
 class RayActorSlot(WorkerSlot):
-    """One actor; killed and replaced when its client overruns, replaced when it dies."""
+    """One actor; killed and replaced when its client overruns, replaced when it dies.
+
+    When the actor's node leaves the cluster, the slot goes with it: the client that was
+    running fails with "worker node lost", and the slot's next task goes to another
+    (``SlotLost``). A replacement actor that no node has room for within ``REPLACE_S``
+    is given up the same way, so no task waits for an actor that cannot start.
+    """
 
     def __init__(self, ray: Any, actor_class: Any, options: dict[str, Any],
                  client_fn_ref: Any, state_dir: str | None) -> None:
@@ -149,20 +186,37 @@ class RayActorSlot(WorkerSlot):
         self._options = options
         self._client_fn_ref = client_fn_ref
         self._state_dir = state_dir
+        self.node_id: str | None = None  # the node the actor runs on, once it is up
+        self._ready = False
+        self._lost: str | None = None  # why the slot is gone for good
         self._spawn()
 
     def _spawn(self) -> None:
         self.actor = self._actor_class.options(**self._options).remote(
             [self._client_fn_ref], self._state_dir)
+        self._ready = False
+
+    def _await_ready(self, timeout: float) -> None:
+        self.node_id = self._ray.get(self.actor.node.remote(), timeout=timeout)
+        self._ready = True
 
     def wait_ready(self) -> None:
         try:
-            self._ray.get(self.actor.pid.remote(), timeout=ACTOR_START_S)
+            self._await_ready(ACTOR_START_S)
         except Exception as exc:
             raise WorkerStartError(f"a Ray actor could not load client_fn: "
                                    f"{_first_line(exc)}") from exc
 
     def run(self, task: Task, timeout: float | None) -> Outcome:
+        if self._lost is None and not self._ready:
+            try:
+                self._await_ready(REPLACE_S)
+            except Exception as exc:  # not placed in time, or died while starting
+                self._ray.kill(self.actor)
+                self._lost = (f"no node of the cluster could start its actor within "
+                              f"{REPLACE_S:g} s ({_first_line(exc)})")
+        if self._lost is not None:
+            raise SlotLost(self._lost)
         kind = type(task.instruction).__name__.removesuffix("Ins").lower()
         exceptions = self._ray.exceptions
         ref = self.actor.run.remote(task)
@@ -174,6 +228,11 @@ class RayActorSlot(WorkerSlot):
             raise ClientTimeout(task.cid, f"{kind} gave no reply within {timeout:g} s; its "
                                           "actor was stopped and replaced") from None
         except exceptions.RayActorError as exc:
+            if not self._node_reachable():
+                self._lost = f"worker node lost (Ray node {self.node_id})"
+                raise ClientDisconnected(task.cid, f"worker node lost: the Ray node that ran "
+                                                   f"its actor left the cluster during {kind}"
+                                         ) from None
             self._spawn()
             raise ClientDisconnected(task.cid, f"its actor died during {kind} "
                                                f"({_first_line(exc)}); a fresh actor "
@@ -182,6 +241,24 @@ class RayActorSlot(WorkerSlot):
             raise ClientDisconnected(task.cid, f"its actor failed during {kind}: "
                                                f"{_first_line(exc)}") from None
         return outcome
+
+    def _node_reachable(self) -> bool:
+        """Whether the actor's node is still in the cluster: alive for Ray's control store,
+        and its raylet accepting connections (the store notices a dead node only after
+        several missed health checks; a refused connection is seen at once)."""
+        for node in self._ray.nodes():
+            if node.get("NodeID") != self.node_id:
+                continue
+            if not node.get("Alive"):
+                return False
+            try:
+                socket.create_connection((node["NodeManagerAddress"],
+                                          int(node["NodeManagerPort"])),
+                                         timeout=NODE_PROBE_S).close()
+            except (OSError, KeyError, ValueError):
+                return False
+            return True
+        return False
 
     def close(self) -> None:
         self._ray.kill(self.actor)

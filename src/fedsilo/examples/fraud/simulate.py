@@ -60,13 +60,15 @@ def run_simulation(
     *,
     backend: Literal["local", "ray"] = "local",
     num_workers: int | None = None,
+    ray_address: str | None = None,
     penalty: str = "l2",
     max_iter: int = 10,
 ) -> dict[str, Any]:
     """Simulate the federation of ``n_sites`` sites; return the demo's report.
 
     Every site trains and evaluates in every round. ``n_providers`` must leave each site a
-    few fraudulent providers: about 400 providers per site do.
+    few fraudulent providers: about 400 providers per site do. ``ray_address`` attaches
+    the Ray backend to a running cluster.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
@@ -96,7 +98,8 @@ def run_simulation(
         history = fedsilo.simulation.start_simulation(
             client_fn=client_fn, clients_ids=[s.name for s in split.sites],
             config=fl.server.ServerConfig(num_rounds=rounds, round_timeout=ROUND_TIMEOUT_S),
-            strategy=strategy, backend=backend, num_workers=num_workers)
+            strategy=strategy, backend=backend, num_workers=num_workers,
+            ray_address=ray_address)
     _check_complete(history, rounds, len(split.sites))
 
     config = {"rounds": rounds, "n_sites": len(split.sites), "seed": seed,

@@ -29,6 +29,7 @@ __all__ = ["NOT_DUE", "InstructionBridge", "Outgoing"]
 
 Outgoing = bytes | Sequence[bytes]  # one message, or the chunk frames of one
 NOT_DUE = object()  # poll_message: no instruction is due yet
+NO_LIMIT = 2**63  # reply_limit: the instruction implies no bound of its own
 
 
 class InstructionBridge:
@@ -44,12 +45,13 @@ class InstructionBridge:
         self.cid = cid
         self._on_change = on_change
         self._cv = threading.Condition()
-        self._outgoing: deque[tuple[int, Outgoing]] = deque()
+        self._outgoing: deque[tuple[int, Outgoing, int]] = deque()
         self._replies: dict[int, object | None] = {}  # ticket -> reply (None: still waiting)
         self._releases: dict[int, Callable[[], None]] = {}  # ticket -> its reply's slot
         self._notify: dict[int, Callable[[], None]] = {}  # ticket -> who waits without a thread
         self._held: Callable[[], None] | None = None  # the slot of the last reply handed out
         self._in_flight: int | None = None
+        self._in_flight_limit = 0  # the reply limit of the instruction in flight
         self._tickets = itertools.count(1)
         self._closed = False
         self._farewell: bytes | None = None
@@ -65,13 +67,22 @@ class InstructionBridge:
         """Whether an instruction was sent and its reply has not arrived."""
         return self._in_flight is not None
 
+    def reply_allowance(self) -> int | None:
+        """The most tensor bytes a reply sent in chunks may announce now: the limit of the
+        instruction in flight, or None while none is (whatever arrives then is unasked)."""
+        with self._cv:
+            return None if self._in_flight is None else self._in_flight_limit
+
     # Round-loop side --------------------------------------------------------
 
-    def submit(self, message: Outgoing, notify: Callable[[], None] | None = None) -> int:
+    def submit(self, message: Outgoing, notify: Callable[[], None] | None = None,
+               reply_limit: int = NO_LIMIT) -> int:
         """Queue ``message`` (a serialized ServerMessage or its frames); return its ticket.
 
         ``notify`` is called once, from whichever thread, when the reply is in or the
         bridge closed: then ``collect(ticket)`` returns at once. It must not block.
+        ``reply_limit`` bounds the tensor bytes of a reply that comes in chunks (see
+        ``reply_allowance``).
         """
         self.release_reply()  # whoever sends the next instruction is done with the last reply
         with self._cv:
@@ -81,7 +92,7 @@ class InstructionBridge:
             self._replies[ticket] = None
             if notify is not None:
                 self._notify[ticket] = notify
-            self._outgoing.append((ticket, message))
+            self._outgoing.append((ticket, message, reply_limit))
             self._cv.notify_all()
             self._changed()
         return ticket
@@ -106,10 +117,11 @@ class InstructionBridge:
         with self._cv:
             self._abandon(ticket)
 
-    def request(self, message: Outgoing, timeout: float | None) -> object:
+    def request(self, message: Outgoing, timeout: float | None,
+                reply_limit: int = NO_LIMIT) -> object:
         """Send ``message`` and wait for the reply (``submit``, wait, ``collect``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        ticket = self.submit(message)
+        ticket = self.submit(message, reply_limit=reply_limit)
         with self._cv:
             while self._replies.get(ticket) is None and not self._closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -163,7 +175,7 @@ class InstructionBridge:
                 return NOT_DUE  # the farewell goes after the reply in flight
             farewell, self._farewell = self._farewell, None
             return farewell
-        ticket, message = self._outgoing.popleft()
+        ticket, message, self._in_flight_limit = self._outgoing.popleft()
         self._in_flight = ticket
         return message
 

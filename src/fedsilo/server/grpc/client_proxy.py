@@ -24,9 +24,11 @@ from fedsilo.common.typing import (
     ReconnectIns,
 )
 from fedsilo.server.client_proxy import ClientProxy, Instruction
-from fedsilo.server.grpc.bridge import InstructionBridge, Outgoing
+from fedsilo.server.grpc.bridge import NO_LIMIT, InstructionBridge, Outgoing
 
-__all__ = ["GrpcClientProxy", "encode_instruction"]
+__all__ = ["DEFAULT_FIT_REPLY_FACTOR", "GrpcClientProxy", "encode_instruction"]
+
+DEFAULT_FIT_REPLY_FACTOR = 2.0  # a fit reply in chunks may be twice the parameters sent
 
 
 class _EncodedInstructions:
@@ -112,15 +114,40 @@ class GrpcClientProxy(ClientProxy):
     client that takes no chunks, e.g. Flower's); an instruction over
     ``max_message_length`` goes to such a client as chunks, to any other as a
     failure that names the limit.
+
+    Each instruction also bounds the reply a client may send in chunks (see
+    ``reply_limit``), so that the stream refuses an oversized reply at its first
+    frame instead of buffering it: ``fit_reply_factor`` times the tensor bytes a
+    ``FitIns`` carried.
     """
 
     def __init__(self, cid: str, bridge: InstructionBridge, *,
                  max_message_length: int = GRPC_MAX_MESSAGE_LENGTH,
-                 peer_limit: int | None = None) -> None:
+                 peer_limit: int | None = None,
+                 fit_reply_factor: float = DEFAULT_FIT_REPLY_FACTOR) -> None:
         super().__init__(cid)
         self.bridge = bridge
         self.max_message_length = max_message_length
         self.peer_limit = peer_limit
+        self.fit_reply_factor = fit_reply_factor
+
+    def reply_limit(self, ins: serde.ServerInstruction) -> int:
+        """The most tensor bytes the reply to ``ins`` may carry in chunks.
+
+        A fit reply: ``fit_reply_factor`` times the tensor bytes sent (unbounded here when
+        the FitIns carried none: the servicer's transfer limit still applies). Parameters
+        asked for with GetParametersIns: unbounded here too. Every other reply carries no
+        tensors. A client that did not announce chunks never gets more than the message
+        limit.
+        """
+        if isinstance(ins, FitIns):
+            sent = sum(len(x) for x in ins.parameters.tensors)
+            limit = int(sent * self.fit_reply_factor) if sent else NO_LIMIT
+        elif isinstance(ins, GetParametersIns):
+            limit = NO_LIMIT
+        else:
+            limit = 0
+        return limit if self.peer_limit is not None else min(limit, self.max_message_length)
 
     def _encode(self, ins: serde.ServerInstruction) -> Outgoing:
         parameters = getattr(ins, "parameters", None)
@@ -147,7 +174,8 @@ class GrpcClientProxy(ClientProxy):
             raise ClientFailure(self.cid, f"{type(ins).__name__} not sent: {exc}") from exc
 
     def _call(self, ins: Instruction, timeout: float | None) -> Any:
-        return self._finish(ins, self.bridge.request(self._encode(ins), timeout))
+        return self._finish(ins, self.bridge.request(self._encode(ins), timeout,
+                                                     self.reply_limit(ins)))
 
     def _finish(self, ins: Instruction, answer: object) -> Any:
         """Decode ``answer`` as the reply ``ins`` expects; its slot is released unless it
@@ -164,9 +192,12 @@ class GrpcClientProxy(ClientProxy):
 
     def submit(self, ins: Instruction, notify: Callable[[], None]) -> _PendingGrpcReply:
         """Queue ``ins`` on the client's stream; no thread waits for the reply."""
-        return _PendingGrpcReply(self, ins, self.bridge.submit(self._encode(ins), notify))
+        ticket = self.bridge.submit(self._encode(ins), notify, self.reply_limit(ins))
+        return _PendingGrpcReply(self, ins, ticket)
 
     def _decode(self, ins: serde.ServerInstruction, answer: object, expected: type) -> Any:
+        if isinstance(answer, chunking.TooLarge):
+            raise InvalidUpdate(self.cid, f"reply refused: {answer}")
         if isinstance(answer, ProtocolError):
             raise InvalidUpdate(self.cid, f"unreadable reply: {answer}")
         try:

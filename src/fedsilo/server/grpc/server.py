@@ -22,6 +22,7 @@ from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
 from fedsilo.common.memory import limit_malloc_arenas
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.grpc.auth import ClientAllowlist
+from fedsilo.server.grpc.client_proxy import DEFAULT_FIT_REPLY_FACTOR
 from fedsilo.server.grpc.servicer import FederationServicer, add_servicer
 
 __all__ = ["FederationGrpcServer", "start_grpc_server"]
@@ -42,6 +43,7 @@ def start_grpc_server(
     client_allowlist: ClientAllowlist | None = None,
     keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+    fit_reply_factor: float = DEFAULT_FIT_REPLY_FACTOR,
 ) -> tuple[FederationGrpcServer, int]:
     """Start serving ``Join`` streams; return the server and the port it is bound to.
 
@@ -85,7 +87,7 @@ def start_grpc_server(
         # 0.5 GB, at the same round time.
         options.append(("grpc.http2.bdp_probe", 0))
     servicer = FederationServicer(client_manager, max_message_length=max_message_length,
-                                  allowlist=client_allowlist)
+                                  allowlist=client_allowlist, fit_reply_factor=fit_reply_factor)
     credentials = None
     if certificates is not None:
         ca_cert, cert, key = _check_certificates(certificates)

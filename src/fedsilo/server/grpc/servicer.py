@@ -41,7 +41,7 @@ from fedsilo.common.memory import BufferPool
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.bridge import NOT_DUE, InstructionBridge
-from fedsilo.server.grpc.client_proxy import GrpcClientProxy
+from fedsilo.server.grpc.client_proxy import DEFAULT_FIT_REPLY_FACTOR, GrpcClientProxy
 
 log = logging.getLogger("fedsilo.server")
 
@@ -51,6 +51,8 @@ SERVICE_NAME = "flwr.proto.FlowerService"
 _DISCONNECT_RES_TAG = b"\x0a"  # ClientMessage field 1 (disconnect_res), length-delimited
 DEFAULT_PACED_REPLIES = 2  # large replies read at once; FEDSILO_PACED_REPLIES overrides
 PACING_WAIT_S = 10.0  # a reader that waited this long for a slot reads on without one
+_CUT_OFF = "gRPC ended the call (the client cancelled it or its connection dropped)"
+_CUT_OFF_GRACE_S = 0.2  # how long a stream whose requests ended waits to see it was cut off
 
 
 class FederationServicer:
@@ -60,6 +62,10 @@ class FederationServicer:
     key are registered; the others are refused before any instruction.
     ``max_message_length`` is the server's gRPC message limit, announced to
     fedsilo clients as the largest chunk frame the server reads.
+    A reply in chunks is read only as the answer to the instruction in flight on its
+    stream, and only up to what that instruction allows (``fit_reply_factor`` times
+    the parameters a FitIns sent; see ``GrpcClientProxy.reply_limit``), never beyond
+    ``max_transfer``: anything else is refused at its first frame and ends the stream.
     """
 
     def __init__(
@@ -70,15 +76,19 @@ class FederationServicer:
         allowlist: ClientAllowlist | None = None,
         max_transfer: int = chunking.DEFAULT_MAX_TRANSFER,
         paced_replies: int | None = None,
+        fit_reply_factor: float = DEFAULT_FIT_REPLY_FACTOR,
     ) -> None:
         if paced_replies is None:
             paced_replies = int(os.environ.get("FEDSILO_PACED_REPLIES", DEFAULT_PACED_REPLIES))
         if paced_replies < 1:
             raise ValueError(f"paced_replies must be at least 1, got {paced_replies}")
+        if not fit_reply_factor > 0:
+            raise ValueError(f"fit_reply_factor must be positive, got {fit_reply_factor}")
         self.client_manager = client_manager
         self.max_message_length = max_message_length
         self.allowlist = allowlist
         self.max_transfer = max_transfer
+        self.fit_reply_factor = fit_reply_factor
         self._serial = itertools.count(1)
         self._reply_slots = ReplySlots(paced_replies)
         # Large replies are assembled in buffers kept for the next ones: one per slot, and
@@ -102,7 +112,7 @@ class FederationServicer:
             self._wakeups = _Wakeups(asyncio.get_running_loop())
         bridge = InstructionBridge(cid, on_change=self._wakeups.waker(due))
         proxy = GrpcClientProxy(cid, bridge, max_message_length=self.max_message_length,
-                                peer_limit=peer_limit)
+                                peer_limit=peer_limit, fit_reply_factor=self.fit_reply_factor)
         if not self.client_manager.register(proxy):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"client id {cid} is taken")
         violation: list[str] = []
@@ -112,8 +122,13 @@ class FederationServicer:
         reader.add_done_callback(self._readers.discard)
         try:
             await self._send_instructions(proxy, context, due)
+        except asyncio.CancelledError:
+            # gRPC ended the call under the handler: the client cancelled it, its connection
+            # dropped, or gRPC refused a message it sent.
+            self._release(proxy, self._ended(proxy, _CUT_OFF))
+            raise
         finally:
-            self._release(proxy, self._ended(bridge))
+            self._release(proxy, self._ended(proxy))
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -144,7 +159,8 @@ class FederationServicer:
             try:
                 await _write(context, outgoing)
             except Exception as exc:  # the stream is gone, whatever gRPC raised
-                self._release(proxy, self._ended(bridge, type(exc).__name__))
+                self._release(proxy, self._ended(proxy, f"writing to it failed "
+                                                        f"({type(exc).__name__})"))
                 return
 
     def _refusal(self, context: grpc.aio.ServicerContext) -> str | None:
@@ -168,15 +184,22 @@ class FederationServicer:
                 if chunking.is_frame(data):
                     try:
                         if not assembler.busy and not slot:
-                            # The first frame of a large reply: checked, then a slot before
-                            # a buffer is taken for it.
-                            assembler.check_first(data)
+                            # The first frame of a large reply: checked against what the
+                            # instruction in flight allows, then a slot, before a buffer is
+                            # taken for it.
+                            allowance = bridge.reply_allowance()
+                            if allowance is None:
+                                self._violated(bridge, violation, _unasked(data, "chunk frames"))
+                                return
+                            assembler.check_first(data, min(allowance, self.max_transfer))
                             slot = await self._take_slot(bridge)
                         reply = assembler.feed(data)
                     except ProtocolError as exc:
                         bridge.deliver(exc)
-                        violation.append(f"unreadable chunk frames: {exc}")
-                        bridge.close(violation[0])
+                        what = ("refused a chunked reply at its first frame"
+                                if isinstance(exc, chunking.TooLarge)
+                                else "unreadable chunk frames")
+                        self._violated(bridge, violation, f"{what}: {exc}")
                         return
                     if reply is None:
                         continue
@@ -191,11 +214,7 @@ class FederationServicer:
                     slot = False
                 del view  # the reply's tensors keep it alive as long as they are needed
                 if not bridge.deliver(reply, release):
-                    violation.append("the client sent a reply while no instruction was waiting "
-                                     "for one (a duplicate or unsolicited reply); replies can "
-                                     "no longer be matched to instructions")
-                    log.warning("client %s: %s", bridge.cid, violation[0])
-                    bridge.close(violation[0])
+                    self._violated(bridge, violation, _unasked(data, "a reply"))
                     return
                 if isinstance(reply, bytes) and reply.startswith(_DISCONNECT_RES_TAG):
                     bridge.close("the client disconnected at the server's request")
@@ -203,17 +222,30 @@ class FederationServicer:
                 # Drop this coroutine's references before waiting for the next message: a
                 # model-sized reply must not stay alive for the whole next round.
                 del data, reply
+            # The requests end the same way when the client closed its side and when gRPC
+            # ended the call; in the second case the handler is cancelled right after, and
+            # says so first (see Join).
+            await asyncio.sleep(_CUT_OFF_GRACE_S)
+            reason = "the client closed its side of the stream"
         except asyncio.CancelledError:
             reason = "the server stopped reading"
             raise
         except Exception as exc:  # the stream is gone, whatever gRPC raised
             code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
-            reason = f"{type(exc).__name__} {code or ''}".strip()
+            reason = f"reading from it failed ({type(exc).__name__} {code or ''})".replace(
+                " )", ")")
         finally:
             assembler.abandon()  # a reply cut off halfway leaves no buffer to the pool
             if slot:
                 self._reply_slots.release()
-            self._release(proxy, self._ended(bridge, reason))
+            self._release(proxy, self._ended(proxy, reason))
+
+    @staticmethod
+    def _violated(bridge: InstructionBridge, violation: list[str], reason: str) -> None:
+        """The client broke the protocol: say so once, and end its stream."""
+        violation.append(reason)
+        log.warning("client %s: %s; its stream is closed", bridge.cid, reason)
+        bridge.close(reason)
 
     async def _take_slot(self, bridge: InstructionBridge) -> bool:
         """Wait for a slot to read the rest of a large reply; False when going on without
@@ -221,14 +253,20 @@ class FederationServicer:
         through a reply delays the others by no more than that)."""
         return await self._reply_slots.take(PACING_WAIT_S, lambda: bridge.closed)
 
-    def _ended(self, bridge: InstructionBridge, detail: str | None = None) -> str:
-        """Why the client's stream ended, in words that point at a fix."""
-        what = "the client's stream ended" + (f" ({detail})" if detail else "")
-        if not bridge.answering:
+    def _ended(self, proxy: GrpcClientProxy, observed: str | None = None) -> str:
+        """Why the client's stream ended: what the server saw, and where that can come
+        from a reply over the message limit, how to raise it."""
+        what = "the client's stream ended" + (f": {observed}" if observed else "")
+        if not proxy.bridge.answering:
             return what
-        return (f"{what} before it answered: the client crashed or lost its connection, or "
-                f"its reply exceeded the server's message limit of {self.max_message_length} "
-                "bytes (raise it with start_server(grpc_max_message_length=...))")
+        what += " before it answered"
+        if observed == _CUT_OFF and proxy.peer_limit is None:
+            # Only a client that sends no chunks can send more than the limit at once.
+            what += (f"; for a client that sends no chunks (as Flower's) this is also how "
+                     f"gRPC refuses a reply over the server's message limit of "
+                     f"{self.max_message_length} bytes (raise it with "
+                     "start_server(grpc_max_message_length=...))")
+        return what
 
     def _release(self, proxy: GrpcClientProxy, reason: str) -> None:
         """The stream is over: unregister the client, then fail what waits on it.
@@ -237,6 +275,12 @@ class FederationServicer:
         """
         self.client_manager.unregister(proxy)
         proxy.bridge.stream_ended(reason)
+
+
+def _unasked(data: bytes, what: str) -> str:
+    return (f"the client sent {what} ({len(data)} bytes) while no instruction was waiting for "
+            "one (a duplicate or unsolicited reply); replies can no longer be matched to "
+            "instructions")
 
 
 class _Wakeups:
