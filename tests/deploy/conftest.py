@@ -100,6 +100,15 @@ except OSError as exc:
     seen = type(exc).__name__
 pathlib.Path(os.environ["SM_MODEL_DIR"], "peek.txt").write_text(f"{len(own)}|{seen}")
 """,
+    "argtrain.py": """
+import argparse, os, pathlib
+p = argparse.ArgumentParser()
+p.add_argument("--train", default=os.environ["SM_CHANNEL_TRAIN"])
+p.add_argument("--model-dir", default=os.environ["SM_MODEL_DIR"])
+a, _ = p.parse_known_args()
+rows = pathlib.Path(a.train, "rows.csv").read_text().splitlines()
+pathlib.Path(a.model_dir, "seen.txt").write_text(rows[0])
+""",
     "short.py": "import time\ntime.sleep(float(__import__('sys').argv[2]))\n",
     "requirements.txt": "numpy>=1.0\n",
 }

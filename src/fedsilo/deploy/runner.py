@@ -51,7 +51,7 @@ from fedsilo.deploy.job_process import (
     same_process,
     signal_group,
 )
-from fedsilo.deploy.jobspec import JobSpec
+from fedsilo.deploy.jobspec import JobSpec, normalised_name
 from fedsilo.deploy.records import ACTIVE, JobRecord
 from fedsilo.deploy.roles import job_arn
 from fedsilo.deploy.site import SiteLayout
@@ -364,10 +364,9 @@ class JobRunner:
         })
         env.setdefault("OMP_NUM_THREADS", "1")
         for channel, path in spec.channels.items():
-            env[f"SM_CHANNEL_{channel.upper().replace('-', '_').replace('.', '_')}"] = \
-                str(path.resolve())
+            env[f"SM_CHANNEL_{normalised_name(channel).upper()}"] = str(path.resolve())
         for key, value in hps.items():
-            env[f"SM_HP_{key.upper().replace('-', '_').replace('.', '_')}"] = value
+            env[f"SM_HP_{normalised_name(key).upper()}"] = value
         return env
 
     def _advance(self, name: str, secondary: str, message: str) -> None:
