@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -76,7 +77,8 @@ raise SystemExit(1)
 import os, pathlib, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # makes the stop wait for its grace, then kill
 child = subprocess.Popen([sys.executable, "-c", "import signal, time;"
-                          "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+                          "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)",
+                          os.environ["SM_MODEL_DIR"]])  # the job's path: job_processes finds it
 pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "pids").write_text(f"{os.getpid()} {child.pid}")
 pathlib.Path(os.environ["SM_MODEL_DIR"], "partial.txt").write_text("checkpoint")
 time.sleep(120)
@@ -109,9 +111,46 @@ a, _ = p.parse_known_args()
 rows = pathlib.Path(a.train, "rows.csv").read_text().splitlines()
 pathlib.Path(a.model_dir, "seen.txt").write_text(rows[0])
 """,
+    # Leaves a daemon behind: fork, setsid, fork again; the grandchild's parent is then PID 1.
+    # Every process carries the marker in its command line, for job_processes() to find.
+    "daemon.py": """
+import os, pathlib, sys, time
+marker = sys.argv[sys.argv.index("--marker") + 1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c",
+                                  "import signal, time; signal.signal(signal.SIGTERM, "
+                                  "signal.SIG_IGN); time.sleep(600)", marker, "daemon"])
+    os._exit(0)
+os.wait()
+pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "forked").write_text("")
+time.sleep(float(sys.argv[sys.argv.index("--seconds") + 1]))
+""",
+    "env.py": """
+import json, os, pathlib
+pathlib.Path(os.environ["SM_MODEL_DIR"], "env.json").write_text(json.dumps(dict(os.environ)))
+""",
     "short.py": "import time\ntime.sleep(float(__import__('sys').argv[2]))\n",
     "requirements.txt": "numpy>=1.0\n",
 }
+
+
+def job_processes(marker: str) -> list[int]:
+    """Live processes (zombies left out) whose command line holds ``marker``, found by walking
+    /proc: what a job left running, whatever its parent, session or process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture
@@ -126,7 +165,7 @@ SiteFactory = Callable[..., SiteLayout]
 @pytest.fixture
 def make_site(tmp_path: Path, caller: Identity) -> SiteFactory:
     def make(name: str = "site1", *, rows: int = 5, allow_logs: bool = False,
-             trusted: Identity | None = None, isolate_jobs: bool = False) -> SiteLayout:
+             trusted: Identity | None = None, isolate_jobs: bool = True) -> SiteLayout:
         who = trusted or caller
         site = init_site(tmp_path / name, name, trusted={"Key": [who.key_fingerprint]},
                          allow_logs=allow_logs, isolate_jobs=isolate_jobs)

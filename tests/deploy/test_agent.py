@@ -20,7 +20,7 @@ from fedsilo.deploy.errors import (
 )
 from fedsilo.deploy.identity import Identity, generate_signing_key
 
-from .conftest import AgentProcess, SiteFactory, job_request, wait_for
+from .conftest import AgentProcess, SiteFactory, job_processes, job_request, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -165,9 +165,7 @@ def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ign
     assert session.stop_training_job("job-long")["TrainingJobStatus"] == "Stopping"
     stopped = _ended(session, "job-long")
     assert stopped["TrainingJobStatus"] == "Stopped"
-    pid = int((site.jobs / "job-long/output/data/pids").read_text())
-    import psutil
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert not job_processes(str(site.jobs / "job-long"))
     # job-short ended while no agent ran: the new agent learns its outcome and packs its model.
     short = _ended(session, "job-short")
     assert short["TrainingJobStatus"] == "Completed", short

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import tarfile
+import uuid
 
 import pytest
 
 from fedsilo.deploy.errors import ValidationError
+from fedsilo.deploy.identity import Identity
 from fedsilo.deploy.jobspec import parse_job_request
 from fedsilo.deploy.runner import JobRunner
+from fedsilo.deploy.site import SiteLayout, namespaces_available
 
-from .conftest import SiteFactory, job_request, wait_for
+from .conftest import SiteFactory, job_processes, job_request, wait_for
+
+needs_namespaces = pytest.mark.skipif(not namespaces_available(),
+                                      reason="this machine forbids user namespaces (unshare)")
+
+
+def _ended(runner: JobRunner, name: str, timeout: float = 60.0) -> dict[str, object]:
+    return wait_for(lambda: (d := runner.describe(name))["TrainingJobStatus"] in
+                    ("Completed", "Failed", "Stopped") and d, timeout, f"job {name} to end")
+
+
+def _start_daemon_job(site: SiteLayout, runner: JobRunner, name: str, *, seconds: float = 300,
+                      max_runtime: int = 600) -> str:
+    """A job whose program leaves a setsid daemon; returns the marker its processes carry."""
+    marker = f"mark-{uuid.uuid4().hex}"
+    runner.create(parse_job_request(site, job_request(
+        name, program="daemon.py", max_runtime=max_runtime,
+        hyperparameters={"marker": marker, "seconds": str(seconds)})))
+    wait_for((site.jobs / name / "output/data/forked").is_file, 60, "the daemon to be forked")
+    wait_for(lambda: len(job_processes(marker)) >= 2, 30, "the daemon and its job to run")
+    return marker
 
 
 @pytest.mark.parametrize("key", [
@@ -44,3 +69,73 @@ def test_the_channel_override_never_reaches_the_program(make_site: SiteFactory) 
     assert described["TrainingJobStatus"] == "Completed", described
     with tarfile.open(site.artifacts / "fl/job-honest/output/model.tar.gz") as tar:
         assert tar.extractfile("seen.txt").read() == b"0,secret-site1-0"  # type: ignore[union-attr]
+
+
+@needs_namespaces
+@pytest.mark.parametrize("how", ["stop", "max-runtime", "program-ends"])
+def test_no_process_of_a_job_outlives_it(make_site: SiteFactory, how: str) -> None:
+    """A double-forked setsid daemon that ignores SIGTERM dies with its job, however it ends."""
+    site = make_site()
+    runner = JobRunner(site, stop_grace_s=0.5)
+    if how == "stop":
+        marker = _start_daemon_job(site, runner, "job-daemon")
+        runner.stop("job-daemon")
+        expected = ("Stopped", "Stopped")
+    elif how == "max-runtime":
+        marker = _start_daemon_job(site, runner, "job-daemon", max_runtime=3)
+        expected = ("Stopped", "MaxRuntimeExceeded")
+    else:
+        marker = _start_daemon_job(site, runner, "job-daemon", seconds=1)
+        expected = ("Completed", "Completed")
+    described = _ended(runner, "job-daemon")
+    assert (described["TrainingJobStatus"], described["SecondaryStatus"]) == expected, described
+    wait_for(lambda: not job_processes(marker), 10, "every process of the job to be gone")
+
+
+@needs_namespaces
+@pytest.mark.slow
+def test_a_killed_agent_restarted_still_ends_the_whole_job(  # type: ignore[no-untyped-def]
+        make_site: SiteFactory, start_agent, caller: Identity) -> None:
+    """The agent dies (SIGKILL) under a running job; the new agent adopts it, and stopping it
+    ends the daemon too. A second job times out under the new agent, with the same result."""
+    site = make_site()
+    agent = start_agent(site)
+    session = agent.client().assume_role(caller, site.launch_role_arn(), "fl-test")
+    markers = {}
+    for name, runtime in (("job-stop", 600), ("job-time", 12)):
+        markers[name] = f"mark-{uuid.uuid4().hex}"
+        session.create_training_job(job_request(
+            name, program="daemon.py", max_runtime=runtime,
+            hyperparameters={"marker": markers[name], "seconds": "300"}))
+    for name, marker in markers.items():
+        wait_for(lambda m=marker: len(job_processes(m)) >= 2, 60, f"{name}'s daemon to run")
+    agent.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    agent.process.wait(10)  # type: ignore[union-attr]
+    assert all(job_processes(m) for m in markers.values())  # the jobs run on without it
+    agent.start()
+    session = agent.client().assume_role(caller, site.launch_role_arn(), "fl-test")
+    session.stop_training_job("job-stop")
+    for name in markers:
+        described = wait_for(lambda n=name: (d := session.describe_training_job(n))[
+            "TrainingJobStatus"] in ("Stopped", "Failed", "Completed") and d, 60, name)
+        assert described["TrainingJobStatus"] == "Stopped", described
+    assert session.describe_training_job("job-time")["SecondaryStatus"] == "MaxRuntimeExceeded"
+    for marker in markers.values():
+        wait_for(lambda m=marker: not job_processes(m), 10, "the jobs' processes to be gone")
+
+
+def test_a_job_gets_a_clean_environment(make_site: SiteFactory,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what SageMaker gives (SM_*) and the request's Environment: nothing of the agent's."""
+    monkeypatch.setenv("FEDSILO_AGENT_SECRET", "canary-of-the-agent")
+    site = make_site()
+    runner = JobRunner(site)
+    request = {**job_request("job-env", program="env.py"), "Environment": {"MY_FLAG": "on"}}
+    runner.create(parse_job_request(site, request))
+    assert _ended(runner, "job-env")["TrainingJobStatus"] == "Completed"
+    with tarfile.open(site.artifacts / "fl/job-env/output/model.tar.gz") as tar:
+        env = json.loads(tar.extractfile("env.json").read())  # type: ignore[union-attr]
+    assert "canary-of-the-agent" not in json.dumps(env)
+    assert {k for k in env if not k.startswith("SM_")} <= {
+        "MY_FLAG", "PATH", "PYTHONPATH", "LANG", "OMP_NUM_THREADS", "LC_CTYPE"}
+    assert env["MY_FLAG"] == "on" and env["SM_CHANNEL_TRAIN"].endswith("channels/train")
