@@ -131,6 +131,44 @@ time.sleep(float(sys.argv[sys.argv.index("--seconds") + 1]))
 import json, os, pathlib
 pathlib.Path(os.environ["SM_MODEL_DIR"], "env.json").write_text(json.dumps(dict(os.environ)))
 """,
+    # Tries every path it is given, directly and through a link it makes, and looks for the
+    # agent's environment in every process it can see; reports what it got.
+    "hostile.py": """
+import argparse, ctypes, json, os, pathlib
+p = argparse.ArgumentParser(); p.add_argument("--targets"); p.add_argument("--needle")
+a = p.parse_args()
+model = pathlib.Path(os.environ["SM_MODEL_DIR"])
+report = {}
+for i, target in enumerate(json.loads(a.targets)):
+    link = model / f"link-{i}"
+    link.symlink_to(target)
+    for how, path in (("direct", target), ("link", link)):
+        try:
+            report[f"{how}:{target}"] = "read:" + pathlib.Path(path).read_bytes()[:64].hex()
+        except OSError as exc:
+            report[f"{how}:{target}"] = type(exc).__name__
+needle = (a.needle + "SECRET=").encode()
+report["environ-hits"] = []
+for entry in pathlib.Path("/proc").iterdir():
+    try:
+        if entry.name.isdigit() and needle in (entry / "environ").read_bytes():
+            report["environ-hits"].append(entry.name)
+    except OSError:
+        pass
+libc = ctypes.CDLL(None, use_errno=True)
+channel = os.environ["SM_CHANNEL_TRAIN"].encode()
+report["umount"] = "allowed" if libc.umount2(channel, 2) == 0 else os.strerror(ctypes.get_errno())
+report["mount"] = ("allowed" if libc.mount(b"none", channel, b"tmpfs", 0, None) == 0
+                   else os.strerror(ctypes.get_errno()))
+try:
+    os.chroot("/")
+    report["chroot"] = "allowed"
+except OSError as exc:
+    report["chroot"] = type(exc).__name__
+status = pathlib.Path("/proc/self/status").read_text()
+report["CapEff"] = next(l.split()[1] for l in status.splitlines() if l.startswith("CapEff"))
+pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "report.json").write_text(json.dumps(report))
+""",
     "short.py": "import time\ntime.sleep(float(__import__('sys').argv[2]))\n",
     "requirements.txt": "numpy>=1.0\n",
 }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import tarfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +141,77 @@ def test_a_job_gets_a_clean_environment(make_site: SiteFactory,
     assert {k for k in env if not k.startswith("SM_")} <= {
         "MY_FLAG", "PATH", "PYTHONPATH", "LANG", "OMP_NUM_THREADS", "LC_CTYPE"}
     assert env["MY_FLAG"] == "on" and env["SM_CHANNEL_TRAIN"].endswith("channels/train")
+
+
+@needs_namespaces
+def test_an_isolated_job_reaches_nothing_of_its_site_or_machine(
+        make_site: SiteFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default: keys, policy, TLS keys, channels it was not given, other jobs, another
+    site, a CA key beside the sites and the agent's environment are all out of reach, directly,
+    through links, or through /proc; it holds no capability and cannot change root."""
+    monkeypatch.setenv("FEDSILO_AGENT_SECRET", "canary-of-the-agent")  # the agent is this process
+    site, other = make_site("site1"), make_site("site2")
+    (site.channels / "spare").mkdir()
+    (site.channels / "spare" / "rows.csv").write_text("spare-rows")
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.key").write_text("CA PRIVATE KEY")
+    runner = JobRunner(site)
+    runner.create(parse_job_request(site, job_request("job-first")))
+    assert _ended(runner, "job-first")["TrainingJobStatus"] == "Completed"
+    own_channel = site.channels / "train" / "rows.csv"
+    targets = [site.signing_key_path, site.roles_path, site.tls / "agent.key",
+               site.channels / "identity" / "client.key", site.channels / "spare" / "rows.csv",
+               other.channels / "train" / "rows.csv", other.signing_key_path,
+               site.jobs / "job-first" / "record.json", site.jobs / "job-first" / "output.log",
+               site.jobs / "job-hostile" / "record.json", site.config_path,
+               tmp_path / "certs" / "ca.key", Path(f"/proc/{os.getpid()}/environ"),
+               Path("/etc/shadow"), own_channel]
+    runner.create(parse_job_request(site, job_request(
+        "job-hostile", program="hostile.py", channels={"train": "train"},
+        hyperparameters={"targets": json.dumps([str(t) for t in targets]),
+                         "needle": "FEDSILO_AGENT_"})))
+    described = _ended(runner, "job-hostile")
+    assert described["TrainingJobStatus"] == "Completed", described
+    report = json.loads((site.jobs / "job-hostile/output/data/report.json").read_text())
+    for target in targets[:-1]:
+        for how in ("direct", "link"):
+            assert report[f"{how}:{target}"] in ("FileNotFoundError", "PermissionError"), \
+                (how, target, report[f"{how}:{target}"])
+    assert report[f"direct:{own_channel}"] == "read:" + own_channel.read_bytes()[:64].hex()
+    assert report["environ-hits"] == []
+    assert report["chroot"] == "PermissionError" and int(report["CapEff"], 16) == 0
+    assert report["umount"] == report["mount"] == "Operation not permitted"
+    with tarfile.open(site.artifacts / "fl/job-hostile/output/model.tar.gz") as tar:
+        assert tar.getnames() == []  # its links are not packed, let alone followed
+
+
+@needs_namespaces
+def test_a_site_that_opts_out_still_hides_the_agents_processes(
+        make_site: SiteFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without isolation the job reads what the agent's user can (the documented limit), but it
+    still runs in its own PID namespace: the agent's environment is not in its /proc."""
+    monkeypatch.setenv("FEDSILO_AGENT_SECRET", "canary-of-the-agent")
+    site = make_site(isolate_jobs=False)
+    runner = JobRunner(site)
+    targets = [site.signing_key_path, Path(f"/proc/{os.getpid()}/environ")]
+    runner.create(parse_job_request(site, job_request(
+        "job-hostile", program="hostile.py",
+        hyperparameters={"targets": json.dumps([str(t) for t in targets]),
+                         "needle": "FEDSILO_AGENT_"})))
+    assert _ended(runner, "job-hostile")["TrainingJobStatus"] == "Completed"
+    report = json.loads((site.jobs / "job-hostile/output/data/report.json").read_text())
+    assert report[f"direct:{site.signing_key_path}"].startswith("read:")
+    assert report[f"direct:/proc/{os.getpid()}/environ"] in ("FileNotFoundError",
+                                                              "PermissionError")
+    assert report["environ-hits"] == []
+
+
+@pytest.mark.slow
+def test_site_serve_warns_when_jobs_are_not_isolated(  # type: ignore[no-untyped-def]
+        make_site: SiteFactory, start_agent) -> None:
+    open_site, isolated = make_site("site1", isolate_jobs=False), make_site("site2")
+    for site in (open_site, isolated):
+        start_agent(site)
+    logs = {p.name.split("-")[1]: p.read_text() for p in open_site.root.parent.glob("agent-*")}
+    assert "jobs at site site1 are NOT isolated" in logs["site1"]
+    assert "NOT isolated" not in logs["site2"]

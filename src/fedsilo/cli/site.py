@@ -44,8 +44,8 @@ def init(
     allow_logs: Annotated[bool, typer.Option(
         help="Let the launch role read job logs (logs:GetLogEvents).")] = False,
     isolate_jobs: Annotated[bool, typer.Option(
-        help="Run jobs in user and mount namespaces that hide the site's parent directory.")
-    ] = False,
+        help="Run each job in a filesystem of its own paths only (--no-isolate-jobs: jobs read "
+             "what the agent's user can; for machines without user namespaces).")] = True,
 ) -> None:
     """Create a site: channels/, code/, artifacts/, jobs/, policy/, keys/ and tls/."""
     from fedsilo.deploy.site import init_site

@@ -184,6 +184,7 @@ def serve(site: SiteLayout, *, host: str | None = None, port: int | None = None,
     if not cert.is_file() or not key.is_file():
         raise NotFound(f"{site.tls} lacks agent.pem/agent.key; the agent serves TLS only")
     app = create_app(site)
+    _warn_about_isolation(site, config)
     host = host or str(config.get("host", "127.0.0.1"))
     port = port if port is not None else int(config.get("port", 8443))
     log.info("site agent of %s at https://%s:%d (OpenAPI at /openapi.json)", site.name, host,
@@ -191,6 +192,19 @@ def serve(site: SiteLayout, *, host: str | None = None, port: int | None = None,
     uvicorn.run(app, host=host, port=port,
                 ssl_certfile=str(cert), ssl_keyfile=str(key), log_level=log_level,
                 access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+
+
+def _warn_about_isolation(site: SiteLayout, config: dict[str, Any]) -> None:
+    from fedsilo.deploy.site import namespaces_available
+
+    if not config.get("isolate_jobs", True):
+        log.warning("jobs at site %s are NOT isolated (site.json: \"isolate_jobs\": false): "
+                    "they can read whatever this agent's user can, the site's keys included",
+                    site.name)
+    elif not namespaces_available():
+        log.warning("site %s isolates jobs, but this machine does not allow user, PID and "
+                    "mount namespaces: every job will fail until it does, or the site opts out",
+                    site.name)
 
 
 def openapi_document(site: SiteLayout) -> str:
