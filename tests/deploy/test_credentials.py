@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,7 +13,13 @@ import pytest
 from fedsilo.deploy.authz import Authorizer
 from fedsilo.deploy.certs import create_ca, issue_client_certificate
 from fedsilo.deploy.credentials import issue_session_token, verify_session_token
-from fedsilo.deploy.errors import AccessDenied, AuthenticationError, NotFound, ValidationError
+from fedsilo.deploy.errors import (
+    AccessDenied,
+    AuthenticationError,
+    DeployError,
+    NotFound,
+    ValidationError,
+)
 from fedsilo.deploy.identity import Identity, fingerprint, generate_signing_key
 from fedsilo.deploy.roles import RoleStore, job_arn, launch_role_policy, role_arn, trust_policy
 from fedsilo.deploy.sts import AssumeRoleService, signed_assume_role_request
@@ -142,3 +149,58 @@ def test_fingerprints_differ_per_key() -> None:
     a, b = generate_signing_key(), generate_signing_key()
     assert fingerprint(a.public_key()) != fingerprint(b.public_key())
     assert fingerprint(a.public_key()).startswith("sha256:")
+
+
+def _with_trust(store: RoleStore, trust: dict[str, object]) -> AssumeRoleService:
+    raw = json.loads(store.path.read_text())
+    raw["Roles"][0]["AssumeRolePolicyDocument"] = trust
+    store.path.write_text(json.dumps(raw))
+    return AssumeRoleService(SITE, RoleStore(store.path), generate_signing_key())
+
+
+def test_a_partial_wildcard_principal_admits_nobody(store: RoleStore) -> None:
+    """``{"Key": "sha256:*"}`` would admit any key; IAM refuses it, and so does the site: the
+    document does not load, and no key gets a session from it."""
+    service = _with_trust(store, {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Key": "sha256:*"}}]})
+    with pytest.raises(ValidationError, match="partial wildcard"):
+        RoleStore(store.path).load()
+    with pytest.raises(DeployError, match="every request is refused") as refused:
+        _assume(service, Identity(generate_signing_key()))
+    assert not isinstance(refused.value, ValidationError | NotFound)
+    assert "sha256" not in str(refused.value)  # the caller learns nothing of the policy
+
+
+def test_trust_conditions_see_external_id_and_source_identity(
+        store: RoleStore, server_identity: Identity) -> None:
+    service = _with_trust(store, {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole",
+        "Principal": {"Key": server_identity.key_fingerprint},
+        "Condition": {"StringEquals": {"STS:ExternalID": "acme-42"},
+                      "StringLike": {"aws:sourceidentity": "ops-*"}}}]})
+    assert "Credentials" in _assume(service, server_identity, external_id="acme-42",
+                                    source_identity="ops-alice")
+    for external_id, source in (("acme-43", "ops-alice"), (None, "ops-alice"),
+                                ("acme-42", "dev-bob"), ("acme-42", None)):
+        with pytest.raises(AccessDenied):
+            _assume(service, server_identity, external_id=external_id, source_identity=source)
+    with pytest.raises(ValidationError, match="ExternalId"):
+        _assume(service, server_identity, external_id="bad id with spaces")
+
+
+def test_a_policy_broken_while_serving_fails_closed(store: RoleStore,
+                                                    server_identity: Identity) -> None:
+    """The site edits roles.json into something that does not load: the roles it held before
+    are not used; every request is refused until the file is fixed."""
+    service = AssumeRoleService(SITE, store, generate_signing_key())
+    assert "Credentials" in _assume(service, server_identity)
+    good = store.path.read_text()
+    broken = json.loads(good)
+    broken["Roles"][0]["Policies"][0]["PolicyDocument"]["Statement"][0].pop("Resource")
+    store.path.write_text(json.dumps(broken))
+    os.utime(store.path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a visibly newer file
+    with pytest.raises(DeployError, match="every request is refused"):
+        _assume(service, server_identity)
+    store.path.write_text(good)
+    os.utime(store.path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    assert "Credentials" in _assume(service, server_identity)

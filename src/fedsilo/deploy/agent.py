@@ -69,6 +69,7 @@ def create_app(site: SiteLayout) -> FastAPI:
     """
     name = site.name
     roles = RoleStore(site.roles_path)
+    roles.load()  # a policy that does not load stops the agent here, with the reason
     key = site.signing_key()
     sts = AssumeRoleService(name, roles, key)
     authz = Authorizer(name, roles, key.public_key())

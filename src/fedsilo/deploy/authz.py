@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedsilo.deploy.conditions import request_context
 from fedsilo.deploy.credentials import SessionClaims, verify_session_token
 from fedsilo.deploy.errors import AccessDenied, AuthenticationError, NotFound
 from fedsilo.deploy.identity import PublicKey
@@ -44,7 +45,9 @@ class Authorizer:
 
     def check(self, session: Session, action: str, resource: str) -> None:
         """Raise AccessDenied unless the session's role allows ``action`` on ``resource``."""
-        decision = session.role.allows(action, resource)
+        claims = session.claims
+        decision = session.role.allows(action, resource, request_context(
+            {"Key": claims.principal}, claims.session_name))
         if not decision.allowed:
             raise AccessDenied(f"{session.role.arn} (session {session.claims.session_name}) is "
                                f"not authorized to perform {action} on {resource}: "

@@ -27,6 +27,7 @@ from typing import Any
 
 from cryptography import x509
 
+from fedsilo.deploy.conditions import request_context
 from fedsilo.deploy.credentials import issue_session_token
 from fedsilo.deploy.errors import AccessDenied, AuthenticationError, ValidationError
 from fedsilo.deploy.identity import (
@@ -45,17 +46,31 @@ __all__ = ["SIGNATURE_HEADER", "AssumeRoleService", "signed_assume_role_request"
 SIGNATURE_HEADER = "X-Fedsilo-Signature"
 FRESHNESS_S = 300.0
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
+_OPTIONAL_FIELDS = {  # STS's own limits
+    "ExternalId": (re.compile(r"[\w+=,.@:/-]{2,1224}"),
+                   "2 to 1224 of letters, digits and +=,.@:/-"),
+    "SourceIdentity": (_SESSION_NAME, "2 to 64 of letters, digits and +=,.@-"),
+}
 
 
 def signed_assume_role_request(
     identity: Identity, *, role_arn: str, session_name: str, site: str,
-    duration_s: int = MIN_SESSION_S,
+    duration_s: int = MIN_SESSION_S, external_id: str | None = None,
+    source_identity: str | None = None,
 ) -> tuple[bytes, str]:
-    """The body and signature header value a caller sends to a site's AssumeRole."""
+    """The body and signature header value a caller sends to a site's AssumeRole.
+
+    ``external_id`` and ``source_identity`` are STS's ``ExternalId`` and ``SourceIdentity``:
+    a trust policy can require them through ``sts:ExternalId`` and ``aws:SourceIdentity``.
+    """
     body: dict[str, Any] = {
         "RoleArn": role_arn, "RoleSessionName": session_name, "DurationSeconds": duration_s,
         "Audience": site, "Timestamp": time.time(),
     }
+    if external_id is not None:
+        body["ExternalId"] = external_id
+    if source_identity is not None:
+        body["SourceIdentity"] = source_identity
     if identity.certificate_pem is not None:
         body["Certificate"] = identity.certificate_pem.decode()
     else:
@@ -77,9 +92,13 @@ class AssumeRoleService:
     def assume_role(self, body: bytes, signature: str | None) -> dict[str, Any]:
         request, principal = self._authenticate(body, signature)
         role = self.roles.role(str(request.get("RoleArn", "")))
-        decision = role.trust.evaluate("sts:AssumeRole", principal=principal,
-                                       context={"fedsilo:RoleSessionName":
-                                                str(request["RoleSessionName"])})
+        duration = request.get("DurationSeconds")
+        decision = role.trust.evaluate("sts:AssumeRole", principal=principal, context=(
+            request_context(principal, str(request["RoleSessionName"]),
+                            **{"sts:ExternalId": request.get("ExternalId"),
+                               "aws:SourceIdentity": request.get("SourceIdentity"),
+                               "sts:DurationSeconds": None if duration is None
+                               else str(duration)})))
         if not decision.allowed:
             raise AccessDenied(
                 f"{principal['Key']} is not allowed to assume {role.arn}: the role's trust "
@@ -118,6 +137,10 @@ class AssumeRoleService:
                 raise ValidationError(f"AssumeRole needs {name}")
         if not _SESSION_NAME.fullmatch(str(request["RoleSessionName"])):
             raise ValidationError("RoleSessionName must be 2 to 64 of letters, digits and +=,.@-")
+        for name, (pattern, rule) in _OPTIONAL_FIELDS.items():
+            if name in request and not (isinstance(request[name], str)
+                                        and pattern.fullmatch(request[name])):
+                raise ValidationError(f"{name} must be {rule}")
         pem = request.get("Certificate") or request.get("PublicKey")
         if not isinstance(pem, str):
             raise ValidationError("AssumeRole needs the caller's PublicKey or Certificate (PEM)")
