@@ -19,6 +19,7 @@ from fedsilo.deploy.errors import (
     ValidationError,
 )
 from fedsilo.deploy.identity import Identity, generate_signing_key
+from fedsilo.deploy.sts import SIGNATURE_HEADER, signed_assume_role_request
 
 from .conftest import AgentProcess, SiteFactory, job_processes, job_request, wait_for
 
@@ -30,8 +31,8 @@ def _session(agent: AgentProcess, caller: Identity) -> SiteSession:
 
 
 def _raw(agent: AgentProcess, method: str, path: str, token: str | None = None,
-         **kwargs: object) -> httpx.Response:
-    headers = {"Content-Type": "application/json"}
+         headers: dict[str, str] | None = None, **kwargs: object) -> httpx.Response:
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     context = ssl.create_default_context(cafile=str(agent.site.ca_path))
@@ -59,8 +60,15 @@ def test_trust_policy_credentials_and_denied_actions(make_site: SiteFactory,  # 
     other = make_site("site2")
     agent, other_agent = start_agent(site), start_agent(other)
     client = agent.client()
-    with pytest.raises(AccessDenied, match="trust policy"):
+    with pytest.raises(AccessDenied, match="not authorized to perform sts:AssumeRole"):
         client.assume_role(Identity(generate_signing_key()), site.launch_role_arn(), "intruder")
+    # An unknown role: the same 403 as an untrusted key, naming none of the site's roles.
+    body, signature = signed_assume_role_request(
+        caller, role_arn="arn:fedsilo:iam::site1:role/admin", session_name="probe", site="site1")
+    response = _raw(agent, "POST", "/sts/assume-role", content=body,
+                    headers={SIGNATURE_HEADER: signature})
+    assert response.status_code == 403 and response.json()["code"] == "AccessDeniedException"
+    assert site.launch_role_arn() not in response.text
     session = client.assume_role(caller, site.launch_role_arn(), "fl-test")
     assert session.list_training_jobs() == {"TrainingJobSummaries": []}
 
@@ -174,3 +182,20 @@ def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ign
     assert names == ["job-ok", "job-crash", "job-long", "job-short"]
     record = json.loads((site.jobs / "job-ok" / "record.json").read_text())
     assert record["status"] == "Completed"
+
+
+def test_a_signed_assume_role_replayed_after_a_restart_is_refused(  # type: ignore[no-untyped-def]
+        make_site: SiteFactory, start_agent, caller: Identity) -> None:
+    """The request is captured on its way and sent again once the agent has restarted."""
+    site = make_site()
+    agent = start_agent(site)
+    body, signature = signed_assume_role_request(caller, role_arn=site.launch_role_arn(),
+                                                 session_name="fl-test", site="site1")
+    first = _raw(agent, "POST", "/sts/assume-role", content=body,
+                 headers={SIGNATURE_HEADER: signature})
+    assert first.status_code == 200, first.text
+    agent.stop()
+    agent.start()
+    replay = _raw(agent, "POST", "/sts/assume-role", content=body,
+                  headers={SIGNATURE_HEADER: signature})
+    assert replay.status_code == 401 and "already used" in replay.json()["message"]

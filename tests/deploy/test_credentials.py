@@ -22,7 +22,12 @@ from fedsilo.deploy.errors import (
 )
 from fedsilo.deploy.identity import Identity, fingerprint, generate_signing_key
 from fedsilo.deploy.roles import RoleStore, job_arn, launch_role_policy, role_arn, trust_policy
-from fedsilo.deploy.sts import AssumeRoleService, signed_assume_role_request
+from fedsilo.deploy.sts import (
+    FRESHNESS_S,
+    AssumeRoleService,
+    SeenSignatures,
+    signed_assume_role_request,
+)
 
 SITE = "site1"
 LAUNCH = role_arn(SITE, "FL-kickoff-client-job")
@@ -77,9 +82,19 @@ def test_trusted_key_gets_a_session_for_the_role(sts: AssumeRoleService,
         authz.check(session, "iam:PassRole", role_arn(SITE, "service-role/admin"))
 
 
-def test_untrusted_key_cannot_assume_the_role(sts: AssumeRoleService) -> None:
-    with pytest.raises(AccessDenied, match="trust policy"):
-        _assume(sts, Identity(generate_signing_key()))
+def test_unknown_roles_and_untrusted_keys_get_the_same_answer(
+        sts: AssumeRoleService, server_identity: Identity) -> None:
+    """AccessDenied that names only what was asked for: not the site's roles, not its policy."""
+    stranger = Identity(generate_signing_key())
+    with pytest.raises(AccessDenied) as untrusted:
+        _assume(sts, stranger)
+    with pytest.raises(AccessDenied) as unknown:
+        _assume(sts, server_identity, role_arn=role_arn(SITE, "admin"))
+    assert str(untrusted.value) == (f"{stranger.key_fingerprint} is not authorized to perform "
+                                    f"sts:AssumeRole on {LAUNCH}")
+    assert str(unknown.value) == (f"{server_identity.key_fingerprint} is not authorized to "
+                                  f"perform sts:AssumeRole on {role_arn(SITE, 'admin')}")
+    assert LAUNCH not in str(unknown.value) and "trust" not in str(untrusted.value)
 
 
 def test_certificate_principal_is_trusted_by_its_fingerprint(tmp_path: Path,
@@ -117,8 +132,6 @@ def test_duration_is_bounded_by_the_role(sts: AssumeRoleService,
                                          server_identity: Identity) -> None:
     with pytest.raises(ValidationError, match="DurationSeconds"):
         _assume(sts, server_identity, duration_s=7200)
-    with pytest.raises(NotFound):
-        _assume(sts, server_identity, role_arn=role_arn(SITE, "admin"))
 
 
 def test_expired_tampered_and_other_site_tokens_are_refused() -> None:
@@ -204,3 +217,35 @@ def test_a_policy_broken_while_serving_fails_closed(store: RoleStore,
     store.path.write_text(good)
     os.utime(store.path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
     assert "Credentials" in _assume(service, server_identity)
+
+
+def test_a_request_signed_outside_the_window_is_refused(sts: AssumeRoleService,
+                                                        server_identity: Identity,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signature carries its time: one captured long ago (or dated ahead) is refused."""
+    for skew in (-FRESHNESS_S - 5, FRESHNESS_S + 5):
+        signed_at = time.time() + skew
+        monkeypatch.setattr(time, "time", lambda at=signed_at: at)
+        body, sig = signed_assume_role_request(server_identity, role_arn=LAUNCH,
+                                               session_name="s1", site=SITE)
+        monkeypatch.undo()
+        with pytest.raises(AuthenticationError, match="signed .* s ago"):
+            sts.assume_role(body, sig)
+
+
+def test_a_replay_after_a_restart_is_refused(tmp_path: Path, store: RoleStore,
+                                             server_identity: Identity) -> None:
+    """The accepted signatures survive the service: a new one (an agent restarted) on the same
+    site still refuses a request it accepted once."""
+    seen = tmp_path / "state" / "seen.sqlite3"
+    key = generate_signing_key()
+    first = AssumeRoleService(SITE, store, key, SeenSignatures(seen))
+    body, sig = signed_assume_role_request(server_identity, role_arn=LAUNCH,
+                                           session_name="s1", site=SITE)
+    assert "Credentials" in first.assume_role(body, sig)
+    restarted = AssumeRoleService(SITE, RoleStore(store.path), key, SeenSignatures(seen))
+    with pytest.raises(AuthenticationError, match="already used"):
+        restarted.assume_role(body, sig)
+    fresh_body, fresh_sig = signed_assume_role_request(server_identity, role_arn=LAUNCH,
+                                                       session_name="s1", site=SITE)
+    assert "Credentials" in restarted.assume_role(fresh_body, fresh_sig)

@@ -32,12 +32,12 @@ from fastapi.responses import JSONResponse
 
 import fedsilo
 from fedsilo.deploy.authz import Authorizer, Session
-from fedsilo.deploy.errors import DeployError, NotFound, ValidationError
+from fedsilo.deploy.errors import AccessDenied, DeployError, NotFound, ValidationError
 from fedsilo.deploy.jobspec import parse_job_request
 from fedsilo.deploy.roles import RoleStore, job_arn
 from fedsilo.deploy.runner import JobRunner
 from fedsilo.deploy.site import SiteLayout
-from fedsilo.deploy.sts import SIGNATURE_HEADER, AssumeRoleService
+from fedsilo.deploy.sts import SIGNATURE_HEADER, AssumeRoleService, SeenSignatures
 
 __all__ = ["create_app", "serve"]
 
@@ -71,7 +71,8 @@ def create_app(site: SiteLayout) -> FastAPI:
     roles = RoleStore(site.roles_path)
     roles.load()  # a policy that does not load stops the agent here, with the reason
     key = site.signing_key()
-    sts = AssumeRoleService(name, roles, key)
+    sts = AssumeRoleService(name, roles, key,
+                            SeenSignatures(site.state / "assume-role-seen.sqlite3"))
     authz = Authorizer(name, roles, key.public_key())
     runners: list[JobRunner] = []
 
@@ -127,7 +128,11 @@ def create_app(site: SiteLayout) -> FastAPI:
         current = session(authorization, "job:CreateTrainingJob", job_arn(name, job))
         role = str(body.get("RoleArn", ""))
         authz.check(current, "iam:PassRole", role)
-        roles.execution_role(role)
+        try:
+            roles.execution_role(role)
+        except NotFound:  # as a role that may not be passed: nothing more is said
+            raise AccessDenied(f"{current.role.arn} is not authorized to perform "
+                               f"iam:PassRole on {role}") from None
         spec = parse_job_request(site, body)
         record = jobs().create(spec)
         log.info("job %s created by %s (%s)", job, current.claims.principal,

@@ -48,7 +48,6 @@ class Authorizer:
         claims = session.claims
         decision = session.role.allows(action, resource, request_context(
             {"Key": claims.principal}, claims.session_name))
-        if not decision.allowed:
+        if not decision.allowed:  # which statement decided is the site's business, not the caller's
             raise AccessDenied(f"{session.role.arn} (session {session.claims.session_name}) is "
-                               f"not authorized to perform {action} on {resource}: "
-                               f"{decision.reason}")
+                               f"not authorized to perform {action} on {resource}")

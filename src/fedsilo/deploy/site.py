@@ -10,6 +10,7 @@
       jobs/<job>/          one job: record.json, output.log, code/, model/, output/
       policy/roles.json    the launch role (trust + permissions) and the execution role
       keys/signing.key     Ed25519 key that signs session credentials (owner-only)
+      state/               the agent's own records: AssumeRole signatures already used
       tls/                 the site's CA (ca.pem, handed to callers), the agent's certificate,
                            client.pem: the site's own client certificate, for the federation
                            to enrol (its key is in channels/identity/, for the site's jobs)
@@ -92,6 +93,11 @@ class SiteLayout:
         return self.root / "keys" / "signing.key"
 
     @property
+    def state(self) -> Path:
+        """The agent's own state (accepted AssumeRole signatures); owner-only."""
+        return self.root / "state"
+
+    @property
     def tls(self) -> Path:
         return self.root / "tls"
 
@@ -167,9 +173,10 @@ def init_site(
     if site.config_path.exists():
         raise ValidationError(f"{root} is already a site ({site.config_path} exists)")
     for directory in (site.channels, site.code, site.artifacts, site.jobs,
-                      site.roles_path.parent, site.signing_key_path.parent):
+                      site.roles_path.parent, site.signing_key_path.parent, site.state):
         directory.mkdir(parents=True, exist_ok=True)
     os.chmod(site.signing_key_path.parent, 0o700)
+    os.chmod(site.state, 0o700)
     fd = os.open(site.signing_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(private_key_pem(generate_signing_key()))

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
+import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from fedsilo.deploy.conditions import request_context
 from fedsilo.deploy.credentials import issue_session_token
-from fedsilo.deploy.errors import AccessDenied, AuthenticationError, ValidationError
+from fedsilo.deploy.errors import AccessDenied, AuthenticationError, NotFound, ValidationError
 from fedsilo.deploy.identity import (
     Identity,
     PrivateKey,
@@ -41,7 +43,8 @@ from fedsilo.deploy.identity import (
 )
 from fedsilo.deploy.roles import MIN_SESSION_S, RoleStore
 
-__all__ = ["SIGNATURE_HEADER", "AssumeRoleService", "signed_assume_role_request"]
+__all__ = ["SIGNATURE_HEADER", "AssumeRoleService", "SeenSignatures",
+           "signed_assume_role_request"]
 
 SIGNATURE_HEADER = "X-Fedsilo-Signature"
 FRESHNESS_S = 300.0
@@ -79,19 +82,67 @@ def signed_assume_role_request(
     return raw, base64.b64encode(sign(identity.key, raw)).decode()
 
 
-class AssumeRoleService:
-    """Checks signed AssumeRole requests against the site's roles and issues sessions."""
+class SeenSignatures:
+    """Signatures already accepted, kept until they could no longer pass the freshness check.
 
-    def __init__(self, site: str, roles: RoleStore, signing_key: PrivateKey) -> None:
+    A SQLite file under the site (``state/assume-role-seen.sqlite3``), so a signed request
+    replayed after the agent restarts is still refused; ``":memory:"`` keeps them in memory.
+    Signatures are stored as SHA-256 digests.
+    """
+
+    def __init__(self, path: Path | str = ":memory:") -> None:
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("CREATE TABLE IF NOT EXISTS seen (digest TEXT PRIMARY KEY, "
+                         "at REAL NOT NULL)")
+        self._lock = threading.Lock()
+
+    def first_use(self, signature: str, now: float) -> bool:
+        """Record ``signature``; False when it was recorded before (a replay)."""
+        digest = hashlib.sha256(signature.encode()).hexdigest()
+        with self._lock:
+            self._db.execute("DELETE FROM seen WHERE at < ?", (now - 2 * FRESHNESS_S,))
+            try:
+                self._db.execute("INSERT INTO seen VALUES (?, ?)", (digest, now))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+
+class AssumeRoleService:
+    """Checks signed AssumeRole requests against the site's roles and issues sessions.
+
+    Parameters
+    ----------
+    site:
+        The site's name, which requests must name as their ``Audience``.
+    roles:
+        The site's roles.
+    signing_key:
+        The key that signs session tokens.
+    seen:
+        Where accepted signatures are remembered (in memory unless given).
+    """
+
+    def __init__(self, site: str, roles: RoleStore, signing_key: PrivateKey,
+                 seen: SeenSignatures | None = None) -> None:
         self.site = site
         self.roles = roles
         self.signing_key = signing_key
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
+        self.seen = seen if seen is not None else SeenSignatures()
 
     def assume_role(self, body: bytes, signature: str | None) -> dict[str, Any]:
         request, principal = self._authenticate(body, signature)
-        role = self.roles.role(str(request.get("RoleArn", "")))
+        requested = str(request.get("RoleArn", ""))
+        # An unknown role and a role that does not trust the caller get the same answer, which
+        # names nothing but what was asked for (as STS answers both).
+        denied = AccessDenied(f"{principal['Key']} is not authorized to perform "
+                              f"sts:AssumeRole on {requested}")
+        try:
+            role = self.roles.role(requested)
+        except NotFound:
+            raise denied from None
         duration = request.get("DurationSeconds")
         decision = role.trust.evaluate("sts:AssumeRole", principal=principal, context=(
             request_context(principal, str(request["RoleSessionName"]),
@@ -100,9 +151,7 @@ class AssumeRoleService:
                                "sts:DurationSeconds": None if duration is None
                                else str(duration)})))
         if not decision.allowed:
-            raise AccessDenied(
-                f"{principal['Key']} is not allowed to assume {role.arn}: the role's trust "
-                f"policy {decision.reason}; ask the site to add this key's fingerprint")
+            raise denied
         duration = int(request.get("DurationSeconds", min(3600, role.max_session_duration)))
         if not MIN_SESSION_S <= duration <= role.max_session_duration:
             raise ValidationError(f"DurationSeconds must be {MIN_SESSION_S} to "
@@ -149,6 +198,8 @@ class AssumeRoleService:
         if request["Audience"] != self.site:
             raise AuthenticationError(f"the request is signed for site {request['Audience']!r}, "
                                       f"not {self.site!r}")
+        if not isinstance(request["Timestamp"], int | float):
+            raise ValidationError("Timestamp must be the signing time in seconds since the epoch")
         age = time.time() - float(request["Timestamp"])
         if abs(age) > FRESHNESS_S:
             raise AuthenticationError(f"the request was signed {age:.0f} s ago; requests are "
@@ -160,10 +211,5 @@ class AssumeRoleService:
         return request, principal
 
     def _remember(self, signature: str) -> None:
-        now = time.time()
-        with self._lock:
-            while self._seen and next(iter(self._seen.values())) < now - 2 * FRESHNESS_S:
-                self._seen.popitem(last=False)
-            if signature in self._seen:
-                raise AuthenticationError("this signed request was already used; sign a new one")
-            self._seen[signature] = now
+        if not self.seen.first_use(signature, time.time()):
+            raise AuthenticationError("this signed request was already used; sign a new one")
