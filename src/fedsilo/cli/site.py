@@ -144,3 +144,29 @@ def openapi(directory: SiteDir) -> None:
     from fedsilo.deploy.site import SiteLayout
 
     typer.echo(openapi_document(SiteLayout(directory)))
+
+
+@app.command()
+def audit(
+    directory: SiteDir,
+    last: Annotated[int, typer.Option(help="Show only the last N calls (0: all).")] = 0,
+    raw: Annotated[bool, typer.Option("--json", help="Print the JSON lines as stored.")] = False,
+) -> None:
+    """Show the agent's audit log: every call, who made it, what was decided and why."""
+    import json
+
+    from fedsilo.deploy.audit import read_audit
+    from fedsilo.deploy.site import SiteLayout
+
+    entries = list(read_audit(SiteLayout(directory).audit_path))
+    for entry in entries[-last:] if last > 0 else entries:
+        if raw:
+            typer.echo(json.dumps(entry))
+            continue
+        checks = "; ".join(f"{c['action']} {c['resource']} {c['decision']}"
+                           + (f" by {c['statement']}" if c["statement"] else "")
+                           for c in entry["checks"]) or "-"  # type: ignore[attr-defined]
+        who = f"{entry['principal'] or '-'} ({entry['session'] or '-'})"
+        job = f" job {entry['job']}" if entry["job"] else ""
+        typer.echo(f"{entry['time']} {entry['source'] or '-'} {entry['method']} {entry['path']} "
+                   f"{entry['status']} {who}: {checks}{job}")

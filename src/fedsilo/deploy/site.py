@@ -11,6 +11,7 @@
       policy/roles.json    the launch role (trust + permissions) and the execution role
       keys/signing.key     Ed25519 key that signs session credentials (owner-only)
       state/               the agent's own records: AssumeRole signatures already used
+      audit/agent.jsonl    every call to the agent, one JSON line each, rotated
       tls/                 the site's CA (ca.pem, handed to callers), the agent's certificate,
                            client.pem: the site's own client certificate, for the federation
                            to enrol (its key is in channels/identity/, for the site's jobs)
@@ -96,6 +97,11 @@ class SiteLayout:
     def state(self) -> Path:
         """The agent's own state (accepted AssumeRole signatures); owner-only."""
         return self.root / "state"
+
+    @property
+    def audit_path(self) -> Path:
+        """The agent's audit log (JSON lines; rotations beside it); owner-only directory."""
+        return self.root / "audit" / "agent.jsonl"
 
     @property
     def tls(self) -> Path:

@@ -29,6 +29,7 @@ from typing import Any
 
 from cryptography import x509
 
+from fedsilo.deploy.audit import AuditEntry
 from fedsilo.deploy.conditions import request_context
 from fedsilo.deploy.credentials import issue_session_token
 from fedsilo.deploy.errors import AccessDenied, AuthenticationError, NotFound, ValidationError
@@ -132,9 +133,15 @@ class AssumeRoleService:
         self.signing_key = signing_key
         self.seen = seen if seen is not None else SeenSignatures()
 
-    def assume_role(self, body: bytes, signature: str | None) -> dict[str, Any]:
+    def assume_role(self, body: bytes, signature: str | None,
+                    audit: AuditEntry | None = None) -> dict[str, Any]:
+        """Check a signed request and answer with session credentials; who asked, for which
+        role, and the trust policy's decision go to ``audit``."""
         request, principal = self._authenticate(body, signature)
         requested = str(request.get("RoleArn", ""))
+        if audit is not None:
+            audit.principal = principal["Key"]
+            audit.session = str(request["RoleSessionName"])
         # An unknown role and a role that does not trust the caller get the same answer, which
         # names nothing but what was asked for (as STS answers both).
         denied = AccessDenied(f"{principal['Key']} is not authorized to perform "
@@ -142,6 +149,8 @@ class AssumeRoleService:
         try:
             role = self.roles.role(requested)
         except NotFound:
+            if audit is not None:
+                audit.check("sts:AssumeRole", requested, False, None)
             raise denied from None
         duration = request.get("DurationSeconds")
         decision = role.trust.evaluate("sts:AssumeRole", principal=principal, context=(
@@ -150,6 +159,8 @@ class AssumeRoleService:
                                "aws:SourceIdentity": request.get("SourceIdentity"),
                                "sts:DurationSeconds": None if duration is None
                                else str(duration)})))
+        if audit is not None:
+            audit.check("sts:AssumeRole", requested, decision.allowed, decision.statement)
         if not decision.allowed:
             raise denied
         duration = int(request.get("DurationSeconds", min(3600, role.max_session_duration)))
