@@ -88,8 +88,9 @@ def test_trust_policy_credentials_and_denied_actions(make_site: SiteFactory,  # 
 
     # Actions outside the policy: logs (not granted), PassRole of another role.
     session.create_training_job(job_request("job-1"))
-    with pytest.raises(AccessDenied, match="logs:GetLogEvents"):
+    with pytest.raises(AccessDenied, match="logs:GetLogEvents") as denied:
         session.get_log_events("job-1")
+    assert "statement" not in str(denied.value) and "TrainingJobs" not in str(denied.value)
     with pytest.raises(AccessDenied, match="iam:PassRole"):
         session.create_training_job(job_request(
             "job-2", role="arn:fedsilo:iam::site1:role/service-role/admin"))

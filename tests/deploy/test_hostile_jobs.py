@@ -215,3 +215,23 @@ def test_site_serve_warns_when_jobs_are_not_isolated(  # type: ignore[no-untyped
     logs = {p.name.split("-")[1]: p.read_text() for p in open_site.root.parent.glob("agent-*")}
     assert "jobs at site site1 are NOT isolated" in logs["site1"]
     assert "NOT isolated" not in logs["site2"]
+
+
+def test_where_namespaces_are_forbidden_an_isolating_site_runs_nothing(
+        make_site: SiteFactory) -> None:
+    """On a machine without user namespaces (as the runner finds it), a site that isolates
+    fails its jobs rather than run them unisolated; a site that opted out runs them in a
+    process group, as documented."""
+    isolating, open_site = make_site("site1"), make_site("site2", isolate_jobs=False)
+    for site in (isolating, open_site):
+        runner = JobRunner(site)
+        runner.contained = False  # what containment_available() answers on such a machine
+        runner.create(parse_job_request(site, job_request("job-plain")))
+        described = _ended(runner, "job-plain")
+        if site is isolating:
+            assert described["TrainingJobStatus"] == "Failed"
+            assert "does not allow user, PID and mount namespaces" in str(
+                described["FailureReason"])
+            assert not (site.jobs / "job-plain" / "output.log").exists()  # never started
+        else:
+            assert described["TrainingJobStatus"] == "Completed", described

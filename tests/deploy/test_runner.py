@@ -45,6 +45,7 @@ def test_script_mode_job_completes_and_packs_its_model(make_site: SiteFactory) -
                      "hps": {"epochs": "4", "lr": "0.5"}, "channels": ["train"]}
     assert "trained on 7 rows" in (site.jobs / "job-ok" / "output.log").read_text()
     assert not (site.jobs / "job-ok" / "code").exists()  # gone with the job, as a container
+    assert not (site.jobs / "job-ok" / ".root").exists()  # and the isolated root's mount point
 
 
 def test_crash_is_failed_with_exit_code_and_program_reason(make_site: SiteFactory) -> None:

@@ -106,16 +106,21 @@ def run_as_init(command: list[str], cwd: str) -> int:
     program = os.fork()
     if program == 0:
         try:
+            os.setpgid(0, 0)  # stop signals reach the program through this init, once
             os.chdir(cwd)
             drop_capabilities()
             os.execvp(command[0], command)
         except OSError as exc:
             print(f"job could not start: {exc}", file=sys.stderr)
         os._exit(127)
+    try:  # set from both sides, so a signal right after the fork finds the group
+        os.setpgid(program, program)
+    except OSError:
+        pass  # the child has already exec'd, its group set
 
     def forward(signum: int, _frame: object) -> None:
         try:
-            os.kill(program, signum)
+            os.killpg(program, signum)  # the program and the children in its group
         except ProcessLookupError:
             pass
 

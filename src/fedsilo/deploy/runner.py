@@ -317,6 +317,7 @@ class JobRunner:
         # As a training container goes away with its job: the unpacked code is not kept (the
         # tarball stays in the code store; the record, log and outputs stay in the job's dir).
         shutil.rmtree(self.site.jobs / name / "code", ignore_errors=True)
+        shutil.rmtree(self.site.jobs / name / ".root", ignore_errors=True)  # the jail's mount point
 
     # -- restart -----------------------------------------------------------------------------
 
