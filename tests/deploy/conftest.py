@@ -169,6 +169,12 @@ status = pathlib.Path("/proc/self/status").read_text()
 report["CapEff"] = next(l.split()[1] for l in status.splitlines() if l.startswith("CapEff"))
 pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "report.json").write_text(json.dumps(report))
 """,
+    "pointer.py": """
+import os, pathlib, sys
+failure = pathlib.Path(os.environ["SM_OUTPUT_DIR"], "failure")
+failure.symlink_to(sys.argv[sys.argv.index("--target") + 1])
+raise SystemExit(1)
+""",
     "short.py": "import time\ntime.sleep(float(__import__('sys').argv[2]))\n",
     "requirements.txt": "numpy>=1.0\n",
 }

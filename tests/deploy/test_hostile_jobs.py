@@ -235,3 +235,19 @@ def test_where_namespaces_are_forbidden_an_isolating_site_runs_nothing(
             assert not (site.jobs / "job-plain" / "output.log").exists()  # never started
         else:
             assert described["TrainingJobStatus"] == "Completed", described
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_a_failure_file_linked_to_the_sites_key_is_not_read(make_site: SiteFactory,
+                                                            isolate: bool) -> None:
+    """The reason a failed job gives is sent to the caller: a ``failure`` that is a link (to the
+    site's signing key, which the agent can read) is not followed, isolated or not."""
+    site = make_site(isolate_jobs=isolate)
+    runner = JobRunner(site)
+    runner.create(parse_job_request(site, job_request(
+        "job-pointer", program="pointer.py",
+        hyperparameters={"target": str(site.signing_key_path)})))
+    described = _ended(runner, "job-pointer")
+    assert (site.jobs / "job-pointer/output/failure").is_symlink()
+    assert described["FailureReason"] == "AlgorithmError: the program exited with code 1"
+    assert "PRIVATE KEY" not in json.dumps(described)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -137,11 +138,10 @@ def read_exit_code(path: Path) -> int | None:
 
 
 def failure_reason(job_dir: Path, exit_code: int | None) -> str:
-    failure = job_dir / "output" / "failure"
-    if failure.is_file():
-        text = failure.read_text(errors="replace").strip()
-        if text:
-            return f"AlgorithmError: {text[:FAILURE_REASON_LIMIT]}"
+    """The reason a failed job reports: what it wrote to ``output/failure``, else its exit."""
+    text = _written_by_the_job(job_dir / "output" / "failure", FAILURE_REASON_LIMIT).strip()
+    if text:
+        return f"AlgorithmError: {text}"
     if exit_code is None:
         return "AlgorithmError: the program ended without an exit status"
     if exit_code == JAIL_FAILED:
@@ -153,6 +153,20 @@ def failure_reason(job_dir: Path, exit_code: int | None) -> str:
         return (f"AlgorithmError: the program was killed by "
                 f"{signal.Signals(exit_code - 128).name}")
     return f"AlgorithmError: the program exited with code {exit_code}"
+
+
+def _written_by_the_job(path: Path, limit: int) -> str:
+    """The start of a file the job wrote, read by the agent: a regular file only, never through
+    a link (a job could point ``failure`` at the site's signing key, and the reason is sent to
+    the caller)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return ""
+        return handle.read(limit * 4).decode(errors="replace")[:limit]
 
 
 def contained_signal(exit_code: int) -> bool:
