@@ -155,6 +155,11 @@ for entry in pathlib.Path("/proc").iterdir():
             report["environ-hits"].append(entry.name)
     except OSError:
         pass
+try:
+    pathlib.Path(os.environ["SM_CHANNEL_TRAIN"], "planted.csv").write_text("x")
+    report["write-channel"] = "allowed"
+except OSError as exc:
+    report["write-channel"] = os.strerror(exc.errno)
 libc = ctypes.CDLL(None, use_errno=True)
 channel = os.environ["SM_CHANNEL_TRAIN"].encode()
 report["umount"] = "allowed" if libc.umount2(channel, 2) == 0 else os.strerror(ctypes.get_errno())

@@ -181,6 +181,8 @@ def test_an_isolated_job_reaches_nothing_of_its_site_or_machine(
     assert report["environ-hits"] == []
     assert report["chroot"] == "PermissionError" and int(report["CapEff"], 16) == 0
     assert report["umount"] == report["mount"] == "Operation not permitted"
+    assert report["write-channel"] == "Read-only file system"
+    assert not (site.channels / "train" / "planted.csv").exists()
     with tarfile.open(site.artifacts / "fl/job-hostile/output/model.tar.gz") as tar:
         assert tar.getnames() == []  # its links are not packed, let alone followed
 

@@ -11,8 +11,8 @@ exits, or is killed, the kernel kills every other process in the namespace, a da
 double-forked and called ``setsid`` included. It leaves when the program does.
 
 With ``root`` it first builds a new root filesystem on a tmpfs at STAGE: the ``ro`` paths
-(the Python installation, system libraries, a few files of ``/etc``, the job's code and
-channels) bound read-only at their own paths, the ``rw`` paths (the job's model and output
+(the Python installation, system libraries, a few files of ``/etc``, the job's channels)
+bound read-only at their own paths, the ``rw`` paths (the job's unpacked code, model and output
 directories) bound writable, a fresh ``/proc`` of the job's namespace, ``/tmp`` and a minimal
 ``/dev``; then it changes root into it. Anything else on the machine (the site's keys and
 policy, other channels, other jobs, other sites, a CA key) is simply not there. Without
@@ -75,9 +75,14 @@ def build_root(stage: Path, read_only: list[Path], writable: list[Path]) -> None
     for scratch in ("tmp", "dev/shm"):  # first: the job's own paths may lie under /tmp
         (stage / scratch).mkdir(parents=True, exist_ok=True)
         _mount("tmpfs", str(stage / scratch), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    bound: list[Path] = []
     for path in sorted(read_only, key=lambda p: len(p.parts)):
+        if any(path.is_relative_to(b) for b in bound):
+            continue  # already there, inside a directory bound before
         if path.exists() or path.is_symlink():
             _bind(path, stage, writable=False)
+            if not path.is_symlink():
+                bound.append(path)
     for path in sorted(writable, key=lambda p: len(p.parts)):
         _bind(path, stage, writable=True)
     for device in DEVICES:

@@ -99,17 +99,20 @@ def contained(command: list[str], spec: JobSpec, job_dir: Path, env: dict[str, s
               cwd: Path, isolate: bool) -> list[str]:
     """``command`` as the only program of a new PID namespace (see ``_job_jail``); with
     ``isolate``, in a root filesystem that holds only the job's own paths and the system's."""
-    read_only = [*SYSTEM_PATHS, sys.prefix, sys.base_prefix, sys.exec_prefix,
-                 sys.base_exec_prefix, str(job_dir / "code"),
-                 *(str(p.resolve()) for p in spec.channels.values()),
-                 *(p for p in env["PYTHONPATH"].split(os.pathsep) if p)]
+    own = job_dir.resolve()
+    read_only = [Path(p) for p in (*SYSTEM_PATHS, sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                   sys.base_exec_prefix, *env["PYTHONPATH"].split(os.pathsep))
+                 if p and not Path(p).resolve().is_relative_to(own)]
+    read_only += [p.resolve() for p in spec.channels.values()]
+    # A path that is a link is recreated as a link inside: its target must be there too.
+    read_only += [p.resolve() for p in read_only if p.resolve() != p.absolute()]
     stage = job_dir / ".root"
     if isolate:
         stage.mkdir(exist_ok=True)
     jail_spec = json.dumps({
         "root": str(stage.resolve()) if isolate else None,
-        "ro": sorted({str(Path(p).absolute()) for p in read_only}),
-        "rw": [str((job_dir / "model").resolve()), str((job_dir / "output").resolve())],
+        "ro": sorted({str(p.absolute()) for p in read_only}),
+        "rw": [str((job_dir / sub).resolve()) for sub in ("code", "model", "output")],
         "cwd": str(cwd.resolve())})
     return [*UNSHARE, sys.executable, str(JAIL), jail_spec, "--", *command]
 

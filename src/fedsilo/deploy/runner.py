@@ -23,12 +23,13 @@ namespace (``_job_jail`` is its init): when the program ends, or the job is stop
 out, the namespace ends and with it every process the job started, daemons that called
 ``setsid`` included. A site isolates its jobs unless ``site.json`` says
 ``"isolate_jobs": false``: the job then sees a root filesystem holding only the system's
-libraries, the Python installation, its code, its channels (read-only) and its model and output
-directories; the site's keys, policy and other channels, other jobs, other sites and any other
-file on the machine are not there. Where namespaces are not allowed, an isolating site fails its
-jobs rather than run them unisolated, and a site that opted out falls back to the process group
-(a ``setsid`` daemon can then outlive its job). A job's environment is built from nothing:
-``SM_*``, the request's ``Environment``, and ``PATH``/``PYTHONPATH``/``LANG``.
+libraries, the Python installation, its channels (read-only) and its own code, model and
+output directories; the site's keys, policy and other channels, other jobs, other sites and
+any other file on the machine are not there. Where namespaces are not allowed, an isolating
+site fails its jobs rather than run them unisolated, and a site that opted out falls back to
+the process group (a ``setsid`` daemon can then outlive its job). A job's environment is
+built from nothing: ``SM_*``, the request's ``Environment``, ``PATH``, ``PYTHONPATH``, ``LANG``
+and ``OMP_NUM_THREADS``.
 """
 
 from __future__ import annotations
