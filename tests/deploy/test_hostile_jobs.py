@@ -253,3 +253,19 @@ def test_a_failure_file_linked_to_the_sites_key_is_not_read(make_site: SiteFacto
     assert (site.jobs / "job-pointer/output/failure").is_symlink()
     assert described["FailureReason"] == "AlgorithmError: the program exited with code 1"
     assert "PRIVATE KEY" not in json.dumps(described)
+
+
+@needs_namespaces
+def test_a_job_dies_whole_with_its_wrapper(make_site: SiteFactory) -> None:
+    """A service manager that kills the agent with everything it started kills the job's
+    wrapper: the namespace goes with it (nothing is left for the next agent to find), and the
+    next agent records the job Failed."""
+    site = make_site()
+    runner = JobRunner(site)
+    marker = _start_daemon_job(site, runner, "job-orphan")
+    assert runner.describe("job-orphan")["TrainingJobStatus"] == "InProgress"
+    pid = json.loads((site.jobs / "job-orphan" / "record.json").read_text())["pid"]  # wrapper
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not job_processes(marker), 15, "every process of the job to be gone")
+    described = _ended(JobRunner(site), "job-orphan")
+    assert described["TrainingJobStatus"] == "Failed", described
