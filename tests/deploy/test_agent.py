@@ -200,3 +200,48 @@ def test_a_signed_assume_role_replayed_after_a_restart_is_refused(  # type: igno
     replay = _raw(agent, "POST", "/sts/assume-role", content=body,
                   headers={SIGNATURE_HEADER: signature})
     assert replay.status_code == 401 and "already used" in replay.json()["message"]
+
+
+def test_a_site_that_asks_an_external_id_admits_only_callers_that_send_it(  # type: ignore[no-untyped-def]
+        make_site: SiteFactory, start_agent, caller: Identity, tmp_path) -> None:
+    """The trust policy requires ``sts:ExternalId``; federation.toml's ``external_id`` reaches
+    it through the launcher."""
+    from fedsilo.deploy.federation_config import load_federation_config
+    from fedsilo.deploy.launchers.local import LocalLauncher
+
+    site = make_site()
+    roles = json.loads(site.roles_path.read_text())
+    roles["Roles"][0]["AssumeRolePolicyDocument"]["Statement"][0]["Condition"] = {
+        "StringEquals": {"sts:ExternalId": "acme-fl-42"}}
+    site.roles_path.write_text(json.dumps(roles))
+    agent = start_agent(site)
+    (tmp_path / "federation.toml").write_text(f"""
+[server]
+address = "127.0.0.1:0"
+certificates = "certs"
+[evaluation]
+example = "fraud"
+test_data = "server"
+[identity]
+key = "orchestrator.key"
+[[sites]]
+name = "site1"
+endpoint = "{agent.endpoint}"
+ca = "{site.ca_path}"
+role = "{site.launch_role_arn()}"
+execution_role = "{site.execution_role_arn()}"
+source = "src/source.tar.gz"
+external_id = "acme-fl-42"
+""")
+    (config_site,) = load_federation_config(tmp_path / "federation.toml").sites
+    assert config_site.external_id == "acme-fl-42"
+    admitted = LocalLauncher(site="site1", endpoint=agent.endpoint, ca=site.ca_path,
+                             role_arn=site.launch_role_arn(), identity=caller, duration_s=900,
+                             external_id=config_site.external_id)
+    assert admitted.session().list_training_jobs() == {"TrainingJobSummaries": []}
+    for wrong in (None, "acme-fl-43"):
+        refused = LocalLauncher(site="site1", endpoint=agent.endpoint, ca=site.ca_path,
+                                role_arn=site.launch_role_arn(), identity=caller,
+                                duration_s=900, external_id=wrong)
+        with pytest.raises(AccessDenied):
+            refused.session()

@@ -32,6 +32,7 @@
     ca = "sites/site1/tls/ca.pem"
     role = "arn:fedsilo:iam::site1:role/FL-kickoff-client-job"
     execution_role = "arn:fedsilo:iam::site1:role/service-role/FL-execution"
+    external_id = "acme-fl-42"       # optional: AssumeRole's ExternalId, if the site asks one
     program = "client.py"
     source = "fraud/source.tar.gz"   # in the site's code store (or s3://... on SageMaker)
     output = "fl"                    # under the site's artifacts (or s3://...)
@@ -82,6 +83,7 @@ class SiteConfig:
     instance_type: str = "ml.m5.xlarge"
     vpc_config: dict[str, Any] | None = None
     client_certificate: Path | None = None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
         vpc_config=raw.get("vpc_config"),
         client_certificate=(base / raw["client_certificate"]) if "client_certificate" in raw
         else None,
+        external_id=str(raw["external_id"]) if "external_id" in raw else None,
     )
 
 

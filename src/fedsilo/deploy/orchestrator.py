@@ -146,10 +146,10 @@ def make_launcher(site: SiteConfig, identity: Identity) -> Launcher:
     """The site's launcher: a site agent, or SageMaker in the site's AWS account."""
     if site.launcher == "sagemaker":
         return SageMakerLauncher(site=site.name, role_arn=site.role, region=site.region,
-                                 endpoint_url=site.endpoint_url)
+                                 endpoint_url=site.endpoint_url, external_id=site.external_id)
     assert site.ca is not None  # checked when the configuration was read
     return LocalLauncher(site=site.name, endpoint=site.endpoint, ca=site.ca,
-                         role_arn=site.role, identity=identity)
+                         role_arn=site.role, identity=identity, external_id=site.external_id)
 
 
 def _follow(server: _ServerRun, handles: dict[str, JobHandle], progress: FederationProgress,

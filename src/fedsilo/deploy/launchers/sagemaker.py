@@ -41,7 +41,8 @@ class SageMakerLauncher(Launcher):
 
     def __init__(self, *, site: str, role_arn: str, region: str,
                  session_name: str = "fedsilo-federation", endpoint_url: str | None = None,
-                 base_credentials: dict[str, str] | None = None) -> None:
+                 base_credentials: dict[str, str] | None = None,
+                 external_id: str | None = None) -> None:
         import boto3
 
         self.site = site
@@ -50,8 +51,9 @@ class SageMakerLauncher(Launcher):
         self.endpoint_url = endpoint_url
         sts = boto3.client("sts", region_name=region, endpoint_url=endpoint_url,
                            **(base_credentials or {}))
+        extra = {"ExternalId": external_id} if external_id is not None else {}
         answer = _translate(self.site, lambda: sts.assume_role(
-            RoleArn=role_arn, RoleSessionName=session_name))
+            RoleArn=role_arn, RoleSessionName=session_name, **extra))
         credentials = answer["Credentials"]
         self.assumed_role_arn = answer["AssumedRoleUser"]["Arn"]
         self.client = boto3.client(
