@@ -84,7 +84,7 @@ def test_no_process_of_a_job_outlives_it(make_site: SiteFactory, how: str) -> No
         runner.stop("job-daemon")
         expected = ("Stopped", "Stopped")
     elif how == "max-runtime":
-        marker = _start_daemon_job(site, runner, "job-daemon", max_runtime=3)
+        marker = _start_daemon_job(site, runner, "job-daemon", max_runtime=8)
         expected = ("Stopped", "MaxRuntimeExceeded")
     else:
         marker = _start_daemon_job(site, runner, "job-daemon", seconds=1)
@@ -104,7 +104,7 @@ def test_a_killed_agent_restarted_still_ends_the_whole_job(  # type: ignore[no-u
     agent = start_agent(site)
     session = agent.client().assume_role(caller, site.launch_role_arn(), "fl-test")
     markers = {}
-    for name, runtime in (("job-stop", 600), ("job-time", 12)):
+    for name, runtime in (("job-stop", 600), ("job-time", 25)):
         markers[name] = f"mark-{uuid.uuid4().hex}"
         session.create_training_job(job_request(
             name, program="daemon.py", max_runtime=runtime,

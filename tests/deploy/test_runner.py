@@ -64,8 +64,9 @@ def test_crash_is_failed_with_exit_code_and_program_reason(make_site: SiteFactor
 def test_max_runtime_stops_the_job(make_site: SiteFactory) -> None:
     site = make_site()
     runner = JobRunner(site, stop_grace_s=0.5)
+    # Long enough for the program to save its checkpoint, in its namespace, on a busy machine.
     runner.create(parse_job_request(site, job_request("job-slow", program="sleep.py",
-                                                      max_runtime=1)))
+                                                      max_runtime=3)))
     described = _done(runner, "job-slow")
     assert described["TrainingJobStatus"] == "Stopped"
     assert described["SecondaryStatus"] == "MaxRuntimeExceeded"
