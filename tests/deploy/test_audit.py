@@ -74,3 +74,19 @@ def test_every_call_to_the_agent_is_audited(  # type: ignore[no-untyped-def]
     result = CliRunner().invoke(app, ["site", "audit", str(site.root), "--json"])
     assert [json.loads(line) for line in result.output.splitlines()] == \
         list(read_audit(site.audit_path))
+
+
+def test_the_commands_refuse_what_they_cannot_use_in_one_line(tmp_path: Path,
+                                                              make_site: SiteFactory) -> None:
+    result = CliRunner().invoke(app, ["site", "audit", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "is not a site" in result.output
+    site = make_site()
+    roles = json.loads(site.roles_path.read_text())
+    roles["Roles"][0]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] = {
+        "Key": "sha256:*"}
+    site.roles_path.write_text(json.dumps(roles))
+    result = CliRunner().invoke(app, ["site", "serve", str(site.root), "--port", "0"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        "error: FL-kickoff-client-job.trust.Statement[0]: principal 'sha256:*' has a partial "
+        "wildcard; a principal is exact, or '*' for everyone"]

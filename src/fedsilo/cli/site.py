@@ -158,7 +158,13 @@ def audit(
     from fedsilo.deploy.audit import read_audit
     from fedsilo.deploy.site import SiteLayout
 
-    entries = list(read_audit(SiteLayout(directory).audit_path))
+    site = SiteLayout(directory)
+    try:
+        site.config()
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    entries = list(read_audit(site.audit_path))
     for entry in entries[-last:] if last > 0 else entries:
         if raw:
             typer.echo(json.dumps(entry))
