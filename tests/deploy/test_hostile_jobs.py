@@ -251,7 +251,8 @@ def test_a_failure_file_linked_to_the_sites_key_is_not_read(make_site: SiteFacto
         hyperparameters={"target": str(site.signing_key_path)})))
     described = _ended(runner, "job-pointer")
     assert (site.jobs / "job-pointer/output/failure").is_symlink()
-    assert described["FailureReason"] == "AlgorithmError: the program exited with code 1"
+    assert described["FailureReason"] == ("AlgorithmError: the program exited with code 1 (the "
+                                          "job's log at the site: jobs/job-pointer/output.log)")
     assert "PRIVATE KEY" not in json.dumps(described)
 
 

@@ -141,7 +141,12 @@ def read_exit_code(path: Path) -> int | None:
 
 
 def failure_reason(job_dir: Path, exit_code: int | None) -> str:
-    """The reason a failed job reports: what it wrote to ``output/failure``, else its exit."""
+    """SageMaker's FailureReason for a job that ended badly, naming the log the site keeps."""
+    where = f" (the job's log at the site: jobs/{job_dir.name}/output.log)"
+    return _reason(job_dir, exit_code)[:FAILURE_REASON_LIMIT - len(where)] + where
+
+
+def _reason(job_dir: Path, exit_code: int | None) -> str:
     text = _written_by_the_job(job_dir / "output" / "failure", FAILURE_REASON_LIMIT).strip()
     if text:
         return f"AlgorithmError: {text}"
@@ -149,7 +154,7 @@ def failure_reason(job_dir: Path, exit_code: int | None) -> str:
         return "AlgorithmError: the program ended without an exit status"
     if exit_code == JAIL_FAILED:
         return ("InternalServerError: the site could not isolate the job (user, PID and "
-                "mount namespaces); see the job's log at the site")
+                "mount namespaces)")
     if exit_code < 0:
         return f"AlgorithmError: the program was killed by {signal.Signals(-exit_code).name}"
     if contained_signal(exit_code):  # the namespace's init reports a signal as 128 + N
