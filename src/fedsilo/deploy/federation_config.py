@@ -216,7 +216,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "sites": frozenset({"name", "launcher", "role", "execution_role", "program", "source",
                         "output", "channels", "hyperparameters", "max_runtime", "endpoint",
                         "ca", "region", "endpoint_url", "training_image", "instance_type",
-                        "vpc_config", "client_certificate"}),
+                        "vpc_config", "client_certificate", "external_id"}),
 }
 
 

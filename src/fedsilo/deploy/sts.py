@@ -92,23 +92,31 @@ class SeenSignatures:
     """
 
     def __init__(self, path: Path | str = ":memory:") -> None:
-        if isinstance(path, Path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("CREATE TABLE IF NOT EXISTS seen (digest TEXT PRIMARY KEY, "
-                         "at REAL NOT NULL)")
+        self.path = path
+        self._db: sqlite3.Connection | None = None  # opened at the first request, not before
         self._lock = threading.Lock()
 
     def first_use(self, signature: str, now: float) -> bool:
         """Record ``signature``; False when it was recorded before (a replay)."""
         digest = hashlib.sha256(signature.encode()).hexdigest()
         with self._lock:
-            self._db.execute("DELETE FROM seen WHERE at < ?", (now - 2 * FRESHNESS_S,))
+            db = self._open()
+            db.execute("DELETE FROM seen WHERE at < ?", (now - 2 * FRESHNESS_S,))
             try:
-                self._db.execute("INSERT INTO seen VALUES (?, ?)", (digest, now))
+                db.execute("INSERT INTO seen VALUES (?, ?)", (digest, now))
             except sqlite3.IntegrityError:
                 return False
         return True
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            if isinstance(self.path, Path):
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("CREATE TABLE IF NOT EXISTS seen (digest TEXT PRIMARY KEY, "
+                             "at REAL NOT NULL)")
+        return self._db
 
 
 class AssumeRoleService:
