@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -78,7 +79,8 @@ raise SystemExit(1)
 import os, pathlib, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # makes the stop wait for its grace, then kill
 child = subprocess.Popen([sys.executable, "-c", "import signal, time;"
-                          "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+                          "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)",
+                          os.environ["SM_MODEL_DIR"]])  # the job's path: job_processes finds it
 pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "pids").write_text(f"{os.getpid()} {child.pid}")
 pathlib.Path(os.environ["SM_MODEL_DIR"], "partial.txt").write_text("checkpoint")
 time.sleep(120)
@@ -102,9 +104,104 @@ except OSError as exc:
     seen = type(exc).__name__
 pathlib.Path(os.environ["SM_MODEL_DIR"], "peek.txt").write_text(f"{len(own)}|{seen}")
 """,
+    "argtrain.py": """
+import argparse, os, pathlib
+p = argparse.ArgumentParser()
+p.add_argument("--train", default=os.environ["SM_CHANNEL_TRAIN"])
+p.add_argument("--model-dir", default=os.environ["SM_MODEL_DIR"])
+a, _ = p.parse_known_args()
+rows = pathlib.Path(a.train, "rows.csv").read_text().splitlines()
+pathlib.Path(a.model_dir, "seen.txt").write_text(rows[0])
+""",
+    # Leaves a daemon behind: fork, setsid, fork again; the grandchild's parent is then PID 1.
+    # Every process carries the marker in its command line, for job_processes() to find.
+    "daemon.py": """
+import os, pathlib, sys, time
+marker = sys.argv[sys.argv.index("--marker") + 1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c",
+                                  "import signal, time; signal.signal(signal.SIGTERM, "
+                                  "signal.SIG_IGN); time.sleep(600)", marker, "daemon"])
+    os._exit(0)
+os.wait()
+pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "forked").write_text("")
+time.sleep(float(sys.argv[sys.argv.index("--seconds") + 1]))
+""",
+    "env.py": """
+import json, os, pathlib
+pathlib.Path(os.environ["SM_MODEL_DIR"], "env.json").write_text(json.dumps(dict(os.environ)))
+""",
+    # Tries every path it is given, directly and through a link it makes, and looks for the
+    # agent's environment in every process it can see; reports what it got.
+    "hostile.py": """
+import argparse, ctypes, json, os, pathlib
+p = argparse.ArgumentParser(); p.add_argument("--targets"); p.add_argument("--needle")
+a = p.parse_args()
+model = pathlib.Path(os.environ["SM_MODEL_DIR"])
+report = {}
+for i, target in enumerate(json.loads(a.targets)):
+    link = model / f"link-{i}"
+    link.symlink_to(target)
+    for how, path in (("direct", target), ("link", link)):
+        try:
+            report[f"{how}:{target}"] = "read:" + pathlib.Path(path).read_bytes()[:64].hex()
+        except OSError as exc:
+            report[f"{how}:{target}"] = type(exc).__name__
+needle = (a.needle + "SECRET=").encode()
+report["environ-hits"] = []
+for entry in pathlib.Path("/proc").iterdir():
+    try:
+        if entry.name.isdigit() and needle in (entry / "environ").read_bytes():
+            report["environ-hits"].append(entry.name)
+    except OSError:
+        pass
+try:
+    pathlib.Path(os.environ["SM_CHANNEL_TRAIN"], "planted.csv").write_text("x")
+    report["write-channel"] = "allowed"
+except OSError as exc:
+    report["write-channel"] = os.strerror(exc.errno)
+libc = ctypes.CDLL(None, use_errno=True)
+channel = os.environ["SM_CHANNEL_TRAIN"].encode()
+report["umount"] = "allowed" if libc.umount2(channel, 2) == 0 else os.strerror(ctypes.get_errno())
+report["mount"] = ("allowed" if libc.mount(b"none", channel, b"tmpfs", 0, None) == 0
+                   else os.strerror(ctypes.get_errno()))
+try:
+    os.chroot("/")
+    report["chroot"] = "allowed"
+except OSError as exc:
+    report["chroot"] = type(exc).__name__
+status = pathlib.Path("/proc/self/status").read_text()
+report["CapEff"] = next(l.split()[1] for l in status.splitlines() if l.startswith("CapEff"))
+pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "report.json").write_text(json.dumps(report))
+""",
+    "pointer.py": """
+import os, pathlib, sys
+failure = pathlib.Path(os.environ["SM_OUTPUT_DIR"], "failure")
+failure.symlink_to(sys.argv[sys.argv.index("--target") + 1])
+raise SystemExit(1)
+""",
     "short.py": "import time\ntime.sleep(float(__import__('sys').argv[2]))\n",
     "requirements.txt": "numpy>=1.0\n",
 }
+
+
+def job_processes(marker: str) -> list[int]:
+    """Live processes (zombies left out) whose command line holds ``marker``, found by walking
+    /proc: what a job left running, whatever its parent, session or process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture
@@ -119,7 +216,7 @@ SiteFactory = Callable[..., SiteLayout]
 @pytest.fixture
 def make_site(tmp_path: Path, caller: Identity) -> SiteFactory:
     def make(name: str = "site1", *, rows: int = 5, allow_logs: bool = False,
-             trusted: Identity | None = None, isolate_jobs: bool = False) -> SiteLayout:
+             trusted: Identity | None = None, isolate_jobs: bool = True) -> SiteLayout:
         who = trusted or caller
         site = init_site(tmp_path / name, name, trusted={"Key": [who.key_fingerprint]},
                          allow_logs=allow_logs, isolate_jobs=isolate_jobs)

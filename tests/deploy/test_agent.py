@@ -19,8 +19,9 @@ from fedsilo.deploy.errors import (
     ValidationError,
 )
 from fedsilo.deploy.identity import Identity, generate_signing_key
+from fedsilo.deploy.sts import SIGNATURE_HEADER, signed_assume_role_request
 
-from .conftest import AgentProcess, SiteFactory, job_request, wait_for
+from .conftest import AgentProcess, SiteFactory, job_processes, job_request, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +31,8 @@ def _session(agent: AgentProcess, caller: Identity) -> SiteSession:
 
 
 def _raw(agent: AgentProcess, method: str, path: str, token: str | None = None,
-         **kwargs: object) -> httpx.Response:
-    headers = {"Content-Type": "application/json"}
+         headers: dict[str, str] | None = None, **kwargs: object) -> httpx.Response:
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     context = ssl.create_default_context(cafile=str(agent.site.ca_path))
@@ -59,8 +60,15 @@ def test_trust_policy_credentials_and_denied_actions(make_site: SiteFactory,  # 
     other = make_site("site2")
     agent, other_agent = start_agent(site), start_agent(other)
     client = agent.client()
-    with pytest.raises(AccessDenied, match="trust policy"):
+    with pytest.raises(AccessDenied, match="not authorized to perform sts:AssumeRole"):
         client.assume_role(Identity(generate_signing_key()), site.launch_role_arn(), "intruder")
+    # An unknown role: the same 403 as an untrusted key, naming none of the site's roles.
+    body, signature = signed_assume_role_request(
+        caller, role_arn="arn:fedsilo:iam::site1:role/admin", session_name="probe", site="site1")
+    response = _raw(agent, "POST", "/sts/assume-role", content=body,
+                    headers={SIGNATURE_HEADER: signature})
+    assert response.status_code == 403 and response.json()["code"] == "AccessDeniedException"
+    assert site.launch_role_arn() not in response.text
     session = client.assume_role(caller, site.launch_role_arn(), "fl-test")
     assert session.list_training_jobs() == {"TrainingJobSummaries": []}
 
@@ -80,8 +88,9 @@ def test_trust_policy_credentials_and_denied_actions(make_site: SiteFactory,  # 
 
     # Actions outside the policy: logs (not granted), PassRole of another role.
     session.create_training_job(job_request("job-1"))
-    with pytest.raises(AccessDenied, match="logs:GetLogEvents"):
+    with pytest.raises(AccessDenied, match="logs:GetLogEvents") as denied:
         session.get_log_events("job-1")
+    assert "statement" not in str(denied.value) and "TrainingJobs" not in str(denied.value)
     with pytest.raises(AccessDenied, match="iam:PassRole"):
         session.create_training_job(job_request(
             "job-2", role="arn:fedsilo:iam::site1:role/service-role/admin"))
@@ -166,9 +175,7 @@ def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ign
     assert session.stop_training_job("job-long")["TrainingJobStatus"] == "Stopping"
     stopped = _ended(session, "job-long")
     assert stopped["TrainingJobStatus"] == "Stopped"
-    pid = int((site.jobs / "job-long/output/data/pids").read_text())
-    import psutil
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert not job_processes(str(site.jobs / "job-long"))
     # job-short ended while no agent ran: the new agent learns its outcome and packs its model.
     short = _ended(session, "job-short")
     assert short["TrainingJobStatus"] == "Completed", short
@@ -177,3 +184,65 @@ def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ign
     assert names == ["job-ok", "job-crash", "job-long", "job-short"]
     record = json.loads((site.jobs / "job-ok" / "record.json").read_text())
     assert record["status"] == "Completed"
+
+
+def test_a_signed_assume_role_replayed_after_a_restart_is_refused(  # type: ignore[no-untyped-def]
+        make_site: SiteFactory, start_agent, caller: Identity) -> None:
+    """The request is captured on its way and sent again once the agent has restarted."""
+    site = make_site()
+    agent = start_agent(site)
+    body, signature = signed_assume_role_request(caller, role_arn=site.launch_role_arn(),
+                                                 session_name="fl-test", site="site1")
+    first = _raw(agent, "POST", "/sts/assume-role", content=body,
+                 headers={SIGNATURE_HEADER: signature})
+    assert first.status_code == 200, first.text
+    agent.stop()
+    agent.start()
+    replay = _raw(agent, "POST", "/sts/assume-role", content=body,
+                  headers={SIGNATURE_HEADER: signature})
+    assert replay.status_code == 401 and "already used" in replay.json()["message"]
+
+
+def test_a_site_that_asks_an_external_id_admits_only_callers_that_send_it(  # type: ignore[no-untyped-def]
+        make_site: SiteFactory, start_agent, caller: Identity, tmp_path) -> None:
+    """The trust policy requires ``sts:ExternalId``; federation.toml's ``external_id`` reaches
+    it through the launcher."""
+    from fedsilo.deploy.federation_config import load_federation_config
+    from fedsilo.deploy.launchers.local import LocalLauncher
+
+    site = make_site()
+    roles = json.loads(site.roles_path.read_text())
+    roles["Roles"][0]["AssumeRolePolicyDocument"]["Statement"][0]["Condition"] = {
+        "StringEquals": {"sts:ExternalId": "acme-fl-42"}}
+    site.roles_path.write_text(json.dumps(roles))
+    agent = start_agent(site)
+    (tmp_path / "federation.toml").write_text(f"""
+[server]
+address = "127.0.0.1:0"
+certificates = "certs"
+[evaluation]
+example = "fraud"
+test_data = "server"
+[identity]
+key = "orchestrator.key"
+[[sites]]
+name = "site1"
+endpoint = "{agent.endpoint}"
+ca = "{site.ca_path}"
+role = "{site.launch_role_arn()}"
+execution_role = "{site.execution_role_arn()}"
+source = "src/source.tar.gz"
+external_id = "acme-fl-42"
+""")
+    (config_site,) = load_federation_config(tmp_path / "federation.toml").sites
+    assert config_site.external_id == "acme-fl-42"
+    admitted = LocalLauncher(site="site1", endpoint=agent.endpoint, ca=site.ca_path,
+                             role_arn=site.launch_role_arn(), identity=caller, duration_s=900,
+                             external_id=config_site.external_id)
+    assert admitted.session().list_training_jobs() == {"TrainingJobSummaries": []}
+    for wrong in (None, "acme-fl-43"):
+        refused = LocalLauncher(site="site1", endpoint=agent.endpoint, ca=site.ca_path,
+                                role_arn=site.launch_role_arn(), identity=caller,
+                                duration_s=900, external_id=wrong)
+        with pytest.raises(AccessDenied):
+            refused.session()

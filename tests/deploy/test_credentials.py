@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,10 +13,21 @@ import pytest
 from fedsilo.deploy.authz import Authorizer
 from fedsilo.deploy.certs import create_ca, issue_client_certificate
 from fedsilo.deploy.credentials import issue_session_token, verify_session_token
-from fedsilo.deploy.errors import AccessDenied, AuthenticationError, NotFound, ValidationError
+from fedsilo.deploy.errors import (
+    AccessDenied,
+    AuthenticationError,
+    DeployError,
+    NotFound,
+    ValidationError,
+)
 from fedsilo.deploy.identity import Identity, fingerprint, generate_signing_key
 from fedsilo.deploy.roles import RoleStore, job_arn, launch_role_policy, role_arn, trust_policy
-from fedsilo.deploy.sts import AssumeRoleService, signed_assume_role_request
+from fedsilo.deploy.sts import (
+    FRESHNESS_S,
+    AssumeRoleService,
+    SeenSignatures,
+    signed_assume_role_request,
+)
 
 SITE = "site1"
 LAUNCH = role_arn(SITE, "FL-kickoff-client-job")
@@ -70,9 +82,19 @@ def test_trusted_key_gets_a_session_for_the_role(sts: AssumeRoleService,
         authz.check(session, "iam:PassRole", role_arn(SITE, "service-role/admin"))
 
 
-def test_untrusted_key_cannot_assume_the_role(sts: AssumeRoleService) -> None:
-    with pytest.raises(AccessDenied, match="trust policy"):
-        _assume(sts, Identity(generate_signing_key()))
+def test_unknown_roles_and_untrusted_keys_get_the_same_answer(
+        sts: AssumeRoleService, server_identity: Identity) -> None:
+    """AccessDenied that names only what was asked for: not the site's roles, not its policy."""
+    stranger = Identity(generate_signing_key())
+    with pytest.raises(AccessDenied) as untrusted:
+        _assume(sts, stranger)
+    with pytest.raises(AccessDenied) as unknown:
+        _assume(sts, server_identity, role_arn=role_arn(SITE, "admin"))
+    assert str(untrusted.value) == (f"{stranger.key_fingerprint} is not authorized to perform "
+                                    f"sts:AssumeRole on {LAUNCH}")
+    assert str(unknown.value) == (f"{server_identity.key_fingerprint} is not authorized to "
+                                  f"perform sts:AssumeRole on {role_arn(SITE, 'admin')}")
+    assert LAUNCH not in str(unknown.value) and "trust" not in str(untrusted.value)
 
 
 def test_certificate_principal_is_trusted_by_its_fingerprint(tmp_path: Path,
@@ -110,8 +132,6 @@ def test_duration_is_bounded_by_the_role(sts: AssumeRoleService,
                                          server_identity: Identity) -> None:
     with pytest.raises(ValidationError, match="DurationSeconds"):
         _assume(sts, server_identity, duration_s=7200)
-    with pytest.raises(NotFound):
-        _assume(sts, server_identity, role_arn=role_arn(SITE, "admin"))
 
 
 def test_expired_tampered_and_other_site_tokens_are_refused() -> None:
@@ -142,3 +162,90 @@ def test_fingerprints_differ_per_key() -> None:
     a, b = generate_signing_key(), generate_signing_key()
     assert fingerprint(a.public_key()) != fingerprint(b.public_key())
     assert fingerprint(a.public_key()).startswith("sha256:")
+
+
+def _with_trust(store: RoleStore, trust: dict[str, object]) -> AssumeRoleService:
+    raw = json.loads(store.path.read_text())
+    raw["Roles"][0]["AssumeRolePolicyDocument"] = trust
+    store.path.write_text(json.dumps(raw))
+    return AssumeRoleService(SITE, RoleStore(store.path), generate_signing_key())
+
+
+def test_a_partial_wildcard_principal_admits_nobody(store: RoleStore) -> None:
+    """``{"Key": "sha256:*"}`` would admit any key; IAM refuses it, and so does the site: the
+    document does not load, and no key gets a session from it."""
+    service = _with_trust(store, {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Key": "sha256:*"}}]})
+    with pytest.raises(ValidationError, match="partial wildcard"):
+        RoleStore(store.path).load()
+    with pytest.raises(DeployError, match="every request is refused") as refused:
+        _assume(service, Identity(generate_signing_key()))
+    assert not isinstance(refused.value, ValidationError | NotFound)
+    assert "sha256" not in str(refused.value)  # the caller learns nothing of the policy
+
+
+def test_trust_conditions_see_external_id_and_source_identity(
+        store: RoleStore, server_identity: Identity) -> None:
+    service = _with_trust(store, {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole",
+        "Principal": {"Key": server_identity.key_fingerprint},
+        "Condition": {"StringEquals": {"STS:ExternalID": "acme-42"},
+                      "StringLike": {"aws:sourceidentity": "ops-*"}}}]})
+    assert "Credentials" in _assume(service, server_identity, external_id="acme-42",
+                                    source_identity="ops-alice")
+    for external_id, source in (("acme-43", "ops-alice"), (None, "ops-alice"),
+                                ("acme-42", "dev-bob"), ("acme-42", None)):
+        with pytest.raises(AccessDenied):
+            _assume(service, server_identity, external_id=external_id, source_identity=source)
+    with pytest.raises(ValidationError, match="ExternalId"):
+        _assume(service, server_identity, external_id="bad id with spaces")
+
+
+def test_a_policy_broken_while_serving_fails_closed(store: RoleStore,
+                                                    server_identity: Identity) -> None:
+    """The site edits roles.json into something that does not load: the roles it held before
+    are not used; every request is refused until the file is fixed."""
+    service = AssumeRoleService(SITE, store, generate_signing_key())
+    assert "Credentials" in _assume(service, server_identity)
+    good = store.path.read_text()
+    broken = json.loads(good)
+    broken["Roles"][0]["Policies"][0]["PolicyDocument"]["Statement"][0].pop("Resource")
+    store.path.write_text(json.dumps(broken))
+    os.utime(store.path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a visibly newer file
+    with pytest.raises(DeployError, match="every request is refused"):
+        _assume(service, server_identity)
+    store.path.write_text(good)
+    os.utime(store.path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    assert "Credentials" in _assume(service, server_identity)
+
+
+def test_a_request_signed_outside_the_window_is_refused(sts: AssumeRoleService,
+                                                        server_identity: Identity,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signature carries its time: one captured long ago (or dated ahead) is refused."""
+    for skew in (-FRESHNESS_S - 5, FRESHNESS_S + 5):
+        signed_at = time.time() + skew
+        monkeypatch.setattr(time, "time", lambda at=signed_at: at)
+        body, sig = signed_assume_role_request(server_identity, role_arn=LAUNCH,
+                                               session_name="s1", site=SITE)
+        monkeypatch.undo()
+        with pytest.raises(AuthenticationError, match="signed .* s ago"):
+            sts.assume_role(body, sig)
+
+
+def test_a_replay_after_a_restart_is_refused(tmp_path: Path, store: RoleStore,
+                                             server_identity: Identity) -> None:
+    """The accepted signatures survive the service: a new one (an agent restarted) on the same
+    site still refuses a request it accepted once."""
+    seen = tmp_path / "state" / "seen.sqlite3"
+    key = generate_signing_key()
+    first = AssumeRoleService(SITE, store, key, SeenSignatures(seen))
+    body, sig = signed_assume_role_request(server_identity, role_arn=LAUNCH,
+                                           session_name="s1", site=SITE)
+    assert "Credentials" in first.assume_role(body, sig)
+    restarted = AssumeRoleService(SITE, RoleStore(store.path), key, SeenSignatures(seen))
+    with pytest.raises(AuthenticationError, match="already used"):
+        restarted.assume_role(body, sig)
+    fresh_body, fresh_sig = signed_assume_role_request(server_identity, role_arn=LAUNCH,
+                                                       session_name="s1", site=SITE)
+    assert "Credentials" in restarted.assume_role(fresh_body, fresh_sig)

@@ -125,7 +125,7 @@ def test_federate_through_three_site_agents(tmp_path: Path, data: Path,
     assert not (tmp_path / "sites" / "site1" / "channels" / "test.csv").exists()
     site_config = json.loads((tmp_path / "sites" / "site1" / "site.json").read_text())
     # Where the machine allows it, the jobs ran unable to see any other site.
-    assert ("job_isolation" in site_config) == namespaces_available()
+    assert site_config["isolate_jobs"] == namespaces_available()
     assert "round 3/3" in result.stdout
 
     direct = _direct_run(data)

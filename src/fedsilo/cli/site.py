@@ -64,8 +64,8 @@ def init(
     allow_logs: Annotated[bool, typer.Option(
         help="Let the launch role read job logs (logs:GetLogEvents).")] = False,
     isolate_jobs: Annotated[bool, typer.Option(
-        help="Run jobs in user and mount namespaces that hide the site's parent directory.")
-    ] = False,
+        help="Run each job in a filesystem of its own paths only (--no-isolate-jobs: jobs read "
+             "what the agent's user can; for machines without user namespaces).")] = True,
 ) -> None:
     """Create a site: channels/, code/, artifacts/, jobs/, policy/, keys/ and tls/."""
     from fedsilo.deploy.site import init_site
@@ -160,3 +160,28 @@ def openapi(directory: SiteDir) -> None:
     from fedsilo.deploy.agent import openapi_document
 
     typer.echo(openapi_document(_site(directory)))
+
+
+@app.command()
+def audit(
+    directory: SiteDir,
+    last: Annotated[int, typer.Option(help="Show only the last N calls (0: all).")] = 0,
+    raw: Annotated[bool, typer.Option("--json", help="Print the JSON lines as stored.")] = False,
+) -> None:
+    """Show the agent's audit log: every call, who made it, what was decided and why."""
+    import json
+
+    from fedsilo.deploy.audit import read_audit
+
+    entries = list(read_audit(_site(directory).audit_path))
+    for entry in entries[-last:] if last > 0 else entries:
+        if raw:
+            typer.echo(json.dumps(entry))
+            continue
+        checks = "; ".join(f"{c['action']} {c['resource']} {c['decision']}"
+                           + (f" by {c['statement']}" if c["statement"] else "")
+                           for c in entry["checks"]) or "-"  # type: ignore[attr-defined]
+        who = f"{entry['principal'] or '-'} ({entry['session'] or '-'})"
+        job = f" job {entry['job']}" if entry["job"] else ""
+        typer.echo(f"{entry['time']} {entry['source'] or '-'} {entry['method']} {entry['path']} "
+                   f"{entry['status']} {who}: {checks}{job}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedsilo.deploy.audit import AuditEntry
+from fedsilo.deploy.conditions import request_context
 from fedsilo.deploy.credentials import SessionClaims, verify_session_token
 from fedsilo.deploy.errors import AccessDenied, AuthenticationError, NotFound
 from fedsilo.deploy.identity import PublicKey
@@ -42,10 +44,15 @@ class Authorizer:
                                       "at this site") from exc
         return Session(claims, role)
 
-    def check(self, session: Session, action: str, resource: str) -> None:
-        """Raise AccessDenied unless the session's role allows ``action`` on ``resource``."""
-        decision = session.role.allows(action, resource)
-        if not decision.allowed:
+    def check(self, session: Session, action: str, resource: str,
+              audit: AuditEntry | None = None) -> None:
+        """Raise AccessDenied unless the session's role allows ``action`` on ``resource``;
+        the decision and its statement go to ``audit``."""
+        claims = session.claims
+        decision = session.role.allows(action, resource, request_context(
+            {"Key": claims.principal}, claims.session_name))
+        if audit is not None:
+            audit.check(action, resource, decision.allowed, decision.statement)
+        if not decision.allowed:  # which statement decided is the site's business, not the caller's
             raise AccessDenied(f"{session.role.arn} (session {session.claims.session_name}) is "
-                               f"not authorized to perform {action} on {resource}: "
-                               f"{decision.reason}")
+                               f"not authorized to perform {action} on {resource}")

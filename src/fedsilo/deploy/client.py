@@ -37,10 +37,11 @@ class SiteClient:
         return self._call("GET", "/health")
 
     def assume_role(self, identity: Identity, role_arn: str, session_name: str,
-                    duration_s: int = 900) -> SiteSession:
+                    duration_s: int = 900, *, external_id: str | None = None,
+                    source_identity: str | None = None) -> SiteSession:
         body, signature = signed_assume_role_request(
             identity, role_arn=role_arn, session_name=session_name, site=self.site,
-            duration_s=duration_s)
+            duration_s=duration_s, external_id=external_id, source_identity=source_identity)
         answer = self._call("POST", "/sts/assume-role", content=body,
                             headers={SIGNATURE_HEADER: signature,
                                      "Content-Type": "application/json"})

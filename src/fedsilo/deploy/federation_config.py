@@ -33,6 +33,7 @@
     ca = "sites/site1/tls/ca.pem"
     role = "arn:fedsilo:iam::site1:role/FL-kickoff-client-job"
     execution_role = "arn:fedsilo:iam::site1:role/service-role/FL-execution"
+    external_id = "acme-fl-42"       # optional: AssumeRole's ExternalId, if the site asks one
     program = "client.py"
     source = "fraud/source.tar.gz"   # in the site's code store (or s3://... on SageMaker)
     output = "fl"                    # under the site's artifacts (or s3://...)

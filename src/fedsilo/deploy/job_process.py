@@ -3,15 +3,20 @@
 The pieces the runner needs around one job's process group, kept apart from its bookkeeping:
 the handle on the wrapper process (a child of this agent, or one adopted after a restart),
 signalling the whole group, the failure reason a site may report, the requirement check, and
-the command that runs a program inside user and mount namespaces.
+the command that runs a program as the only one of its own PID namespace (so that it ends
+whole) and, where the site isolates jobs, in a root filesystem of its own paths only.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
+import stat
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -30,8 +35,9 @@ __all__ = [
     "WRAPPER",
     "JobProcess",
     "check_requirements",
+    "containment_available",
+    "contained",
     "failure_reason",
-    "jailed",
     "read_exit_code",
     "same_process",
     "signal_group",
@@ -39,7 +45,7 @@ __all__ = [
 
 WRAPPER = Path(__file__).with_name("_job_wrapper.py")
 JAIL = Path(__file__).with_name("_job_jail.py")
-JAIL_FAILED = 125  # the jail's exit code when it could not hide the directories
+JAIL_FAILED = 125  # the jail's exit code when it could not build the job's filesystem
 FAILURE_REASON_LIMIT = 1024
 
 
@@ -68,16 +74,47 @@ class JobProcess:
         return True
 
 
-def jailed(command: list[str], hidden: list[Path], spec: JobSpec, job_dir: Path,
-            env: dict[str, str]) -> list[str]:
-    """``command`` in new user and mount namespaces where ``hidden`` shows only the job's own."""
-    keep = [job_dir.resolve(), *(p.resolve() for p in spec.channels.values()),
-            Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
-            *(Path(p).resolve() for p in env["PYTHONPATH"].split(os.pathsep) if p)]
-    jail_spec = json.dumps({"hide": [str(p.resolve()) for p in hidden],
-                            "keep": [str(p) for p in keep]})
-    return ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private",
-            sys.executable, str(JAIL), jail_spec, "--", *command]
+# Read-only, besides the Python installation and the job's code and channels: what a Python
+# program needs from the system (libraries, name resolution, CA bundles), nothing else of /etc.
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/passwd", "/etc/group",
+                "/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf",
+                "/etc/gai.conf", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+                "/etc/ssl", "/etc/ca-certificates", "/etc/localtime", "/etc/protocols",
+                "/etc/services", "/etc/alternatives")
+UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child",
+           "--mount", "--propagation", "private"]
+
+
+@functools.lru_cache(maxsize=1)
+def containment_available() -> bool:
+    """Whether jobs can run in their own user, PID and mount namespaces on this machine."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run([*UNSHARE, "--mount-proc", "true"], capture_output=True,
+                           timeout=30)
+    return probe.returncode == 0
+
+
+def contained(command: list[str], spec: JobSpec, job_dir: Path, env: dict[str, str], *,
+              cwd: Path, isolate: bool) -> list[str]:
+    """``command`` as the only program of a new PID namespace (see ``_job_jail``); with
+    ``isolate``, in a root filesystem that holds only the job's own paths and the system's."""
+    own = job_dir.resolve()
+    read_only = [Path(p) for p in (*SYSTEM_PATHS, sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                   sys.base_exec_prefix, *env["PYTHONPATH"].split(os.pathsep))
+                 if p and not Path(p).resolve().is_relative_to(own)]
+    read_only += [p.resolve() for p in spec.channels.values()]
+    # A path that is a link is recreated as a link inside: its target must be there too.
+    read_only += [p.resolve() for p in read_only if p.resolve() != p.absolute()]
+    stage = job_dir / ".root"
+    if isolate:
+        stage.mkdir(exist_ok=True)
+    jail_spec = json.dumps({
+        "root": str(stage.resolve()) if isolate else None,
+        "ro": sorted({str(p.absolute()) for p in read_only}),
+        "rw": [str((job_dir / sub).resolve()) for sub in ("code", "model", "output")],
+        "cwd": str(cwd.resolve())})
+    return [*UNSHARE, sys.executable, str(JAIL), jail_spec, "--", *command]
 
 
 def signal_group(pid: int, signum: int) -> None:
@@ -110,19 +147,38 @@ def failure_reason(job_dir: Path, exit_code: int | None) -> str:
 
 
 def _reason(job_dir: Path, exit_code: int | None) -> str:
-    failure = job_dir / "output" / "failure"
-    if failure.is_file():
-        text = failure.read_text(errors="replace").strip()
-        if text:
-            return f"AlgorithmError: {text}"
+    text = _written_by_the_job(job_dir / "output" / "failure", FAILURE_REASON_LIMIT).strip()
+    if text:
+        return f"AlgorithmError: {text}"
     if exit_code is None:
         return "AlgorithmError: the program ended without an exit status"
     if exit_code == JAIL_FAILED:
-        return ("InternalServerError: the site could not isolate the job (user and mount "
-                "namespaces)")
+        return ("InternalServerError: the site could not isolate the job (user, PID and "
+                "mount namespaces)")
     if exit_code < 0:
         return f"AlgorithmError: the program was killed by {signal.Signals(-exit_code).name}"
+    if contained_signal(exit_code):  # the namespace's init reports a signal as 128 + N
+        return (f"AlgorithmError: the program was killed by "
+                f"{signal.Signals(exit_code - 128).name}")
     return f"AlgorithmError: the program exited with code {exit_code}"
+
+
+def _written_by_the_job(path: Path, limit: int) -> str:
+    """The start of a file the job wrote, read by the agent: a regular file only, never through
+    a link (a job could point ``failure`` at the site's signing key, and the reason is sent to
+    the caller)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return ""
+        return handle.read(limit * 4).decode(errors="replace")[:limit]
+
+
+def contained_signal(exit_code: int) -> bool:
+    return 128 < exit_code < 128 + signal.NSIG and (exit_code - 128) in set(signal.Signals)
 
 
 def check_requirements(path: Path) -> None:

@@ -15,7 +15,10 @@ Local requests name everything relative to the site::
      "StoppingCondition": {"MaxRuntimeInSeconds": 3600}}
 
 :func:`parse_job_request` checks the fields and SageMaker's limits and resolves each path with
-:meth:`SiteLayout.inside`, so a request cannot point at anything outside the site.
+:meth:`SiteLayout.inside`, so a request cannot point at anything outside the site. Hyperparameters
+become the program's ``--key value`` arguments, so a name the site decides (a channel, the model
+or output directory, anything shaped like ``SM_*``) is refused: otherwise ``--train PATH`` would
+win over ``SM_CHANNEL_TRAIN`` in a program that reads both, as script-mode programs do.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any
 from fedsilo.deploy.errors import NotFound, ValidationError
 from fedsilo.deploy.site import SiteLayout
 
-__all__ = ["JobSpec", "parse_job_request", "PROGRAM_KEY", "SUBMIT_DIRECTORY_KEY"]
+__all__ = ["JobSpec", "normalised_name", "parse_job_request", "PROGRAM_KEY",
+           "SUBMIT_DIRECTORY_KEY"]
 
 PROGRAM_KEY = "sagemaker_program"
 SUBMIT_DIRECTORY_KEY = "sagemaker_submit_directory"
@@ -36,6 +40,11 @@ MAX_RUNTIME_LIMIT_S = 28 * 86400
 _JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,64}")
 _HP_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
+# Normalised names (lower case, '-' and '.' as '_') of what the site decides for a job.
+_SITE_DECIDED = {"model_dir", "output_dir", "output_data_dir", "data_dir", "input_dir",
+                 "input_data_dir", "channels", "channel_names", "hosts", "current_host",
+                 "num_cpus", "num_gpus", "module_dir", "user_entry_point", "training_env",
+                 "hps", "user_args", "training_job_name"}
 _KNOWN = {"TrainingJobName", "HyperParameters", "AlgorithmSpecification", "RoleArn",
           "InputDataConfig", "OutputDataConfig", "ResourceConfig", "StoppingCondition",
           "Environment", "VpcConfig", "Tags"}
@@ -119,6 +128,7 @@ def parse_job_request(site: SiteLayout, request: Any) -> JobSpec:
                            "channels")
         channels[channel] = path
 
+    _refuse_reserved(hps, [*channels, *_channel_dirs(site)])
     output = site.inside(site.artifacts, _required(_object(request, "OutputDataConfig"),
                                                    "OutputPath", str), "OutputPath")
     resources = request.get("ResourceConfig", {})
@@ -136,6 +146,32 @@ def parse_job_request(site: SiteLayout, request: Any) -> JobSpec:
     return JobSpec(name=name, hyperparameters=hps, program=program, source=source,
                    role_arn=role, channels=channels, output=output, max_runtime_s=max_runtime,
                    environment=environment, request=request)
+
+
+def normalised_name(key: str) -> str:
+    """A hyperparameter or channel name as programs see it: ``--model-dir`` is ``model_dir``."""
+    return key.lower().replace("-", "_").replace(".", "_")
+
+
+def _refuse_reserved(hps: dict[str, str], channel_names: list[str]) -> None:
+    """Refuse hyperparameters that would name a path the site decides, as SageMaker refuses
+    reserved names: ``train`` (a channel), ``model-dir``, ``SM_CHANNEL_X``, ``channel-x``."""
+    channels = {normalised_name(c) for c in channel_names}
+    for key in hps:
+        if key.startswith("sagemaker_"):
+            continue  # framework keys: read by the site, never passed to the program
+        name = normalised_name(key)
+        if name in channels:
+            reason = "it is a channel's name; the channel's path is the site's SM_CHANNEL_*"
+        elif name in _SITE_DECIDED or name.startswith(("sm_", "channel_")):
+            reason = "the site sets this value (SM_* variables); a request cannot override it"
+        else:
+            continue
+        raise ValidationError(f"hyperparameter {key!r} is reserved: {reason}")
+
+
+def _channel_dirs(site: SiteLayout) -> list[str]:
+    return [p.name for p in site.channels.iterdir()] if site.channels.is_dir() else []
 
 
 def _required(obj: dict[str, Any], key: str, kind: type) -> Any:

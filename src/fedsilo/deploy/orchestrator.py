@@ -170,7 +170,7 @@ def make_launcher(site: SiteConfig, identity: Identity) -> Launcher:
                                  code_prefix=site.code_prefix, kms_key_id=site.kms_key_id)
     assert site.ca is not None  # checked when the configuration was read
     return LocalLauncher(site=site.name, endpoint=site.endpoint, ca=site.ca,
-                         role_arn=site.role, identity=identity)
+                         role_arn=site.role, identity=identity, external_id=site.external_id)
 
 
 def _follow(server: _ServerRun, handles: dict[str, JobHandle], progress: FederationProgress,

@@ -16,11 +16,14 @@ asked for).
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsilo.deploy.errors import NotFound, ValidationError
+from fedsilo.deploy.conditions import Value
+from fedsilo.deploy.errors import DeployError, NotFound, ValidationError
 from fedsilo.deploy.policy import Decision, PolicyDocument
 
 __all__ = [
@@ -42,6 +45,7 @@ JOB_ACTIONS = (
     "job:ListTrainingJobs",
 )
 LOG_ACTION = "logs:GetLogEvents"
+log = logging.getLogger("fedsilo.deploy.roles")
 DEFAULT_MAX_SESSION_S = 3600
 MIN_SESSION_S = 900
 
@@ -85,10 +89,11 @@ class Role:
     permissions: tuple[PolicyDocument, ...]
     max_session_duration: int = DEFAULT_MAX_SESSION_S
 
-    def allows(self, action: str, resource: str) -> Decision:
+    def allows(self, action: str, resource: str,
+               context: Mapping[str, Value] | None = None) -> Decision:
         """Explicit deny in any policy wins; otherwise any allow; otherwise deny."""
-        decisions = [p.evaluate(action, resource) for p in self.permissions]
-        denied = [d for d in decisions if not d.allowed and d.reason.startswith("explicitly")]
+        decisions = [p.evaluate(action, resource, context=context) for p in self.permissions]
+        denied = [d for d in decisions if not d.allowed and d.statement is not None]
         if denied:
             return denied[0]
         allowed = [d for d in decisions if d.allowed]
@@ -101,9 +106,10 @@ class Role:
             name = str(raw["RoleName"])
             max_s = int(raw.get("MaxSessionDuration", DEFAULT_MAX_SESSION_S))
             policies = tuple(PolicyDocument.from_dict(p["PolicyDocument"],
-                                                      f"{name}.{p['PolicyName']}")
+                                                      f"{name}.{p['PolicyName']}", "identity")
                              for p in raw.get("Policies", []))
-            trust = PolicyDocument.from_dict(raw["AssumeRolePolicyDocument"], f"{name}.trust")
+            trust = PolicyDocument.from_dict(raw["AssumeRolePolicyDocument"], f"{name}.trust",
+                                             "trust")
             arn = str(raw["Arn"])
         except KeyError as exc:
             raise ValidationError(f"role {raw.get('RoleName', '?')}: missing {exc}") from exc
@@ -121,18 +127,39 @@ class ExecutionRole:
 
 
 class RoleStore:
-    """The roles in a site's ``roles.json``, reread when the file changes."""
+    """The roles in a site's ``roles.json``, reread when the file changes.
+
+    :meth:`load` checks the file and says what is wrong (``site serve`` calls it before it
+    serves). A file that is changed into one that does not load fails closed: every role
+    lookup is refused (with a generic message for the caller; the reason goes to the log)
+    until the file is fixed, never answered with the roles it held before.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._mtime = -1.0
         self._roles: dict[str, Role] = {}
         self._execution: dict[str, ExecutionRole] = {}
+        self._broken: str | None = None
+
+    def load(self) -> None:
+        """Read and check the file now; ValidationError says what is wrong with it."""
+        try:
+            raw = json.loads(self.path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"{self.path} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValidationError(f"{self.path} must hold a JSON object")
+        roles = [Role.from_dict(r) for r in raw.get("Roles", [])]
+        self._roles = {r.arn: r for r in roles}
+        self._execution = {str(r["Arn"]): ExecutionRole(str(r["RoleName"]), str(r["Arn"]))
+                           for r in raw.get("ExecutionRoles", [])}
 
     def role(self, arn: str) -> Role:
+        """The role ``arn``; NotFound names nothing else of the site."""
         self._reload()
         if arn not in self._roles:
-            raise NotFound(f"no role {arn} at this site; roles: {', '.join(self._roles)}")
+            raise NotFound(f"no role {arn} at this site")
         return self._roles[arn]
 
     def execution_role(self, arn: str) -> ExecutionRole:
@@ -143,14 +170,15 @@ class RoleStore:
 
     def _reload(self) -> None:
         mtime = self.path.stat().st_mtime
-        if mtime == self._mtime:
-            return
-        try:
-            raw = json.loads(self.path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"{self.path} is not valid JSON: {exc}") from exc
-        roles = [Role.from_dict(r) for r in raw.get("Roles", [])]
-        self._roles = {r.arn: r for r in roles}
-        self._execution = {str(r["Arn"]): ExecutionRole(str(r["RoleName"]), str(r["Arn"]))
-                           for r in raw.get("ExecutionRoles", [])}
-        self._mtime = mtime
+        if mtime != self._mtime:
+            self._mtime = mtime
+            try:
+                self.load()
+                self._broken = None
+            except (ValidationError, OSError) as exc:
+                self._roles, self._execution = {}, {}
+                self._broken = str(exc)
+                log.error("the site's policy does not load; every request is refused: %s", exc)
+        if self._broken is not None:
+            raise DeployError("the site's policy is being changed and cannot be used now; "
+                              "every request is refused until the site fixes it")

@@ -18,10 +18,18 @@ job's reason is what the program wrote to ``$SM_OUTPUT_DIR/failure`` (as SageMak
 
 The program runs under a small wrapper that records its exit code in a file, so when the
 agent restarts while a job runs, the new runner adopts the process and still learns how it
-ended. A site whose ``site.json`` has ``"job_isolation": {"hide": [DIR, ...]}`` runs each job
-in new user and mount namespaces (``unshare``) where those directories show only the job's
-own directory, its channels and the Python installation: a job then cannot even open another
-site's files, whatever path it tries.
+ended. Where the machine allows user namespaces, the program is the only one of its own PID
+namespace (``_job_jail`` is its init): when the program ends, or the job is stopped or timed
+out, the namespace ends and with it every process the job started, daemons that called
+``setsid`` included. A site isolates its jobs unless ``site.json`` says
+``"isolate_jobs": false``: the job then sees a root filesystem holding only the system's
+libraries, the Python installation, its channels (read-only) and its own code, model and
+output directories; the site's keys, policy and other channels, other jobs, other sites and
+any other file on the machine are not there. Where namespaces are not allowed, an isolating
+site fails its jobs rather than run them unisolated, and a site that opted out falls back to
+the process group (a ``setsid`` daemon can then outlive its job). A job's environment is
+built from nothing: ``SM_*``, the request's ``Environment``, ``PATH``, ``PYTHONPATH``, ``LANG``
+and ``OMP_NUM_THREADS``.
 """
 
 from __future__ import annotations
@@ -45,19 +53,21 @@ from fedsilo.deploy.job_process import (
     WRAPPER,
     JobProcess,
     check_requirements,
+    contained,
+    containment_available,
     failure_reason,
-    jailed,
     read_exit_code,
     same_process,
     signal_group,
 )
-from fedsilo.deploy.jobspec import JobSpec
+from fedsilo.deploy.jobspec import JobSpec, normalised_name
 from fedsilo.deploy.records import ACTIVE, JobRecord
 from fedsilo.deploy.roles import job_arn
 from fedsilo.deploy.site import SiteLayout
 
 __all__ = ["JobRunner"]
 
+SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
 
 
 class JobRunner:
@@ -68,8 +78,8 @@ class JobRunner:
         self.site = site
         self.site_name = site.name
         config = site.config()
-        isolation = config.get("job_isolation") or {}
-        self.hidden_paths = [Path(p) for p in isolation.get("hide", [])]
+        self.isolate = bool(config.get("isolate_jobs", True))
+        self.contained = containment_available()
         # Seconds between SIGTERM and SIGKILL: the argument, else site.json's, else 10.
         self.stop_grace_s = float(stop_grace_s if stop_grace_s is not None
                                   else config.get("stop_grace_s", 10.0))
@@ -191,10 +201,12 @@ class JobRunner:
         program = Path(os.path.abspath(program))
         job_dir = Path(os.path.abspath(job_dir))
         command = [sys.executable, str(program), *spec.arguments]
-        if self.hidden_paths:
-            if shutil.which("unshare") is None:
-                raise OSError("the site isolates jobs, but 'unshare' is not on this machine")
-            command = jailed(command, self.hidden_paths, spec, job_dir, env)
+        if self.contained:
+            command = contained(command, spec, job_dir, env, cwd=program.parent,
+                                isolate=self.isolate)
+        elif self.isolate:
+            raise OSError("the site isolates jobs, but this machine does not allow user, PID "
+                          "and mount namespaces (unshare); the site may opt out in site.json")
         command = [sys.executable, str(WRAPPER), str(job_dir / "exit.json"), "--", *command]
         with self._lock:
             record = self._record(spec.name)
@@ -308,6 +320,7 @@ class JobRunner:
         # As a training container goes away with its job: the unpacked code is not kept (the
         # tarball stays in the code store; the record, log and outputs stay in the job's dir).
         shutil.rmtree(self.site.jobs / name / "code", ignore_errors=True)
+        shutil.rmtree(self.site.jobs / name / ".root", ignore_errors=True)  # the jail's mount point
 
     # -- restart -----------------------------------------------------------------------------
 
@@ -344,10 +357,12 @@ class JobRunner:
         thread.start()
 
     def _environment(self, spec: JobSpec, job_dir: Path, program: Path) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(spec.environment)
+        """What SageMaker gives a training container, and nothing of the agent's own."""
         hps = {k: v for k, v in spec.hyperparameters.items() if not k.startswith("sagemaker_")}
         source_root = str(Path(fedsilo.__file__).resolve().parents[1])
+        env = {"PATH": os.pathsep.join((str(Path(sys.executable).parent), *SYSTEM_PATH)),
+               "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
+        env.update(spec.environment)  # then the site's own values, which nothing overrides
         env.update({
             "SM_MODEL_DIR": str(job_dir / "model"),
             "SM_OUTPUT_DIR": str(job_dir / "output"),
@@ -361,15 +376,12 @@ class JobRunner:
             "SM_HOSTS": json.dumps(["algo-1"]),
             "SM_NUM_CPUS": str(os.cpu_count() or 1),
             "SM_TRAINING_JOB_NAME": spec.name,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(program.parent), source_root,
-                                                      os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPATH": os.pathsep.join((str(program.parent), source_root)),
         })
-        env.setdefault("OMP_NUM_THREADS", "1")
         for channel, path in spec.channels.items():
-            env[f"SM_CHANNEL_{channel.upper().replace('-', '_').replace('.', '_')}"] = \
-                str(path.resolve())
+            env[f"SM_CHANNEL_{normalised_name(channel).upper()}"] = str(path.resolve())
         for key, value in hps.items():
-            env[f"SM_HP_{key.upper().replace('-', '_').replace('.', '_')}"] = value
+            env[f"SM_HP_{normalised_name(key).upper()}"] = value
         return env
 
     def _advance(self, name: str, secondary: str, message: str) -> None:

@@ -10,6 +10,8 @@
       jobs/<job>/          one job: record.json, output.log, code/, model/, output/
       policy/roles.json    the launch role (trust + permissions) and the execution role
       keys/signing.key     Ed25519 key that signs session credentials (owner-only)
+      state/               the agent's own records: AssumeRole signatures already used
+      audit/agent.jsonl    every call to the agent, one JSON line each, rotated
       tls/                 the site's CA (ca.pem, handed to callers), the agent's certificate,
                            client.pem: the site's own client certificate, for the federation
                            to enrol (its key is in channels/identity/, for the site's jobs)
@@ -96,6 +98,16 @@ class SiteLayout:
         return self.root / "keys" / "signing.key"
 
     @property
+    def state(self) -> Path:
+        """The agent's own state (accepted AssumeRole signatures); owner-only."""
+        return self.root / "state"
+
+    @property
+    def audit_path(self) -> Path:
+        """The agent's audit log (JSON lines; rotations beside it); owner-only directory."""
+        return self.root / "audit" / "agent.jsonl"
+
+    @property
     def tls(self) -> Path:
         return self.root / "tls"
 
@@ -156,13 +168,14 @@ def init_site(
     tls_hosts: tuple[str, ...] = DEFAULT_HOSTS,
     allow_logs: bool = False,
     max_session_s: int = 3600,
-    isolate_jobs: bool = False,
+    isolate_jobs: bool = True,
 ) -> SiteLayout:
     """Lay out a new site; ``trusted`` maps ``Key``/``Certificate`` to fingerprints.
 
     With no trusted principals the launch role exists but nobody can assume it until the
-    site adds one (``fedsilo site trust``). ``isolate_jobs`` runs jobs in user and mount
-    namespaces that hide the directory holding the site (and so its neighbours) from them.
+    site adds one (``fedsilo site trust``). ``isolate_jobs`` (the default) runs each job in a
+    root filesystem of its own paths only (see :mod:`fedsilo.deploy.runner`); turning it off
+    lets jobs read whatever the agent's user can, and ``site serve`` warns about it.
     """
     if not _SITE_NAME.fullmatch(name):
         raise ValidationError(f"site name {name!r}: use 1 to 63 lowercase letters, digits, '-'")
@@ -170,9 +183,10 @@ def init_site(
     if site.config_path.exists():
         raise ValidationError(f"{root} is already a site ({site.config_path} exists)")
     for directory in (site.channels, site.code, site.artifacts, site.jobs,
-                      site.roles_path.parent, site.signing_key_path.parent):
+                      site.roles_path.parent, site.signing_key_path.parent, site.state):
         directory.mkdir(parents=True, exist_ok=True)
     os.chmod(site.signing_key_path.parent, 0o700)
+    os.chmod(site.state, 0o700)
     fd = os.open(site.signing_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(private_key_pem(generate_signing_key()))
@@ -181,24 +195,18 @@ def init_site(
     client_cert, client_key = create_self_signed_client_certificate(f"site {name}")
     write_pair(site.channels / IDENTITY_CHANNEL, "client", client_cert, client_key)
     site.client_certificate_path.write_bytes(client_cert)
-    config: dict[str, Any] = {"name": name, "host": host, "port": port}
-    if isolate_jobs:
-        config["job_isolation"] = {"hide": [str(site.root.resolve().parent)]}
+    config: dict[str, Any] = {"name": name, "host": host, "port": port,
+                              "isolate_jobs": isolate_jobs}
     site.config_path.write_text(json.dumps(config, indent=2) + "\n")
     write_roles(site, trusted or {}, allow_logs=allow_logs, max_session_s=max_session_s)
     return site
 
 
 def namespaces_available() -> bool:
-    """Whether this machine lets an unprivileged process create user and mount namespaces."""
-    import shutil
-    import subprocess
+    """Whether this machine lets the agent run jobs in user, PID and mount namespaces."""
+    from fedsilo.deploy.job_process import containment_available
 
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
-                           capture_output=True, timeout=10)
-    return probe.returncode == 0
+    return containment_available()
 
 
 def write_roles(site: SiteLayout, trusted: dict[str, list[str]], *, allow_logs: bool = False,

@@ -27,8 +27,9 @@ class LocalLauncher(Launcher):
 
     def __init__(self, *, site: str, endpoint: str, ca: str | Path, role_arn: str,
                  identity: Identity, session_name: str = "fedsilo-federation",
-                 duration_s: int = 3600) -> None:
+                 duration_s: int = 3600, external_id: str | None = None) -> None:
         self.site = site
+        self.external_id = external_id
         self.role_arn = role_arn
         self.identity = identity
         self.session_name = session_name
@@ -41,7 +42,8 @@ class LocalLauncher(Launcher):
         """The current session, assuming the role again shortly before it expires."""
         if self._session is None or time.monotonic() > self._renew_at:
             self._session = self.client.assume_role(self.identity, self.role_arn,
-                                                    self.session_name, self.duration_s)
+                                                    self.session_name, self.duration_s,
+                                                    external_id=self.external_id)
             self._renew_at = time.monotonic() + self.duration_s - RENEW_BEFORE_S
         return self._session
 
