@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fedsilo.common.logger import update_console_handler
+
 
 def demo(
     output: Annotated[Path, typer.Option(
@@ -23,8 +25,8 @@ def demo(
     """Federate a fraud model over sites that keep their data; compare it with the alternatives."""
     from fedsilo.examples.fraud.demo import run_demo
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    update_console_handler(level=logging.INFO if verbose else logging.WARNING,
+                           timestamps=True)
     console = Console()
     try:
         run_demo(output, rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from fedsilo.common.logger import update_console_handler
+
 
 def federate(
     config: Annotated[Path, typer.Argument(help="The federation.toml to run.")],
@@ -20,8 +22,8 @@ def federate(
     from fedsilo.deploy.federation_config import load_federation_config
     from fedsilo.deploy.orchestrator import run_federation
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    update_console_handler(level=logging.INFO if verbose else logging.WARNING,
+                           timestamps=True)
     console = Console()
     try:
         result = run_federation(load_federation_config(config), console)

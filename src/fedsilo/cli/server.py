@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fedsilo.common.logger import update_console_handler
 from fedsilo.server import ServerConfig, SimpleClientManager, start_server
 from fedsilo.server.checkpoint import latest_round
 from fedsilo.server.strategy import FedAvg, Strategy
@@ -67,8 +68,8 @@ def server(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run a federation server; with --checkpoint-dir and --resume, continue after a crash."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    update_console_handler(level=logging.DEBUG if verbose else logging.INFO,
+                           timestamps=True)
     given = {"address": address, "rounds": rounds, "round_timeout": round_timeout,
              "min_clients": min_clients, "fraction_fit": fraction_fit,
              "fraction_evaluate": fraction_evaluate, "seed": seed, "strategy": strategy,

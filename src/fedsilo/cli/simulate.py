@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fedsilo.common.logger import update_console_handler
+
 
 def simulate(
     output: Annotated[Path, typer.Option(
@@ -29,8 +31,8 @@ def simulate(
 
     if backend not in ("local", "ray"):
         raise typer.BadParameter("choose local or ray", param_hint="--backend")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    update_console_handler(level=logging.INFO if verbose else logging.WARNING,
+                           timestamps=True)
     console = Console()
     try:
         run_simulation(output, rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from fedsilo.common.logger import update_console_handler
 from fedsilo.deploy.errors import DeployError
 
 app = typer.Typer(help="A data owner's site: its directories, trust, channels, code and agent.",
@@ -129,7 +130,7 @@ def serve(
     from fedsilo.deploy.agent import serve as serve_agent
     from fedsilo.deploy.site import SiteLayout
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    update_console_handler(level=logging.INFO, timestamps=True)
     try:
         serve_agent(SiteLayout(directory), host=host, port=port)
     except DeployError as exc:
