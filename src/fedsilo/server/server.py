@@ -381,7 +381,7 @@ def _call_clients(
     timeout: float | None,
     server_round: int,
     worker_pool: Callable[[], concurrent.futures.Executor],
-) -> tuple[list[tuple[ClientProxy, R]], list[BaseException]]:
+) -> tuple[list[tuple[ClientProxy, R]], list[tuple[ClientProxy, R] | BaseException]]:
     """Send every instruction, then ``process`` each reply in this thread as it comes.
 
     A proxy that can ``submit`` an instruction costs no thread while its client
@@ -434,7 +434,7 @@ def _call_clients(
         except Exception as exc:  # recorded as that client's failure below
             outcomes[index] = exc
     results: list[tuple[ClientProxy, R]] = []
-    failures: list[BaseException] = []
+    failures: list[tuple[ClientProxy, R] | BaseException] = []
     for index, (client, _) in enumerate(instructions):
         outcome = outcomes[index]
         if not isinstance(outcome, BaseException):
@@ -505,7 +505,7 @@ def _call_clients_once(
     max_workers: int | None,
     timeout: float | None,
     group_id: int,
-) -> tuple[list[tuple[ClientProxy, R]], list[BaseException]]:
+) -> tuple[list[tuple[ClientProxy, R]], list[tuple[ClientProxy, R] | BaseException]]:
     """:func:`_call_clients` with a thread pool of its own, made only if needed."""
     pool: list[concurrent.futures.ThreadPoolExecutor] = []
 
