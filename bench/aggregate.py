@@ -97,15 +97,17 @@ def measure(impl: str, n_updates: int, n_params: int, seed: int, repeat: int) ->
 
         variants = {"flwr FedAvg (inplace=True, default)": inplace,
                     "flwr FedAvg (inplace=False)": plain}
-    out: dict[str, Any] = {"times": {}, "check": {}}
+    out: dict[str, Any] = {"times": {}, "cpu_times": {}, "check": {}}
     for name, fn in variants.items():
-        times = []
+        times, cpu_times = [], []
         for _ in range(repeat):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             parameters = fn()
             times.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu_started)
         final = common.parameters_to_ndarrays(parameters)[0]
         out["times"][name] = min(times)
+        out["cpu_times"][name] = min(cpu_times)
         out["check"][name] = [float(np.sum(final, dtype=np.float64))] + final[:4].tolist()
     return out
 
@@ -161,27 +163,28 @@ def baseline_environ(ref: str, directory: Path) -> dict[str, str]:
 
 
 def compare_with_baseline(args: argparse.Namespace, size_gb: float,
-                          first: dict[str, float]) -> None:
+                          first: dict[str, Any]) -> None:
     """Time fedsilo now and as of ``args.baseline`` in turns, ``args.pairs`` times each (a
     loaded machine's speed drifts; taking turns spreads the drift over both); the best
-    time of each variant is compared."""
-    now: dict[str, list[float]] = {name: [seconds] for name, seconds in first.items()}
-    then: dict[str, list[float]] = {name: [] for name in first}
+    time of each variant is compared, in wall-clock seconds and in the CPU seconds of the
+    measuring process (which other processes on the machine disturb less)."""
+    runs: dict[str, list[dict[str, Any]]] = {"now": [first], "then": []}
     with tempfile.TemporaryDirectory() as tmp:
         env = baseline_environ(args.baseline, Path(tmp))
         for turn in range(args.pairs):
-            for times, environ in ((then, env), (now, None)):
-                if turn == 0 and times is now:
-                    continue  # the main measurement is the first turn of the current code
-                for name, seconds in run_measure(sys.executable, "fedsilo", args,
-                                                 environ)["times"].items():
-                    times[name].append(seconds)
+            runs["then"].append(run_measure(sys.executable, "fedsilo", args, env))
+            if turn > 0:  # the main measurement is the first turn of the current code
+                runs["now"].append(run_measure(sys.executable, "fedsilo", args, None))
     print(f"\nfedsilo now against itself as of {args.baseline}, {args.pairs} runs each in "
           "turns, best of each (> 1: faster now)")
-    for name in first:
-        best_now, best_then = min(now[name]), min(then[name])
-        print(f"  {name:<38} {size_gb / best_then:>6.2f} GB/s then, "
-              f"{size_gb / best_now:>6.2f} now: {best_then / best_now:.2f}x")
+    for name in first["times"]:
+        best = {when: (min(r["times"][name] for r in measured),
+                       min(r["cpu_times"][name] for r in measured))
+                for when, measured in runs.items()}
+        (wall_then, cpu_then), (wall_now, cpu_now) = best["then"], best["now"]
+        print(f"  {name:<38} wall {size_gb / wall_then:>6.2f} GB/s then, "
+              f"{size_gb / wall_now:>6.2f} now: {wall_then / wall_now:.2f}x; "
+              f"CPU {cpu_then:.3f} s then, {cpu_now:.3f} now: {cpu_then / cpu_now:.2f}x")
 
 
 def run_measure(python: str, impl: str, args: argparse.Namespace, env: dict[str, str] | None
@@ -296,7 +299,7 @@ def main() -> None:
         if not agree:
             print(f"  !! {name} disagrees with Flower: {checks[name]} vs {reference}")
     if args.baseline:
-        compare_with_baseline(args, size_gb, ours["times"])
+        compare_with_baseline(args, size_gb, ours)
 
     model_bytes = args.params * 4
     print(f"\naggregation-side peak memory while the {args.updates} replies arrive one by one "

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.common import Code, FitRes, Status, ndarrays_to_parameters
+from fedsilo.common import (
+    Code,
+    FitRes,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from fedsilo.server.strategy import FedAvg, FedAvgM
 from fedsilo.server.strategy import aggregate as agg
 from tests.interop.flower_envs import FlowerEnv
 from tests.server.strategy import aggregate_driver
@@ -45,12 +52,27 @@ def test_fedsilo_names_are_the_same_functions_not_copies() -> None:
 
 def test_float32_mean_of_small_integers_is_exact() -> None:
     # Every client sends 3 with weights 2 and 7 (or 1 with 2, 4, 1): the mean is 3 (1).
-    # Scaling by the normalized weights (2/9 and 7/9 rounded to float32) gave 3.0000002.
+    # Scaling by the normalized weights (2/9 and 7/9, or 2/7, 4/7 and 1/7, rounded to
+    # float32) gave 3.0000002 for a single value (1.0000001 for any size).
     for value, counts in ((3.0, (2, 7)), (1.0, (2, 4, 1))):
         results = [([np.full(4, value, dtype=np.float32)], n) for n in counts]
         mean = agg.aggregate(results)[0]
         assert mean.dtype == np.float32
         assert mean.tolist() == [value] * 4
+
+
+@pytest.mark.parametrize("strategy", [
+    FedAvg(), FedAvgM(server_momentum=0.9,
+                      initial_parameters=ndarrays_to_parameters([np.full(4, 1.0, np.float32)]))],
+    ids=["FedAvg", "FedAvgM"])
+def test_strategies_average_small_integers_exactly(strategy: FedAvg) -> None:
+    # Every client sends 1 with weights 2, 4, 1; normalized weights gave 1.0000001.
+    fit_results = [(None, FitRes(Status(Code.OK, ""),
+                                 ndarrays_to_parameters([np.full(4, 1.0, np.float32)]), n, {}))
+                   for n in (2, 4, 1)]
+    parameters, _ = strategy.aggregate_fit(1, fit_results, [])  # type: ignore[arg-type]
+    assert parameters is not None
+    assert parameters_to_ndarrays(parameters)[0].tolist() == [1.0] * 4
 
 
 def test_float32_mean_is_the_rounded_exact_quotient_on_integer_inputs() -> None:
