@@ -27,6 +27,7 @@ __all__ = [
     "log",
     "logger",
     "update_console_handler",
+    "warn_deprecated_feature",
 ]
 
 LOGGER_NAME = "fedsilo"
@@ -87,6 +88,13 @@ def configure(identifier: str, filename: str | None = None, host: str | None = N
         http_handler.setLevel(logging.DEBUG)
         logger.addHandler(http_handler)
         logger.setLevel(logging.DEBUG)
+
+
+def warn_deprecated_feature(name: str) -> None:
+    """Log Flower's warning for a deprecated feature ``name``, at WARNING."""
+    logger.warning("DEPRECATED FEATURE: %s\n\n            This is a deprecated feature. It "
+                   "will be removed\n            entirely in future versions of Flower.\n"
+                   "        ", name)
 
 
 def _lowest_other_handler_level() -> int:

@@ -14,10 +14,9 @@ moves ``C`` towards the target quantile of update norms from the clients'
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
+from fedsilo.common.logger import warn_deprecated_feature
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import (
     EvaluateIns,
@@ -36,17 +35,7 @@ from fedsilo.server.strategy.aggregate import (
 )
 from fedsilo.server.strategy.strategy import Strategy
 
-__all__ = ["DPFedAvgAdaptive", "DPFedAvgFixed", "warn_deprecated_feature"]
-
-log = logging.getLogger("fedsilo.server")
-
-
-def warn_deprecated_feature(name: str) -> None:
-    """Log Flower's warning for a deprecated feature, at WARNING."""
-    log.warning("DEPRECATED FEATURE: %s\n\n            This is a deprecated feature. It will "
-                "be removed\n            entirely in future versions of Flower.\n        ",
-                name)
-
+__all__ = ["DPFedAvgAdaptive", "DPFedAvgFixed"]
 
 class DPFedAvgFixed(Strategy):
     """Wraps ``strategy`` for DP-FedAvg with a fixed clipping norm (deprecated).

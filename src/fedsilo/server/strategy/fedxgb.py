@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from fedsilo.common.logger import warn_deprecated_feature
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import (
     EvaluateIns,
@@ -24,7 +25,6 @@ from fedsilo.common.typing import (
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
 from fedsilo.server.strategy.aggregate import aggregate, aggregate_xgb_bagging
-from fedsilo.server.strategy.dpfedavg import warn_deprecated_feature
 from fedsilo.server.strategy.fedavg import FedAvg
 
 __all__ = ["FedXgbBagging", "FedXgbCyclic", "FedXgbNnAvg"]
