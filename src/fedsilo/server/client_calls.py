@@ -75,8 +75,8 @@ def call_clients(
     for index, (client, ins) in enumerate(instructions):
         submit = getattr(client, "submit", None)  # a proxy need not derive from ours
         try:
-            handle = None if submit is None else submit(ins, functools.partial(done.put,
-                                                                               index))
+            notify = functools.partial(done.put, index)
+            handle = None if submit is None else submit(ins, notify)
         except Exception as exc:  # not sent: that client's failure
             outcomes[index] = exc
             continue
@@ -127,7 +127,6 @@ def call_clients(
     return results, failures
 
 
-
 def fit_clients(
     client_instructions: list[tuple[ClientProxy, FitIns]],
     max_workers: int | None,
@@ -154,8 +153,8 @@ def fit_clients(
     group_id
         The round number, passed to each client call.
     """
-    return _call_clients_with_own_pool(client_instructions, "fit", _checked_fit_res, max_workers,
-                              timeout, group_id)  # type: ignore[return-value]
+    return _call_clients_with_own_pool(client_instructions, "fit", _checked_fit_res,
+                                       max_workers, timeout, group_id)
 
 
 def evaluate_clients(
@@ -170,7 +169,7 @@ def evaluate_clients(
     failures are those of :func:`fit_clients`.
     """
     return _call_clients_with_own_pool(client_instructions, "evaluate", checked_evaluate_res,
-                              max_workers, timeout, group_id)  # type: ignore[return-value]
+                                       max_workers, timeout, group_id)
 
 
 def _call_clients_with_own_pool(
@@ -200,6 +199,7 @@ def _call_clients_with_own_pool(
 
 def _checked_fit_res(client: ClientProxy, res: FitRes,
                      max_num_examples: int = MAX_NUM_EXAMPLES) -> FitRes:
+    """``res`` if its status is OK and its update is valid; else the failure."""
     try:
         if res.status.code != Code.OK:
             raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
@@ -213,7 +213,8 @@ def _checked_fit_res(client: ClientProxy, res: FitRes,
 
 
 def checked_evaluate_res(client: ClientProxy, res: EvaluateRes,
-                          max_num_examples: int = MAX_NUM_EXAMPLES) -> EvaluateRes:
+                         max_num_examples: int = MAX_NUM_EXAMPLES) -> EvaluateRes:
+    """``res`` if its status is OK and its loss and count are valid; else the failure."""
     if res.status.code != Code.OK:
         raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
     check_evaluate_res(client.cid, res, max_num_examples)
