@@ -109,3 +109,43 @@ def test_evaluate_clients_returns_results_and_failures() -> None:
     assert [(c.cid, res.loss, res.num_examples, res.metrics) for c, res in results] == [
         ("a", 0.5, 10, {"seen": 3.0})]
     assert {type(f) for f in failures} == {InvalidUpdate, ClientTimeout}
+
+
+class FlowerStyleServer(fl.server.Server):
+    """Overrides ``fit`` as custom servers written for Flower do."""
+
+    def fit(self, num_rounds: int, timeout: float | None) -> tuple[fl.server.History, float]:
+        history = fl.server.History()
+        self.parameters = self._get_initial_parameters(server_round=0, timeout=timeout)
+        for current_round in range(1, num_rounds + 1):
+            fitted = self.fit_round(server_round=current_round, timeout=timeout)
+            if fitted is not None:
+                parameters, metrics, _ = fitted
+                if parameters:
+                    self.parameters = parameters
+                history.add_metrics_distributed_fit(server_round=current_round, metrics=metrics)
+            evaluated = self.evaluate_round(server_round=current_round, timeout=timeout)
+            if evaluated is not None and evaluated[0] is not None:
+                history.add_loss_distributed(server_round=current_round, loss=evaluated[0])
+        return history, 0.0
+
+
+class FromZero(Scaled):
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        return [np.zeros(2, np.float32)]
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple:
+        return float(parameters[0].sum()), self.examples, {}
+
+
+def test_a_server_overriding_fit_as_for_flower_runs_its_rounds() -> None:
+    manager = fl.server.SimpleClientManager()
+    for cid, offset, examples in (("a", 1.0, 1), ("b", 4.0, 3)):
+        manager.register(InProcessClientProxy(cid, FromZero(offset, examples).to_client()))
+    strategy = fl.server.strategy.FedAvg(min_fit_clients=2, min_evaluate_clients=2,
+                                         min_available_clients=2)
+    server = FlowerStyleServer(client_manager=manager, strategy=strategy)
+    history, _ = server.fit(num_rounds=2, timeout=10)
+    # From a client's zeros, each round adds (1 * 1 + 4 * 3) / 4 = 3.25.
+    assert parameters_to_ndarrays(server.parameters)[0].tolist() == [6.5, 6.5]
+    assert history.losses_distributed == [(1, 6.5), (2, 13.0)]

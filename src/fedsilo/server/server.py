@@ -242,6 +242,11 @@ class Server:
             log.info("initial parameters from client %s", client.cid)
             return res.parameters
 
+    def _get_initial_parameters(self, server_round: int, timeout: float | None) -> Parameters:
+        """Flower's name for the initial parameters, for custom servers that override
+        ``fit`` and call it (``server_round`` is 0 there, as in Flower)."""
+        return self._initial_parameters(timeout)
+
     def _untried(self, tried: set[str]) -> list[ClientProxy]:
         """Connected clients not yet asked for initial parameters, in id order."""
         return [c for cid, c in sorted(self._client_manager.all().items()) if cid not in tried]
