@@ -145,7 +145,8 @@ def test_lifecycle_through_the_agent_and_records_survive_a_restart(  # type: ign
     done, crashed = _ended(session, "job-ok"), _ended(session, "job-crash")
     assert done["TrainingJobStatus"] == "Completed"
     assert (site.artifacts / "fl" / "job-ok" / "output" / "model.tar.gz").is_file()
-    assert crashed["FailureReason"] == "AlgorithmError: the program exited with code 3"
+    assert crashed["FailureReason"] == ("AlgorithmError: the program exited with code 3 (the "
+                                        "job's log at the site: jobs/job-crash/output.log)")
     wait_for(lambda: session.describe_training_job("job-long")["SecondaryStatus"] == "Training")
     session.create_training_job(job_request("job-short", program="short.py",
                                             hyperparameters={"seconds": "1"}))

@@ -55,9 +55,11 @@ def test_crash_is_failed_with_exit_code_and_program_reason(make_site: SiteFactor
     runner.create(parse_job_request(site, job_request("job-explain", program="explain.py")))
     crash, explain = _done(runner, "job-crash"), _done(runner, "job-explain")
     assert crash["TrainingJobStatus"] == "Failed"
-    assert crash["FailureReason"] == "AlgorithmError: the program exited with code 3"
-    assert "about to fail" not in str(crash)  # the log is not part of the answer
-    assert explain["FailureReason"] == "AlgorithmError: ValueError: no fraud rows"
+    assert crash["FailureReason"] == ("AlgorithmError: the program exited with code 3 (the "
+                                      "job's log at the site: jobs/job-crash/output.log)")
+    assert "about to fail" not in str(crash)  # the log is named, never copied into the answer
+    assert explain["FailureReason"] == ("AlgorithmError: ValueError: no fraud rows (the job's "
+                                        "log at the site: jobs/job-explain/output.log)")
     assert "ModelArtifacts" not in crash
 
 

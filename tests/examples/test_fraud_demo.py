@@ -9,13 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from rich.console import Console
+from scipy.stats import bootstrap
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 import fedsilo.examples.fraud.demo as demo
 from fedsilo.deploy.errors import JobError
+from fedsilo.examples.fraud.data import FEATURES, LABEL
 from fedsilo.examples.fraud.model import load_model
 from fedsilo.examples.fraud.prepare import SiteData, write_site_channel
+from fedsilo.examples.fraud.scoring import BOOTSTRAP_RESAMPLES
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +151,70 @@ def test_bad_settings_are_refused_before_anything_starts(
     with pytest.raises(ValueError, match=message):
         demo.run_demo(tmp_path, rounds=rounds, n_sites=n_sites, console=Console(file=io.StringIO()))
     assert not any(tmp_path.iterdir())
+
+
+def _fraud_probability(model: Any, X: np.ndarray) -> np.ndarray:
+    return model.predict_proba(X)[:, list(model.classes_).index(1)]
+
+
+def _interval(metric: Any, y: np.ndarray, p: np.ndarray, seed: int) -> list[float]:
+    result = bootstrap((y, p), lambda a, b: metric(a, b), paired=True, vectorized=False,
+                       n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=0.95,
+                       method="percentile", random_state=np.random.default_rng(seed))
+    return [result.confidence_interval.low, result.confidence_interval.high]
+
+
+def test_the_report_matches_scikit_learn_on_the_files_it_leaves(
+    run: tuple[Path, dict[str, Any], str]
+) -> None:
+    output, report, _ = run
+    test = pd.read_csv(output / "server" / "test.csv")
+    X, y = test[FEATURES].to_numpy(dtype=float), test[LABEL].to_numpy()
+    assert report["data"]["source"] == {"source": "synthetic", "seed": 0, "n_providers": 5400}
+
+    # The pooled model is the converged fit on every site's training rows, refitted here.
+    train = pd.concat([pd.read_csv(p) for p in
+                       sorted((output / "sites").glob("*/channels/train/train.csv"))])
+    refit = LogisticRegression(C=1.0, max_iter=10_000, tol=1e-8).fit(
+        train[FEATURES].to_numpy(dtype=float), train[LABEL].to_numpy())
+    saved_pooled = load_model(output / "pooled-model.joblib")
+    assert saved_pooled.n_iter_[0] < saved_pooled.max_iter  # stopped by itself: converged
+    np.testing.assert_allclose(saved_pooled.coef_, refit.coef_, rtol=0.02, atol=2e-3)
+
+    for name, model_file in (("federated", "model.joblib"), ("pooled", "pooled-model.joblib")):
+        figures = report[name]
+        p = _fraud_probability(load_model(output / model_file), X)
+        assert figures["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert figures["average_precision"] == pytest.approx(average_precision_score(y, p),
+                                                             abs=1e-12)
+        tn, fp, fn, tp = confusion_matrix(y, (p > 0.5).astype(int)).ravel()
+        assert figures["confusion"] == {"tn": tn, "fp": fp, "fn": fn, "tp": tp}
+        assert figures["threshold"] == 0.5
+        assert figures["accuracy"] == pytest.approx((tp + tn) / len(y))
+        for metric, key in ((roc_auc_score, "roc_auc"), (average_precision_score,
+                                                         "average_precision")):
+            low, high = figures[f"{key}_ci"]
+            assert [low, high] == pytest.approx(_interval(metric, y, p, seed=0), abs=1e-12)
+            assert low <= figures[key] <= high
+            assert high - low > 0.01  # about a hundred frauds: the interval is not a point
+    refit_p = _fraud_probability(refit, X)
+    assert report["pooled"]["roc_auc"] == pytest.approx(roc_auc_score(y, refit_p), abs=2e-3)
+
+    baseline = report["always_legitimate"]
+    assert baseline["accuracy"] == pytest.approx(1 - y.mean())
+    assert baseline["confusion"] == {"tn": int((y == 0).sum()), "fp": 0, "fn": int(y.sum()),
+                                     "tp": 0}
+    assert baseline["roc_auc"] == 0.5
+    assert baseline["average_precision"] == pytest.approx(y.mean())
+    assert "SMOTE" in report["reading"] and "> 0.5" in report["reading"]
+
+
+def test_the_comparison_shows_the_baseline_intervals_and_the_reading(
+    run: tuple[Path, dict[str, Any], str]
+) -> None:
+    _, report, shown = run
+    for text in ("always legitimate", "PR-AUC", "95% CI", "TP/FP", "FN/TN", "SMOTE-balanced",
+                 "pooled, same effort", "data: synthetic, 5400 providers drawn with seed 0",
+                 f"{report['always_legitimate']['accuracy']:.3f}", *report["shows"]):
+        assert text in shown, text
+    assert len(report["shows"]) == 4

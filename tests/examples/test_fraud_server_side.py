@@ -11,6 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     f1_score,
     log_loss,
     precision_score,
@@ -47,6 +48,7 @@ def test_metrics_equal_scikit_learns(trained: LogisticRegression, split: Federat
         "recall": recall_score(y, predicted),
         "f1": f1_score(y, predicted),
         "roc_auc": roc_auc_score(y, proba[:, 1]),
+        "average_precision": average_precision_score(y, proba[:, 1]),
     }
     got = evaluation_metrics(trained, X, y)
     assert set(got) == set(expected)
@@ -65,12 +67,13 @@ def test_no_predicted_fraud_counts_as_zero_without_warnings(split: FederatedSpli
     assert got["accuracy"] == pytest.approx(1 - split.y_test.mean())
 
 
-def test_roc_auc_is_nan_for_a_single_class(trained: LogisticRegression,
+def test_ranking_metrics_are_nan_for_a_single_class(trained: LogisticRegression,
                                            split: FederatedSplit) -> None:
     y = np.zeros_like(split.y_test)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert math.isnan(evaluation_metrics(trained, split.X_test, y)["roc_auc"])
+        got = evaluation_metrics(trained, split.X_test, y)
+    assert math.isnan(got["roc_auc"]) and math.isnan(got["average_precision"])
 
 
 def test_evaluate_fn_loads_the_parameters_and_reports_the_round(

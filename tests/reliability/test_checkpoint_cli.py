@@ -12,7 +12,7 @@ from fedsilo.cli import server as cli_server
 from fedsilo.cli.main import app
 from fedsilo.common import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.server import History
-from fedsilo.server.checkpoint import RoundCheckpoint, latest_round, load_latest, save_checkpoint
+from fedsilo.server.checkpoint import RoundCheckpoint, load_latest, save_checkpoint
 from fedsilo.server.strategy import FedAvg
 from tests.reliability.momentum_strategy import MomentumFedAvg, initial_arrays
 
@@ -52,7 +52,7 @@ def test_options_win_over_the_file_and_the_file_over_the_defaults(tmp_path: Path
         {"rounds": 9, "round_timeout": None, "seed": None}, cli_server.read_config(config))
     assert settings["rounds"] == 9
     assert settings["round_timeout"] == 3.0
-    assert settings["checkpoint_dir"] == "runs/a"
+    assert settings["checkpoint_dir"] == tmp_path / "runs" / "a"  # relative to the file
     assert settings["min_clients"] == cli_server.DEFAULTS["min_clients"]
 
 
@@ -76,20 +76,26 @@ def test_the_strategy_option_takes_a_factory_a_class_or_an_instance() -> None:
         cli_server.build_strategy({**cli_server.DEFAULTS, "strategy": "fedsilo.server:History"})
 
 
-def test_a_run_from_a_config_file_checkpoints_and_is_resumed_with_resume(tmp_path: Path) -> None:
+def test_a_run_from_a_config_file_is_refused_without_resume_and_resumed_with_it(
+        tmp_path: Path) -> None:
     checkpoints = tmp_path / "runs" / "a"
     config = tmp_path / "server.toml"
     config.write_text(
         'address = "127.0.0.1:0"\nrounds = 0\nseed = 7\n'
         'strategy = "tests.reliability.momentum_strategy:make_strategy"\n'
-        f'checkpoint_dir = "{checkpoints}"\n')
-    first = runner.invoke(app, ["server", "--config", str(config)])
-    assert first.exit_code == 0, first.output
-    assert latest_round(checkpoints) == 0  # the initial model, from the strategy
+        'checkpoint_dir = "runs/a"\n')
+    zero = runner.invoke(app, ["server", "--config", str(config)])
+    assert zero.exit_code == 2 and "rounds must be at least 1" in zero.output
+    assert not checkpoints.exists()  # refused before anything was made
+    config.write_text(config.read_text().replace("rounds = 0", "rounds = 1"))
+    strategy = MomentumFedAvg()
+    save_checkpoint(checkpoints, RoundCheckpoint(
+        1, ndarrays_to_parameters(initial_arrays()), History(),
+        strategy_type=type(strategy).__name__, strategy_state=strategy.state_dict()))
     again = runner.invoke(app, ["server", "--config", str(config)])
     assert again.exit_code == 2 and "--resume" in again.output
     resumed = runner.invoke(app, ["server", "--config", str(config), "--resume"])
-    assert resumed.exit_code == 0, resumed.output
+    assert resumed.exit_code == 0, resumed.output  # finished: no client is needed
     loaded = load_latest(checkpoints)
     assert loaded is not None and loaded.strategy_type == "MomentumFedAvg"
     np.testing.assert_array_equal(parameters_to_ndarrays(loaded.parameters)[0],

@@ -15,8 +15,9 @@ from fedsilo.cli.main import app
 from fedsilo.examples.fraud.data import generate_providers
 from fedsilo.examples.fraud.prepare import partition_providers
 
-DEMO_REPORT_KEYS = {"federated", "pooled", "sites", "mean_site", "rounds", "config", "data",
-                    "files", "elapsed_s"}
+DEMO_REPORT_KEYS = {"federated", "pooled", "pooled_same_effort", "always_legitimate", "sites",
+                    "mean_site", "rounds", "reading", "shows", "config", "data", "files",
+                    "elapsed_s"}
 
 
 @pytest.fixture(scope="module")

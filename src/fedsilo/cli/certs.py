@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from fedsilo.cli._output import absolute, fail, pem_fingerprint
+
 app = typer.Typer(help="Certificates for the federation's TLS and identities.",
                   no_args_is_help=True)
 
@@ -22,8 +24,9 @@ def init(
     """Create ca.pem/ca.key and server.pem/server.key (for the federation server)."""
     from fedsilo.deploy.certs import write_authority, write_server_certificate
 
+    directory = absolute(directory)
     if (directory / "ca.key").exists():
-        raise typer.BadParameter(f"{directory} already holds a CA (ca.key)")
+        fail(f"{directory} already holds a CA (ca.key); choose another directory", code=2)
     ca = write_authority(directory, name)
     cert, key = write_server_certificate(directory, ca, "server", tuple(host))
     typer.echo(f"CA {directory / 'ca.pem'}; server certificate {cert} for {', '.join(host)}")
@@ -40,7 +43,15 @@ def client(
     from fedsilo.deploy.certs import load_authority, write_client_certificate
     from fedsilo.deploy.identity import fingerprint
 
-    cert, key = write_client_certificate(directory, load_authority(directory), name)
+    directory = absolute(directory)
+    if not (directory / "ca.key").is_file() or not (directory / "ca.pem").is_file():
+        fail(f"{directory} holds no CA (ca.pem and ca.key); create one with "
+             "'fedsilo certs init DIR'")
+    try:
+        authority = load_authority(directory)
+    except (ValueError, TypeError, OSError) as exc:
+        fail(f"cannot load the CA in {directory}: {exc}")
+    cert, key = write_client_certificate(directory, authority, name)
     parsed = x509.load_pem_x509_certificate(cert.read_bytes())
     typer.echo(f"{cert} ({key})")
     typer.echo(f"  key fingerprint          {fingerprint(parsed.public_key())}")  # type: ignore[arg-type]
@@ -52,6 +63,4 @@ def show_fingerprint(
     path: Annotated[Path, typer.Argument(help="A PEM certificate or public key.")],
 ) -> None:
     """Print the fingerprint a site's trust policy names this key by."""
-    from fedsilo.deploy.identity import fingerprint, load_public_key
-
-    typer.echo(fingerprint(load_public_key(path.read_bytes())))
+    typer.echo(pem_fingerprint(path, "public key or certificate"))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from fedsilo.common.logger import update_console_handler
+from fedsilo.cli._output import INTERRUPTED, absolute, fail, make_console, setup_logging
+from fedsilo.cli.federate import report_job_error
+from fedsilo.deploy.errors import JobError
 
 
 def demo(
@@ -19,18 +19,27 @@ def demo(
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 5,
     sites: Annotated[int, typer.Option(min=2, max=10, help="Sites, one process each.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the data and the partitions.")] = 0,
-    providers: Annotated[int, typer.Option(min=500, help="Providers in the data.")] = 5400,
+    providers: Annotated[int, typer.Option(
+        min=500, help="Providers to draw (without --data).")] = 5400,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="A provider table (CSV) or a directory holding the four raw claims "
+        "files (labels, beneficiaries, inpatient, outpatient) to run on instead of drawn "
+        "data; see docs/fraud.md.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server log.")] = False,
 ) -> None:
     """Federate a fraud model over sites that keep their data; compare it with the alternatives."""
     from fedsilo.examples.fraud.demo import run_demo
 
-    update_console_handler(level=logging.INFO if verbose else logging.WARNING,
-                           timestamps=True)
-    console = Console()
+    setup_logging(verbose)
+    console = make_console()
     try:
-        run_demo(output, rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
-                 console=console)
+        run_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
+                 console=console, data=absolute(data) if data is not None else None)
+    except KeyboardInterrupt as exc:
+        console.print("interrupted: the site agents and their jobs were stopped", highlight=False)
+        raise typer.Exit(code=INTERRUPTED) from exc
+    except JobError as exc:
+        report_job_error(console, exc)
+        fail(f"site {exc.site} failed: job {exc.job} {exc.job_status}")
     except Exception as exc:
-        console.print(f"[bold red]demo failed:[/] {exc}")
-        raise typer.Exit(code=1) from exc
+        fail(f"demo failed: {exc}")

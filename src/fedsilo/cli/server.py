@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import sys
 import tomllib
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedsilo.common.logger import update_console_handler
+from fedsilo.cli._output import absolute, fail, setup_logging
 from fedsilo.server import ServerConfig, SimpleClientManager, start_server
 from fedsilo.server.checkpoint import latest_round
 from fedsilo.server.strategy import FedAvg, Strategy
@@ -37,7 +38,7 @@ def server(
     address: Annotated[str | None, typer.Option(
         help="host:port to listen on (default [::]:8080).")] = None,
     rounds: Annotated[int | None, typer.Option(
-        min=0, help="Rounds to run in all, counting those done before a resume (default 3).")
+        min=1, help="Rounds to run in all, counting those done before a resume (default 3).")
     ] = None,
     round_timeout: Annotated[float | None, typer.Option(
         min=0.001, help="Seconds a client may take per instruction (default: no bound).")
@@ -57,7 +58,7 @@ def server(
         help="'module:name' of a Strategy, a Strategy class or a function returning one; "
              "replaces the built-in FedAvg and its min/fraction options.")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", exists=True, dir_okay=False,
+        "--config", "-c", dir_okay=False,
         help="TOML file with any of the settings above (snake_case keys); options win.")
     ] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(
@@ -68,16 +69,20 @@ def server(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run a federation server; with --checkpoint-dir and --resume, continue after a crash."""
-    update_console_handler(level=logging.DEBUG if verbose else logging.INFO,
-                           timestamps=True)
+    setup_logging(True)
+    if verbose:
+        logging.getLogger("fedsilo").setLevel(logging.DEBUG)
     given = {"address": address, "rounds": rounds, "round_timeout": round_timeout,
              "min_clients": min_clients, "fraction_fit": fraction_fit,
              "fraction_evaluate": fraction_evaluate, "seed": seed, "strategy": strategy,
-             "checkpoint_dir": checkpoint_dir}
+             "checkpoint_dir": None if checkpoint_dir is None else absolute(checkpoint_dir)}
     try:
-        settings = resolve_settings(given, read_config(config) if config else {})
+        settings = resolve_settings(given, read_config(absolute(config)) if config else {})
+        if settings["rounds"] < 1:
+            raise ValueError(f"rounds must be at least 1, got {settings['rounds']}")
         directory = settings["checkpoint_dir"]
         check_resume(None if directory is None else Path(directory), resume)
+        check_port_free(settings["address"])
         history = start_server(
             server_address=settings["address"],
             config=ServerConfig(num_rounds=settings["rounds"],
@@ -87,8 +92,7 @@ def server(
             checkpoint_dir=directory,
         )
     except (ValueError, TypeError, ImportError, OSError) as exc:
-        typer.echo(f"fedsilo server: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        fail(str(exc), code=2 if isinstance(exc, ValueError | TypeError | ImportError) else 1)
     typer.echo(repr(history))
 
 
@@ -101,6 +105,8 @@ def read_config(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(DEFAULTS)}")
+    if data.get("checkpoint_dir") is not None:  # relative to the file, like every config path
+        data["checkpoint_dir"] = Path(path).parent / Path(str(data["checkpoint_dir"])).expanduser()
     return data
 
 
@@ -125,6 +131,21 @@ def check_resume(directory: Path | None, resume: bool) -> None:
             "run, or choose an empty --checkpoint-dir to start a new one")
     if done is None and resume:
         log.info("no checkpoint in %s yet: starting from the beginning", directory)
+
+
+def check_port_free(address: str) -> None:
+    """Refuse an address another process listens on, before gRPC tries (and logs) the bind."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "::"
+    if not port.isdigit() or int(port) == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, int(port)))
+    except OSError as exc:
+        raise OSError(f"cannot listen on {address}: {exc.strerror or exc}; choose another "
+                      "port with --address") from exc
 
 
 def build_strategy(settings: dict[str, Any]) -> Strategy:

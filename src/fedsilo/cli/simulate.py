@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from fedsilo.common.logger import update_console_handler
+from fedsilo.cli._output import absolute, make_console, setup_logging
 
 
 def simulate(
@@ -31,12 +29,11 @@ def simulate(
 
     if backend not in ("local", "ray"):
         raise typer.BadParameter("choose local or ray", param_hint="--backend")
-    update_console_handler(level=logging.INFO if verbose else logging.WARNING,
-                           timestamps=True)
-    console = Console()
+    setup_logging(verbose)
+    console = make_console()
     try:
-        run_simulation(output, rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
-                       console=console, backend=backend, num_workers=workers)  # type: ignore[arg-type]
+        run_simulation(absolute(output), rounds=rounds, n_sites=sites, seed=seed,
+                       n_providers=providers, console=console, backend=backend, num_workers=workers)  # type: ignore[arg-type]
     except Exception as exc:
         console.print(f"[bold red]simulation failed:[/] {exc}")
         raise typer.Exit(code=1) from exc

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from fedsilo.common.logger import update_console_handler
+from fedsilo.cli._output import absolute, fail, pem_fingerprint, setup_logging
 from fedsilo.deploy.errors import DeployError
 
 app = typer.Typer(help="A data owner's site: its directories, trust, channels, code and agent.",
@@ -18,16 +18,35 @@ SiteDir = Annotated[Path, typer.Argument(help="The site's directory.")]
 
 
 def _fingerprints(keys: list[Path], certs: list[Path]) -> dict[str, list[str]]:
-    from cryptography import x509
+    return {"Key": [pem_fingerprint(p, "public key or certificate") for p in keys],
+            "Certificate": [pem_fingerprint(p, "certificate") for p in certs]}
 
-    from fedsilo.deploy.identity import fingerprint, load_public_key
 
-    out: dict[str, list[str]] = {"Key": [], "Certificate": []}
-    for path in keys:
-        out["Key"].append(fingerprint(load_public_key(path.read_bytes())))
-    for path in certs:
-        out["Certificate"].append(fingerprint(x509.load_pem_x509_certificate(path.read_bytes())))
-    return out
+def _site(directory: Path) -> Any:
+    """The site at ``directory`` (absolute), refused with one line unless it is one."""
+    from fedsilo.deploy.site import SiteLayout
+
+    site = SiteLayout(absolute(directory))
+    try:
+        site.config()
+    except DeployError as exc:
+        fail(str(exc))
+    return site
+
+
+def _directory(path: Path, what: str) -> Path:
+    path = absolute(path)
+    if not path.is_dir():
+        fail(f"{path} is not a directory; give {what}")
+    return path
+
+
+def _inside(site: Any, base: Path, relative: str, what: str) -> Path:
+    """``base/relative`` inside the site, or a one-line usage error (absolute, '..', links)."""
+    try:
+        return Path(site.inside(base, relative, what))
+    except DeployError as exc:
+        fail(str(exc), code=2)
 
 
 @app.command()
@@ -52,12 +71,11 @@ def init(
     from fedsilo.deploy.site import init_site
 
     try:
-        site = init_site(directory, name, trusted=_fingerprints(trust_key, trust_cert),
+        site = init_site(absolute(directory), name, trusted=_fingerprints(trust_key, trust_cert),
                          host=host, port=port, tls_hosts=tuple(tls_host), allow_logs=allow_logs,
                          isolate_jobs=isolate_jobs)
-    except DeployError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+    except (DeployError, OSError) as exc:
+        fail(str(exc))
     typer.echo(f"site {name} laid out in {directory}")
     typer.echo(f"  launch role   {site.launch_role_arn()}")
     typer.echo(f"  give callers  {site.ca_path} (the agent's CA)")
@@ -70,9 +88,9 @@ def trust(
     cert: Annotated[list[Path], typer.Option(help="Certificate PEM, pinned.")] = [],  # noqa: B006
 ) -> None:
     """Let more principals assume the site's launch role."""
-    from fedsilo.deploy.site import SiteLayout, add_trusted
+    from fedsilo.deploy.site import add_trusted
 
-    site = SiteLayout(directory)
+    site = _site(directory)
     for kind, values in _fingerprints(key, cert).items():
         for value in values:
             add_trusted(site, kind, value)
@@ -86,13 +104,19 @@ def add_channel(
     source: Annotated[Path, typer.Argument(help="Directory whose files become the channel.")],
 ) -> None:
     """Copy a directory of data into the site's channels."""
-    from fedsilo.deploy.site import SiteLayout
-
-    site = SiteLayout(directory)
-    target = site.inside(site.channels, channel, "channel")
+    site = _site(directory)
+    source = _directory(source, "the directory whose files become the channel")
+    target = _inside(site, site.channels, channel, "channel")
     if target.exists():
-        raise typer.BadParameter(f"channel {channel} exists already")
-    shutil.copytree(source, target)
+        fail(f"channel {channel} exists already at {target}")
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(source, staging)
+        staging.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        fail(f"copying {source} into {target}: {exc}")
     typer.echo(f"channel {channel}: {sum(1 for _ in target.rglob('*'))} files")
 
 
@@ -106,14 +130,10 @@ def add_code(
     """Pack a program directory into the site's code store as a source tarball."""
     from fedsilo.deploy.archive import pack_directory
     from fedsilo.deploy.sandbox import FRAUD_PROGRAM_DIR
-    from fedsilo.deploy.site import SiteLayout
 
-    site = SiteLayout(directory)
-    site.config()
-    program = source if source is not None else FRAUD_PROGRAM_DIR
-    if not program.is_dir():
-        raise typer.BadParameter(f"{program} is not a directory")
-    target = site.inside(site.code, name, "tarball")
+    site = _site(directory)
+    program = FRAUD_PROGRAM_DIR if source is None else _directory(source, "the program files")
+    target = _inside(site, site.code, name, "tarball")
     pack_directory(program, target)
     typer.echo(f"code store: {target} (from {program})")
 
@@ -125,23 +145,18 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Override site.json's port.")] = None,
 ) -> None:
     """Run the site agent (HTTPS only) until interrupted."""
-    import logging
-
     from fedsilo.deploy.agent import serve as serve_agent
-    from fedsilo.deploy.site import SiteLayout
 
-    update_console_handler(level=logging.INFO, timestamps=True)
+    setup_logging(True)
     try:
-        serve_agent(SiteLayout(directory), host=host, port=port)
-    except DeployError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+        serve_agent(_site(directory), host=host, port=port)
+    except (DeployError, OSError) as exc:
+        fail(str(exc))
 
 
 @app.command()
 def openapi(directory: SiteDir) -> None:
     """Print the agent's OpenAPI description (JSON)."""
     from fedsilo.deploy.agent import openapi_document
-    from fedsilo.deploy.site import SiteLayout
 
-    typer.echo(openapi_document(SiteLayout(directory)))
+    typer.echo(openapi_document(_site(directory)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -186,11 +187,24 @@ def serve(site: SiteLayout, *, host: str | None = None, port: int | None = None,
     app = create_app(site)
     host = host or str(config.get("host", "127.0.0.1"))
     port = port if port is not None else int(config.get("port", 8443))
+    # Bind first, so a busy port is one clear error and "serving" is only said once it is true.
+    try:
+        sock = socket.create_server((host, port), family=_family(host), reuse_port=False)
+    except OSError as exc:
+        raise OSError(f"the site agent cannot listen on {host}:{port}: "
+                      f"{exc.strerror or exc}; choose another --port") from exc
+    bound_port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(
+        app, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level=log_level,
+        access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
     log.info("site agent of %s at https://%s:%d (OpenAPI at /openapi.json)", site.name, host,
-             port)
-    uvicorn.run(app, host=host, port=port,
-                ssl_certfile=str(cert), ssl_keyfile=str(key), log_level=log_level,
-                access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+             bound_port)
+    with sock:
+        server.run(sockets=[sock])
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def openapi_document(site: SiteLayout) -> str:

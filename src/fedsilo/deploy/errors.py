@@ -84,12 +84,14 @@ class JobError(DeployError, RuntimeError):
 
     code = "JobFailed"
 
-    def __init__(self, site: str, job: str, job_status: str, reason: str) -> None:
+    def __init__(self, site: str, job: str, job_status: str, reason: str,
+                 log_tail: list[str] | None = None) -> None:
         super().__init__(f"{site}: job {job} {job_status}: {reason}")
         self.site = site
         self.job = job
         self.job_status = job_status
         self.reason = reason
+        self.log_tail = log_tail  # the job log's last lines, where the site let us read them
 
 
 _BY_CODE: dict[str, type[DeployError]] = {

@@ -122,6 +122,10 @@ def load_federation_config(path: Path) -> FederationConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValidationError(f"{path}: {exc}") from exc
     base = Path(path).resolve().parent
+    _known(raw, KNOWN_KEYS[""], path.name if isinstance(path, Path) else str(path))
+    for table in ("server", "strategy", "evaluation", "identity"):
+        if isinstance(raw.get(table), dict):
+            _known(raw[table], KNOWN_KEYS[table], table)
     server, strategy = _table(raw, "server"), raw.get("strategy", {})
     evaluation, identity = _table(raw, "evaluation"), _table(raw, "identity")
     sites = tuple(_site(s, base, i) for i, s in enumerate(raw.get("sites", [])))
@@ -167,6 +171,7 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
     where = f"sites[{index}]"
     if not isinstance(raw, dict):
         raise ValidationError(f"{where} must be a table")
+    _known(raw, KNOWN_KEYS["sites"], where)
     launcher = str(raw.get("launcher", "local"))
     if launcher not in LAUNCHERS:
         raise ValidationError(f"{where}.launcher must be one of {LAUNCHERS}, got {launcher!r}")
@@ -195,6 +200,44 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
         client_certificate=(base / raw["client_certificate"]) if "client_certificate" in raw
         else None,
     )
+
+
+# Every key a federation.toml may hold, per table: anything else is a typo, refused by name.
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"server", "strategy", "evaluation", "identity", "sites"}),
+    "server": frozenset({"address", "public_address", "rounds", "round_timeout",
+                         "connect_timeout", "certificates", "output"}),
+    "strategy": frozenset({"name", "min_sites"}),
+    "evaluation": frozenset({"example", "test_data", "penalty", "max_iter"}),
+    "identity": frozenset({"key", "certificate"}),
+    "sites": frozenset({"name", "launcher", "role", "execution_role", "program", "source",
+                        "output", "channels", "hyperparameters", "max_runtime", "endpoint",
+                        "ca", "region", "endpoint_url", "training_image", "instance_type",
+                        "vpc_config", "client_certificate"}),
+}
+
+
+def check_files(config: FederationConfig) -> None:
+    """Every file the run reads must be there; the error names the key and the file."""
+    _must_exist(config.identity_key, "identity.key")
+    for name in ("ca.pem", "server.pem", "server.key"):
+        _must_exist(config.certificates / name, f"server.certificates ({name})")
+    for site in config.sites:
+        if site.ca is not None:
+            _must_exist(site.ca, f"sites.{site.name}.ca")
+        if site.client_certificate is not None:
+            _must_exist(site.client_certificate, f"sites.{site.name}.client_certificate")
+
+
+def _known(raw: dict[str, Any], keys: frozenset[str], where: str) -> None:
+    unknown = sorted(set(raw) - keys)
+    if unknown:
+        raise ValidationError(f"{where}: unknown keys {unknown}; known: {sorted(keys)}")
+
+
+def _must_exist(path: Path, key: str) -> None:
+    if not path.is_file():
+        raise ValidationError(f"{key} names {path}, which is not a file")
 
 
 def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:

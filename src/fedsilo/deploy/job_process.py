@@ -104,16 +104,22 @@ def read_exit_code(path: Path) -> int | None:
 
 
 def failure_reason(job_dir: Path, exit_code: int | None) -> str:
+    """SageMaker's FailureReason for a job that ended badly, naming the log the site keeps."""
+    where = f" (the job's log at the site: jobs/{job_dir.name}/output.log)"
+    return _reason(job_dir, exit_code)[:FAILURE_REASON_LIMIT - len(where)] + where
+
+
+def _reason(job_dir: Path, exit_code: int | None) -> str:
     failure = job_dir / "output" / "failure"
     if failure.is_file():
         text = failure.read_text(errors="replace").strip()
         if text:
-            return f"AlgorithmError: {text[:FAILURE_REASON_LIMIT]}"
+            return f"AlgorithmError: {text}"
     if exit_code is None:
         return "AlgorithmError: the program ended without an exit status"
     if exit_code == JAIL_FAILED:
         return ("InternalServerError: the site could not isolate the job (user and mount "
-                "namespaces); see the job's log at the site")
+                "namespaces)")
     if exit_code < 0:
         return f"AlgorithmError: the program was killed by {signal.Signals(-exit_code).name}"
     return f"AlgorithmError: the program exited with code {exit_code}"

@@ -30,7 +30,7 @@ from rich.console import Console
 
 import fedsilo as fl
 from fedsilo.deploy.errors import DeployError, JobError
-from fedsilo.deploy.federation_config import FederationConfig, SiteConfig
+from fedsilo.deploy.federation_config import FederationConfig, SiteConfig, check_files
 from fedsilo.deploy.identity import Identity
 from fedsilo.deploy.launchers import (
     TERMINAL,
@@ -78,6 +78,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
 
     started = time.monotonic()
     console = console if console is not None else Console()
+    check_files(config)
     identity = Identity.load(config.identity_key, config.identity_certificate)
     certificates = tuple((config.certificates / name).read_bytes()
                          for name in ("ca.pem", "server.pem", "server.key"))
@@ -122,7 +123,10 @@ def run_federation(config: FederationConfig, console: Console | None = None,
                  "summary": str(summary_path)}
         return FederationResult(history, metrics, files, jobs, elapsed)
     finally:
+        server.server.stop_requested.set()  # no round is aggregated after a failure or Ctrl-C
+        server.clients.cancel_waits()
         _clean_up(handles, launchers)
+        server.stop(STOP_WAIT_S)
 
 
 def job_definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: bytes,
@@ -225,6 +229,8 @@ class _ServerRun(threading.Thread):
         self.strategy = strategy
         self.config = config
         self.certificates = certificates
+        self.clients = fl.server.SimpleClientManager(wait_timeout=config.connect_timeout)
+        self.server = fl.server.Server(client_manager=self.clients, strategy=strategy)
         self.done = threading.Event()
         self._history: fl.server.History | None = None
         self._error: BaseException | None = None
@@ -235,9 +241,7 @@ class _ServerRun(threading.Thread):
                 server_address=self.address,
                 config=fl.server.ServerConfig(num_rounds=self.config.rounds,
                                               round_timeout=self.config.round_timeout),
-                strategy=self.strategy,
-                client_manager=fl.server.SimpleClientManager(
-                    wait_timeout=self.config.connect_timeout),
+                server=self.server,
                 certificates=self.certificates,
                 client_allowlist=_allowlist(self.config),
             )
@@ -245,6 +249,12 @@ class _ServerRun(threading.Thread):
             self._error = exc
         finally:
             self.done.set()
+
+    def stop(self, timeout: float) -> None:
+        """End the run after the phase in progress (nothing more is aggregated) and wait."""
+        self.server.stop_requested.set()
+        self.clients.cancel_waits()
+        self.done.wait(timeout)
 
     def result(self) -> fl.server.History:
         self.done.wait()

@@ -188,6 +188,8 @@ class JobRunner:
                env: dict[str, str]) -> JobProcess:
         import subprocess
 
+        program = Path(os.path.abspath(program))
+        job_dir = Path(os.path.abspath(job_dir))
         command = [sys.executable, str(program), *spec.arguments]
         if self.hidden_paths:
             if shutil.which("unshare") is None:

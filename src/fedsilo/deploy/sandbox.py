@@ -70,7 +70,10 @@ class SiteAgentProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fedsilo.cli.main", "site", "serve", str(self.site.root),
                  "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+                stdin=subprocess.DEVNULL,
+                # A site is its own organisation: a Ctrl-C meant for the orchestrator does
+                # not reach it; the orchestrator stops its jobs, then this agent (stop()).
+                start_new_session=True)
         client = self.client()
         deadline = time.monotonic() + timeout
         try:
@@ -131,8 +134,9 @@ def lay_out_fraud_federation(
     key_fingerprint = fingerprint(load_public_key(orchestrator_cert.read_bytes()))
     sites_toml = []
     for name, channel in channels.items():
+        # One owner runs every site here, so the orchestrator may read the jobs' logs.
         site = init_site(work / "sites" / name, name, trusted={"Key": [key_fingerprint]},
-                         port=ports[name], isolate_jobs=isolate)
+                         port=ports[name], isolate_jobs=isolate, allow_logs=True)
         shutil.copytree(channel, site.channels / "train")
         pack_directory(FRAUD_PROGRAM_DIR, site.code / SOURCE)
         sites_toml.append(f"""

@@ -59,9 +59,13 @@ _SITE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 @dataclass(frozen=True)
 class SiteLayout:
-    """The directories of the site rooted at ``root``."""
+    """The directories of the site rooted at ``root`` (made absolute once, here)."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        # Jobs, agents and records outlive the caller's working directory: keep no relative path.
+        object.__setattr__(self, "root", Path(os.path.abspath(Path(self.root).expanduser())))
 
     @property
     def config_path(self) -> Path:

@@ -73,6 +73,7 @@ class SimpleClientManager(ClientManager):
         self._clients: dict[str, ClientProxy] = {}
         self._cv = threading.Condition()
         self._random = random.Random(seed)
+        self._waits_cancelled = False
 
     def __len__(self) -> int:
         return self.num_available()
@@ -101,9 +102,18 @@ class SimpleClientManager(ClientManager):
             return dict(self._clients)
 
     def wait_for(self, num_clients: int, timeout: float = 86400.0) -> bool:
-        """Block until ``num_clients`` are connected; False if ``timeout`` passes first."""
+        """Block until ``num_clients`` are connected; False if ``timeout`` passes first, or
+        once :meth:`cancel_waits` was called."""
         with self._cv:
-            return self._cv.wait_for(lambda: len(self._clients) >= num_clients, timeout=timeout)
+            self._cv.wait_for(lambda: len(self._clients) >= num_clients or self._waits_cancelled,
+                              timeout=timeout)
+            return len(self._clients) >= num_clients and not self._waits_cancelled
+
+    def cancel_waits(self) -> None:
+        """End every wait for clients now and refuse later ones (a run being stopped)."""
+        with self._cv:
+            self._waits_cancelled = True
+            self._cv.notify_all()
 
     def sample(
         self,
@@ -114,6 +124,8 @@ class SimpleClientManager(ClientManager):
         """Up to ``num_clients`` clients, after waiting for ``min_num_clients`` of them."""
         needed = num_clients if min_num_clients is None else min_num_clients
         if not self.wait_for(needed, self.wait_timeout):
+            if self._waits_cancelled:
+                return []
             log.warning("sampling: waited %.0f s for %d clients, only %d connected",
                         self.wait_timeout, needed, self.num_available())
             return []

@@ -85,6 +85,9 @@ class Server:
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._workers_size = 0
         self.on_round_end: Callable[[int, History], None] | None = None
+        # Set from any thread to end the run: the phase in progress is not aggregated and no
+        # later round starts; ``fit`` returns the History of the rounds completed so far.
+        self.stop_requested = threading.Event()
 
     def client_manager(self) -> ClientManager:
         return self._client_manager
@@ -126,7 +129,13 @@ class Server:
             history, first_round = resumed.history, resumed.server_round + 1
         for server_round in range(first_round, num_rounds + 1):
             round_started = time.monotonic()
+            if self.stop_requested.is_set():
+                break
             fitted = self.fit_round(server_round, timeout)
+            if self.stop_requested.is_set():
+                log.info("round %d: stopped on request; its results are not aggregated",
+                         server_round)
+                break
             fit_line = "no clients"
             if fitted is not None:
                 parameters, fit_metrics, (results, failures) = fitted
@@ -307,7 +316,9 @@ class Server:
                 client.release_reply()  # the transport may read the next large reply
 
         results, failures = call_clients(instructions, "fit", fold, timeout, server_round,
-                                          self._worker_pool)
+                                         self._worker_pool)
+        if self.stop_requested.is_set():
+            return None
         log.info("round %d: fit received %d results and %d failures", server_round,
                  len(results), len(failures))
         if accumulator is not None:

@@ -35,6 +35,9 @@ class JobDefinition:
     vpc_config: dict[str, Any] | None = None
 
 
+LOG_TAIL_LINES = 15  # how much of a failed job's log the orchestrator shows
+
+
 class JobHandle(ABC):
     """A launched job: ask its state, wait for its end, stop it."""
 
@@ -70,12 +73,17 @@ class JobHandle(ABC):
             time.sleep(interval)
         return self.last_
 
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str] | None:
+        """The job log's last ``lines`` lines, or None where the site does not let us read it."""
+        return None
+
     def check(self) -> None:
         """Raise JobError if the job, as last described, ended Failed or Stopped."""
         status = self.last_.get("TrainingJobStatus")
         if status in ("Failed", "Stopped"):
             reason = self.last_.get("FailureReason") or self.last_.get("SecondaryStatus", "")
-            raise JobError(self.site, self.name, str(status), str(reason))
+            raise JobError(self.site, self.name, str(status), str(reason),
+                           log_tail=self.log_tail() if status == "Failed" else None)
 
 
 class Launcher(ABC):

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.deploy.client import SiteClient, SiteSession
+from fedsilo.deploy.errors import DeployError
 from fedsilo.deploy.identity import Identity
-from fedsilo.deploy.launchers.base import JobDefinition, JobHandle, Launcher
+from fedsilo.deploy.launchers.base import LOG_TAIL_LINES, JobDefinition, JobHandle, Launcher
 
 __all__ = ["LocalLauncher", "LocalJob"]
 
@@ -75,3 +76,19 @@ class LocalJob(JobHandle):
 
     def stop(self) -> None:
         self.launcher.session().stop_training_job(self.name)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str] | None:
+        """The log's end through GetLogEvents, where the site's policy grants it."""
+        collected: list[str] = []
+        token = 0
+        try:
+            while True:
+                page = self.launcher.session().get_log_events(self.name, start=token)
+                events = page.get("events", [])
+                collected = (collected + [str(e.get("message", "")) for e in events])[-lines:]
+                following = int(page.get("nextForwardToken", token))
+                if not events or following == token:
+                    return collected
+                token = following
+        except (DeployError, ConnectionError, ValueError):
+            return None

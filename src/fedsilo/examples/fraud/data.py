@@ -1,9 +1,10 @@
 """Provider-level Medicare claims aggregates with a fraud label: a synthetic stand-in.
 
 The public CMS-based fraud data (about 5,400 providers, under 10% of them labelled fraudulent)
-cannot be downloaded here, so :func:`generate_providers` draws a dataset with the same shape:
-one row per provider, claims summarised over a year. :func:`load_providers_csv` reads real
-or generated data from a CSV file and checks it against the schema below.
+is not downloaded at run time, so :func:`generate_providers` draws a dataset with the same
+shape: one row per provider, claims summarised over a year. :func:`load_providers_csv` reads
+real or generated data from a CSV file and checks it against the schema below;
+:mod:`.claims` builds the same table from the public dataset's raw claims files.
 
 Columns (one row per provider):
 

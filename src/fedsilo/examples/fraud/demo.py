@@ -21,17 +21,26 @@ starts a training job there, and federates the jobs over mutual TLS. The work di
       logs/agent-<site>.log      each site agent's log
       run/                       the orchestrator's model.joblib, history.json, federation.json
       model.joblib               the final global model (the same as run/model.joblib)
-      history.json, metrics.png  the server's figures per round
+      pooled-model.joblib        the pooled model, trained to convergence
+      history.json, metrics.png  the server's figures per round (the plot shows the
+                                 "always legitimate" baseline as a dashed line)
       report.json                the comparison below, the data, the jobs and the timings
 
 After the last round the final global model is scored on the server's test set next to the
-two alternatives: all sites' data pooled in one place (which the sites may not do) and each
-site training alone.
+alternatives, each of the same model family on the same inputs, trained to convergence: all
+sites' data pooled in one place (which the sites may not do) and each site alone; next to
+them the pooled model given only the federation's optimizer effort, and the "always
+legitimate" baseline that flags nobody. :mod:`.scoring` says what each figure means.
+
+The data are drawn (:func:`~fedsilo.examples.fraud.data.generate_providers`, with the seed)
+unless ``data`` names a provider table or a directory of the raw claims files
+(:mod:`.claims`); the report records which, with each file's SHA-256.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -48,6 +57,7 @@ from fedsilo.deploy.errors import JobError
 from fedsilo.deploy.orchestrator import FederationError, FederationResult
 from fedsilo.deploy.sandbox import run_local_federation
 from fedsilo.examples.fraud.baselines import mean_metrics, pooled_model, site_models
+from fedsilo.examples.fraud.claims import read_provider_data
 from fedsilo.examples.fraud.data import LABEL, generate_providers
 from fedsilo.examples.fraud.model import load_model, save_model
 from fedsilo.examples.fraud.plot import plot_history
@@ -59,14 +69,30 @@ from fedsilo.examples.fraud.prepare import (
     write_test_set,
 )
 from fedsilo.examples.fraud.report import comparison_table
-from fedsilo.examples.fraud.server_side import evaluation_metrics
+from fedsilo.examples.fraud.scoring import (
+    CONFIDENCE,
+    THRESHOLD,
+    baseline_scores,
+    fraud_probability,
+    score,
+)
 
-__all__ = ["DemoError", "FederationError", "JobError", "run_demo"]
+__all__ = ["DemoError", "FederationError", "JobError", "findings", "load_demo_data", "run_demo"]
 
 MARKER = ".fedsilo-demo"
 # What a run writes at the top of its directory; a rerun removes exactly these first.
 RUN_ENTRIES = ("federation.toml", "certs", "server", "sites", "logs", "run", "model.joblib",
-               "history.json", "metrics.png", "report.json")
+               "pooled-model.joblib", "history.json", "metrics.png", "report.json")
+POOLED_MODEL_FILE = "pooled-model.joblib"
+
+# How to read the comparison; the report says it, and so does the text under the table.
+READING = (
+    "ROC-AUC and PR-AUC (average precision) rank providers by fraud probability and need no "
+    "threshold; under each, its {confidence:.0%} bootstrap interval over the test providers. "
+    "Accuracy, precision, recall, F1 and the confusion matrix flag a provider at fraud "
+    "probability > {threshold}; the models were trained on SMOTE-balanced rows, so their "
+    "probabilities overstate fraud, and these figures hold at this threshold only. "
+    "'always legitimate' flags nobody: read accuracy against it.")
 
 
 class DemoError(RuntimeError):
@@ -83,8 +109,13 @@ def run_demo(
     *,
     penalty: str = "l2",
     max_iter: int = 10,
+    data: Path | None = None,
 ) -> dict[str, Any]:
     """Run the federation through site agents on this machine; return the report.
+
+    ``data`` is a provider table (CSV) or a directory holding the four raw claims files;
+    without it ``n_providers`` providers are drawn with ``seed``. Bad data raises
+    :class:`~fedsilo.examples.fraud.data.ProviderSchemaError` before anything is written.
 
     The report (also in ``report.json``) holds ``federated``, ``pooled`` and ``mean_site``
     metric dicts, ``sites`` (site name to its lone-training metrics), ``rounds`` (the
@@ -99,11 +130,11 @@ def run_demo(
         raise ValueError(f"n_sites must be at least 1, got {n_sites}")
     started = time.monotonic()
     console = console if console is not None else Console()
-    output_dir = Path(output_dir)
-    _claim(output_dir)
-
-    providers = generate_providers(n_providers, seed)
+    output_dir = Path(os.path.abspath(Path(output_dir).expanduser()))
+    # Data first: bad data must fail before the work directory is touched.
+    providers, source = load_demo_data(data, n_providers=n_providers, seed=seed)
     split = prepare_federation(providers, n_sites=n_sites, seed=seed)
+    _claim(output_dir)
     write_test_set(split, output_dir / "server")
     X_test, y_test = load_test_set(output_dir / "server")
     console.print(f"{len(providers)} providers, {providers[LABEL].mean():.1%} fraudulent; the "
@@ -121,11 +152,21 @@ def run_demo(
                                       rounds=rounds, penalty=penalty, max_iter=max_iter,
                                       console=console)
     global_model = load_model(result.files["model"])
-    config = {"rounds": rounds, "n_sites": n_sites, "seed": seed, "n_providers": n_providers,
-              "penalty": penalty, "max_iter": max_iter, "federation": "federation.toml"}
+    config = {"rounds": rounds, "n_sites": n_sites, "seed": seed,
+              "n_providers": len(providers), "penalty": penalty, "max_iter": max_iter,
+              "federation": "federation.toml"}
     return write_report(output_dir, split, providers, global_model, result.history,
-                        config=config, started=started, console=console,
+                        config=config, started=started, console=console, source=source,
                         table_rows=_table_rows, extra={"jobs": _jobs(result)})
+
+
+def load_demo_data(data: Path | None, *, n_providers: int,
+                   seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The providers table and what it came from: files with their SHA-256, or the seed."""
+    if data is not None:
+        return read_provider_data(data)
+    return generate_providers(n_providers, seed), {"source": "synthetic", "seed": seed,
+                                                   "n_providers": n_providers}
 
 
 def _claim(output_dir: Path) -> None:
@@ -156,15 +197,23 @@ def _jobs(result: FederationResult) -> dict[str, dict[str, Any]]:
 def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFrame,
                  global_model: LogisticRegression, history: fl.server.History, *,
                  config: dict[str, Any], started: float, console: Console,
+                 source: dict[str, Any],
                  table_rows: Callable[[dict[str, Any], FederatedSplit],
                                       dict[str, dict[str, float]]],
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Compare the federated model with pooled and lone-site training, write the model,
-    history, plot and report.json, and print the comparison; the report is returned."""
-    report = _compare(split, global_model, history, int(config["rounds"]),
-                      str(config["penalty"]), int(config["max_iter"]))
+    """Compare the federated model with pooled and lone-site training, write the models,
+    history, plot and report.json, and print the comparison; the report is returned.
+
+    ``source`` says what data the run used (``source``: ``synthetic`` with its seed, or the
+    files read with their SHA-256).
+    """
+    fraud_share = float(providers[LABEL].mean())
+    report, pooled = _compare(split, global_model, history, config, fraud_share)
+    report["reading"] = READING.format(confidence=CONFIDENCE, threshold=THRESHOLD)
+    report["shows"] = findings(report)
     report["config"] = config
     report["data"] = {
+        "source": source,
         "n_providers": len(providers),
         "fraud_rate": float(providers[LABEL].mean()),
         "n_test": len(split.y_test),
@@ -173,22 +222,39 @@ def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFram
     }
     report.update(extra or {})
     report["files"] = _write_outputs(output_dir, global_model, history, report)
+    report["files"]["pooled_model"] = str(save_model(output_dir / POOLED_MODEL_FILE, pooled))
     report["elapsed_s"] = round(time.monotonic() - started, 2)
     (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
     console.print(comparison_table(
-        table_rows(report, split), "On the server's test set (fraud is the positive class)",
-        caption="pooled: all sites' rows in one place, which the sites may not do"))
+        table_rows(report, split), "On the server's test set (fraud is the positive class)"))
+    console.print("pooled: all sites' rows in one place, which the sites may not do; it and "
+                  "the lone sites are trained to convergence, 'same effort' with the "
+                  "federation's iterations only. " + report["reading"], highlight=False)
+    for line in report["shows"]:
+        console.print(f"- {line}", highlight=False)
+    console.print(f"data: {_describe_source(source)}", highlight=False)
     console.print(f"wrote {', '.join(Path(f).name for f in report['files'].values())} to "
                   f"{output_dir} ({report['elapsed_s']:.1f} s)", highlight=False)
     return report
 
 
 def _compare(split: FederatedSplit, global_model: LogisticRegression,
-             history: fl.server.History, rounds: int, penalty: str,
-             max_iter: int) -> dict[str, Any]:
-    pooled = pooled_model(split, rounds=rounds, penalty=penalty, max_iter=max_iter)
-    alone = site_models(split, rounds=rounds, penalty=penalty, max_iter=max_iter)
+             history: fl.server.History, config: dict[str, Any],
+             fraud_share: float) -> tuple[dict[str, Any], LogisticRegression]:
+    """Every model's figures on the test set, and the converged pooled model."""
+    penalty, seed = str(config["penalty"]), int(config["seed"])
+    X, y = split.X_test, split.y_test
+
+    def scored(model: LogisticRegression, *, intervals: bool = True) -> dict[str, Any]:
+        return score(y, fraud_probability(model, X), seed=seed, intervals=intervals)
+
+    pooled = pooled_model(split, penalty=penalty, converged=True)
+    budget = pooled_model(split, rounds=int(config["rounds"]), penalty=penalty,
+                          max_iter=int(config["max_iter"]))
+    alone = site_models(split, penalty=penalty, converged=True)
+    for result in alone:
+        result.metrics = scored(result.model, intervals=False)
     per_round = [
         {"round": r, "loss": float(loss),
          **{name: float(dict(series)[r]) for name, series in history.metrics_centralized.items()
@@ -196,12 +262,46 @@ def _compare(split: FederatedSplit, global_model: LogisticRegression,
         for r, loss in history.losses_centralized
     ]
     return {
-        "federated": evaluation_metrics(global_model, split.X_test, split.y_test),
-        "pooled": pooled.metrics,
+        "federated": scored(global_model),
+        "pooled": scored(pooled.model),
+        "pooled_same_effort": scored(budget.model, intervals=False),
+        "always_legitimate": score(y, baseline_scores(len(y), fraud_share), seed=seed),
         "sites": {result.name: result.metrics for result in alone},
         "mean_site": mean_metrics(alone),
         "rounds": per_round,
-    }
+    }, pooled.model
+
+
+def findings(report: dict[str, Any]) -> list[str]:
+    """What the comparison shows, read off the figures and nothing more: whether the federated
+    and pooled intervals overlap, how the federated model ranks against the lone sites, and
+    its accuracy against flagging nobody."""
+    fed, pooled, nobody = report["federated"], report["pooled"], report["always_legitimate"]
+    shown = []
+    for key, label in (("roc_auc", "ROC-AUC"), ("average_precision", "PR-AUC")):
+        (f_low, f_high), (p_low, p_high) = fed[f"{key}_ci"], pooled[f"{key}_ci"]
+        overlap = f_low <= p_high and p_low <= f_high
+        shown.append(
+            f"{label}: federated {fed[key]:.3f}, pooled {pooled[key]:.3f}; the intervals "
+            + ("overlap, so this test set does not tell the two apart" if overlap else
+               f"do not overlap: the {'federated' if fed[key] > pooled[key] else 'pooled'} "
+               "model ranks better"))
+    sites = report["sites"]
+    beaten = sum(fed["roc_auc"] > figures["roc_auc"] for figures in sites.values())
+    shown.append(f"the federated model's ROC-AUC is above {beaten} of the {len(sites)} sites' "
+                 "own models")
+    relation = "above" if fed["accuracy"] > nobody["accuracy"] else "not above"
+    shown.append(f"at the threshold the federated model's accuracy ({fed['accuracy']:.3f}) is "
+                 f"{relation} flagging nobody ({nobody['accuracy']:.3f})")
+    return shown
+
+
+def _describe_source(source: dict[str, Any]) -> str:
+    if source["source"] == "synthetic":
+        return f"synthetic, {source['n_providers']} providers drawn with seed {source['seed']}"
+    files = ", ".join(f"{Path(f['path']).name} (sha256 {f['sha256'][:12]}...)"
+                      for f in source["files"].values())
+    return f"{source['source']} from {source['path']}: {files}"
 
 
 def _write_outputs(output_dir: Path, model: LogisticRegression, history: fl.server.History,
@@ -210,16 +310,21 @@ def _write_outputs(output_dir: Path, model: LogisticRegression, history: fl.serv
     history_path = output_dir / "history.json"
     history_path.write_text(json.dumps(history.to_dict(), indent=2) + "\n")
     series = {"loss": history.losses_centralized, **history.metrics_centralized}
-    plot_path = plot_history(series, output_dir / "metrics.png")  # type: ignore[arg-type]
+    baseline = report["always_legitimate"]
+    reference = {name: baseline[name] for name in series if name in baseline}
+    plot_path = plot_history(series, output_dir / "metrics.png",  # type: ignore[arg-type]
+                             reference=reference)
     return {"model": str(model_path), "history": str(history_path), "plot": str(plot_path),
             "report": str(output_dir / "report.json")}
 
 
-def _table_rows(report: dict[str, Any], split: FederatedSplit) -> dict[str, dict[str, float]]:
-    rows = {"federated (FedAvg)": report["federated"], "pooled": report["pooled"]}
+def _table_rows(report: dict[str, Any], split: FederatedSplit) -> dict[str, dict[str, Any]]:
+    rows = {"federated (FedAvg)": report["federated"], "pooled": report["pooled"],
+            "pooled, same effort": report["pooled_same_effort"]}
     for site in split.sites:
         rows[f"{site.name} alone"] = report["sites"][site.name]
     rows["mean of lone sites"] = report["mean_site"]
+    rows["always legitimate"] = report["always_legitimate"]
     return rows
 
 

@@ -20,8 +20,15 @@ def plot_history(
     path: str | Path,
     *,
     title: str = "Global model on the server's test set",
+    reference: Mapping[str, float] | None = None,
+    reference_label: str = "always legitimate",
 ) -> Path:
-    """Draw each metric's ``[(round, value)]`` series in its own panel; save a PNG at ``path``."""
+    """Draw each metric's ``[(round, value)]`` series in its own panel; save a PNG at ``path``.
+
+    ``reference`` gives, per metric, a level drawn as a dashed line labelled
+    ``reference_label`` (the "always legitimate" baseline, for the demo), so that a figure
+    reads against what flagging nobody would score.
+    """
     names = [name for name, series in history_metrics.items() if series]
     if not names:
         raise ValueError("no metric has any rounds to plot")
@@ -32,7 +39,10 @@ def plot_history(
     for ax, name in zip(axes.flat, names, strict=False):
         rounds = [int(r) for r, _ in history_metrics[name]]
         values = [float(v) for _, v in history_metrics[name]]
-        ax.plot(rounds, values, marker="o")
+        ax.plot(rounds, values, marker="o", label="global model")
+        if reference is not None and name in reference:
+            ax.axhline(reference[name], color="grey", linestyle="--", label=reference_label)
+            ax.legend(fontsize="small")
         ax.set_title(name)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)

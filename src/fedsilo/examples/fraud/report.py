@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 __all__ = ["RoundProgress", "comparison_table", "format_round"]
 
-_COLUMNS = (("loss", "loss"), ("accuracy", "accuracy"), ("precision", "precision"),
-            ("recall", "recall"), ("f1", "F1"), ("roc_auc", "ROC-AUC"))
+# Figures that depend on the threshold, after the threshold-free ROC-AUC and PR-AUC.
+_AT_THRESHOLD = (("accuracy", "acc."), ("precision", "prec."), ("recall", "rec."),
+                 ("f1", "F1"))
 _SHORT = (("accuracy", "acc"), ("precision", "prec"), ("recall", "rec"), ("f1", "F1"),
-          ("roc_auc", "AUC"))
+          ("roc_auc", "AUC"), ("average_precision", "AP"))
 
 
 def format_round(server_round: int, loss: float, metrics: Mapping[str, float]) -> str:
@@ -69,14 +72,32 @@ class RoundProgress:
 
 
 def comparison_table(
-    rows: Mapping[str, Mapping[str, float]], title: str, caption: str | None = None
+    rows: Mapping[str, Mapping[str, Any]], title: str, caption: str | None = None
 ) -> Table:
-    """A table with one row per model and one column per metric."""
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    table.add_column("model")
-    for _, header in _COLUMNS:
-        table.add_column(header, justify="right")
+    """A table with one row per model: the ranking figures with their intervals where known,
+    the figures at the threshold, and the confusion matrix (TP, FP, FN, TN) where known."""
+    # Light rules and cells that wrap at their spaces: the table fits 80 columns unclipped.
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model", min_width=10)
+    for header in ("ROC-AUC\n95% CI", "PR-AUC\n95% CI",
+                   *(header for _, header in _AT_THRESHOLD), "TP/FP\nFN/TN"):
+        table.add_column(header, justify="right", no_wrap=True)
     for name, metrics in rows.items():
         style = "bold" if name.startswith("federated") else None
-        table.add_row(name, *(f"{metrics[key]:.3f}" for key, _ in _COLUMNS), style=style)
+        confusion = metrics.get("confusion")
+        table.add_row(
+            name,
+            _with_interval(metrics["roc_auc"], metrics.get("roc_auc_ci")),
+            _with_interval(metrics["average_precision"], metrics.get("average_precision_ci")),
+            *(f"{metrics[key]:.3f}" for key, _ in _AT_THRESHOLD),
+            f"{confusion['tp']}/{confusion['fp']}\n{confusion['fn']}/{confusion['tn']}"
+            if confusion else "",
+            style=style)
     return table
+
+
+def _with_interval(value: float, interval: Sequence[float] | None) -> str:
+    if not interval:
+        return f"{value:.3f}"
+    return f"{value:.3f}\n{interval[0]:.2f}-{interval[1]:.2f}"

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     f1_score,
     log_loss,
     precision_score,
@@ -42,22 +43,26 @@ __all__ = [
     "weighted_metrics_mean",
 ]
 
-METRIC_NAMES = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc")
+METRIC_NAMES = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision")
 
 EvaluateFn = Callable[[int, NDArrays, dict[str, Scalar]], tuple[float, dict[str, Scalar]]]
 RoundCallback = Callable[[int, float, dict[str, float]], None]
 
 
 def evaluation_metrics(model: LogisticRegression, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Log loss, accuracy, precision, recall, F1 and ROC-AUC of ``model`` on ``(X, y)``.
+    """Log loss, accuracy, precision, recall, F1, ROC-AUC and average precision (PR-AUC) of
+    ``model`` on ``(X, y)``.
 
     Precision, recall and F1 are about the fraud class and count as 0 when undefined (no
-    predicted or no actual fraud); ROC-AUC is NaN when ``y`` holds one class only.
+    predicted or no actual fraud); ROC-AUC and average precision are NaN when ``y`` holds one
+    class only.
     """
     proba = model.predict_proba(X)
     predicted = model.classes_[np.argmax(proba, axis=1)]
     fraud_score = proba[:, list(model.classes_).index(1)]
-    roc_auc = float(roc_auc_score(y, fraud_score)) if len(np.unique(y)) == 2 else math.nan
+    both = len(np.unique(y)) == 2
+    roc_auc = float(roc_auc_score(y, fraud_score)) if both else math.nan
+    average_precision = float(average_precision_score(y, fraud_score)) if both else math.nan
     return {
         "loss": float(log_loss(y, proba, labels=model.classes_)),
         "accuracy": float(accuracy_score(y, predicted)),
@@ -65,6 +70,7 @@ def evaluation_metrics(model: LogisticRegression, X: np.ndarray, y: np.ndarray) 
         "recall": float(recall_score(y, predicted, zero_division=0)),
         "f1": float(f1_score(y, predicted, zero_division=0)),
         "roc_auc": roc_auc,
+        "average_precision": average_precision,
     }
 
 

@@ -102,8 +102,10 @@ def run_simulation(
     config = {"rounds": rounds, "n_sites": len(split.sites), "seed": seed,
               "n_providers": n_providers, "penalty": penalty, "max_iter": max_iter,
               "backend": backend}
+    source = {"source": "synthetic", "seed": seed, "n_providers": n_providers}
     return write_report(output_dir, split, providers, global_model, history, config=config,
-                        started=started, console=console, table_rows=_table_rows)
+                        started=started, console=console, source=source,
+                        table_rows=_table_rows)
 
 
 def _check_complete(history: fl.server.History, rounds: int, n_sites: int) -> None:
@@ -125,4 +127,5 @@ def _table_rows(report: dict[str, Any], split: FederatedSplit) -> dict[str, dict
         "mean of lone sites": report["mean_site"],
         f"{best} alone (best)": report["sites"][best],
         f"{worst} alone (worst)": report["sites"][worst],
+        "always legitimate": report["always_legitimate"],
     }

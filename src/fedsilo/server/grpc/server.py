@@ -98,12 +98,19 @@ def start_grpc_server(
         server = grpc.aio.server(options=options,
                                  maximum_concurrent_rpcs=max_concurrent_workers)
         add_servicer(server, servicer)
-        if credentials is None:
-            port = server.add_insecure_port(server_address)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(server_address)
+            else:
+                port = server.add_secure_port(server_address, credentials)
+        except RuntimeError as exc:  # grpc's "Failed to bind": a port in use or not ours
+            port = 0
+            cause: BaseException | None = exc
         else:
-            port = server.add_secure_port(server_address, credentials)
+            cause = None
         if port == 0:
-            raise OSError(f"could not bind the federation server to {server_address}")
+            raise OSError(f"cannot listen on {server_address}: the address is in use or not "
+                          "available on this machine; choose another port") from cause
         await server.start()
         return server, port
 
