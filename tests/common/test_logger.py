@@ -78,3 +78,16 @@ def test_configure_writes_every_level_with_the_identifier(tmp_path: Path) -> Non
     assert len(lines) == 2
     assert lines[0].startswith("silo-a | DEBUG fedsilo.server ") and lines[0].endswith("detail x")
     assert lines[1].startswith("silo-a | WARNING fedsilo ") and lines[1].endswith("careful")
+
+
+def test_the_command_line_prints_each_fedsilo_line_once() -> None:
+    # The CLI installs a root handler for every library; fedsilo's own console handler
+    # must not print the same line a second time.
+    script = ("import logging\n"
+              "from fedsilo.cli._output import setup_logging\n"
+              "setup_logging(True)\n"
+              "logging.getLogger('fedsilo.server').info('round 1/1: said once')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=fedsilo_environ())
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("round 1/1: said once") == 1, done.stderr
