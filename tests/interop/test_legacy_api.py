@@ -76,7 +76,7 @@ def federate(tmp_path: Path, server: Side, clients: Side, *, custom_server: bool
     with ProcessGroup(tmp_path) as group:
         process = group.start("server", argv, server.environ)
         try:
-            wait_until(lambda: accepts_connections(port) or not process.running(), 60,
+            wait_until(lambda: accepts_connections(port) or not process.running(), 120,
                        f"the {server.framework} server listening on {address}")
             for i, ((offset, n), out) in enumerate(zip(CLIENTS, client_outs, strict=True)):
                 group.start(f"client-{i}", [
@@ -84,7 +84,7 @@ def federate(tmp_path: Path, server: Side, clients: Side, *, custom_server: bool
                     "--address", address, "--out", str(out), "--offset", str(offset),
                     "--num-examples", str(n), *sent],
                     clients.environ)
-            exit_codes = group.wait_all(timeout=120)
+            exit_codes = group.wait_all(timeout=240)
         except Exception as exc:
             raise AssertionError(f"{exc}\n{group.report()}") from exc
         assert set(exit_codes.values()) == {0}, group.report()
@@ -101,7 +101,7 @@ def expected_models() -> list[list[np.ndarray]]:
 
 @pytest.mark.flwr
 @pytest.mark.slow
-@pytest.mark.timeout(300, func_only=True)
+@pytest.mark.timeout(900, func_only=True)
 def test_custom_server_and_aggregate_give_flowers_results(
     flwr_newest_env: FlowerEnv, tmp_path: Path
 ) -> None:
@@ -125,7 +125,7 @@ def test_custom_server_and_aggregate_give_flowers_results(
 
 @pytest.mark.flwr
 @pytest.mark.slow
-@pytest.mark.timeout(300, func_only=True)
+@pytest.mark.timeout(900, func_only=True)
 def test_64_bit_ints_in_config_and_metrics_between_fedsilo_and_flower(
     flwr_env: FlowerEnv, tmp_path: Path
 ) -> None:
