@@ -14,6 +14,7 @@ import xgboost as xgb
 
 import fedsilo as fl
 from fedsilo.common import Code, EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Status
+from fedsilo.server.checkpoint import RoundCheckpoint, load_latest, save_checkpoint
 from fedsilo.server.strategy.aggregate import aggregate_xgb_bagging
 from tests.conftest import LocalFederation
 from tests.interop.flower_envs import FlowerEnv
@@ -154,3 +155,22 @@ def test_fedxgb_cyclic_lets_one_client_boost_per_round(federation: LocalFederati
     assert loaded(strategy.global_model).num_boosted_rounds() == 4
     errors = [m for _, m in history.metrics_distributed["mse"]]
     assert len(errors) == 4 and errors[3] < errors[0]
+
+
+@pytest.mark.parametrize("cls", [fl.server.strategy.FedXgbBagging,
+                                 fl.server.strategy.FedXgbCyclic])
+def test_a_checkpoint_carries_the_global_trees(cls: type, tmp_path: Path) -> None:
+    strategy = cls()
+    model = as_json(boost(silo_data(1), rounds=2))
+    strategy.aggregate_fit(1, [(None, FitRes(Status(Code.OK, ""), Parameters([model], ""),
+                                             5, {}))], [])
+    save_checkpoint(tmp_path, RoundCheckpoint(
+        server_round=1, parameters=strategy.model_parameters(), history=fl.server.History(),
+        strategy_type=cls.__name__, strategy_state=strategy.state_dict(),
+        client_manager_state={}))
+    checkpoint = load_latest(tmp_path)
+    assert checkpoint is not None
+    resumed = cls()
+    resumed.load_state_dict(checkpoint.strategy_state)
+    assert resumed.global_model == model
+    assert checkpoint.parameters.tensors == [model]

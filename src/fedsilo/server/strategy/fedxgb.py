@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from fedsilo.common.logger import warn_deprecated_feature
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import (
@@ -46,6 +48,20 @@ class _TreeModelStrategy(FedAvg):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(accept_failures={self.accept_failures})"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The global model's bytes, so a resumed run goes on from the same trees."""
+        if self.global_model is None:
+            return {}
+        return {"global_model": np.frombuffer(self.global_model, dtype=np.uint8)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unknown = set(state) - {"global_model"}
+        if unknown:
+            raise ValueError(f"{type(self).__name__} keeps only its global model, but the "
+                             f"checkpoint holds {sorted(unknown)}")
+        model = state.get("global_model")
+        self.global_model = None if model is None else np.asarray(model, np.uint8).tobytes()
 
     def model_parameters(self) -> Parameters:
         """The global model as the clients receive it: one tensor of JSON bytes."""
