@@ -2,6 +2,7 @@
 
     python bench/aggregate.py                         # 20 updates x 5M float32; round 50 x 10M
     python bench/aggregate.py --updates 10 --params 1000000 --round 10x1M
+    python bench/aggregate.py --round none --baseline HEAD~1   # also fedsilo as of a commit
 
 1. Memory bandwidth: a numpy copy of a 256 MiB buffer, in this run (GB/s copied).
 2. Throughput: N client updates of P float32 parameters, already serialized as they arrive
@@ -9,7 +10,9 @@
    and streamed through the accumulator the server uses) and the newest Flower (its default
    in-place aggregate, and its plain ``aggregate``), each in its own process and venv on the
    same seeded inputs. GB/s counts the N * P * 4 bytes of updates; the results are checked
-   to agree.
+   to agree. With ``--baseline REF``, fedsilo as of git commit REF (its ``src`` exported to
+   a temporary directory) is timed in the same run, and the ratios say how the checked-out
+   code compares with it.
 3. Peak memory of a server in a real round: one server process and N client processes on
    127.0.0.1 (bench/_peers.py), fedsilo's server against Flower's, peak RSS from the
    server process. The streaming round should hold about one model, Flower's all N.
@@ -35,10 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).with_name("_peers.py")
 sys.path.insert(0, str(REPO))
 
-from tests.interop.flower_envs import FlowerEnvSpec, ensure_flower_env  # noqa: E402
-
-# The same flwr-only venv as the strategies' differential tests.
-FLWR_NEWEST_PLAIN = FlowerEnvSpec("flwr-newest-plain", ("flwr",))
+from tests.interop.flower_envs import FLWR_NEWEST_PLAIN, ensure_flower_env  # noqa: E402
 
 
 def copy_bandwidth(n_bytes: int = 256 << 20, repeat: int = 5) -> float:
@@ -97,15 +97,17 @@ def measure(impl: str, n_updates: int, n_params: int, seed: int, repeat: int) ->
 
         variants = {"flwr FedAvg (inplace=True, default)": inplace,
                     "flwr FedAvg (inplace=False)": plain}
-    out: dict[str, Any] = {"times": {}, "check": {}}
+    out: dict[str, Any] = {"times": {}, "cpu_times": {}, "check": {}}
     for name, fn in variants.items():
-        times = []
+        times, cpu_times = [], []
         for _ in range(repeat):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             parameters = fn()
             times.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu_started)
         final = common.parameters_to_ndarrays(parameters)[0]
         out["times"][name] = min(times)
+        out["cpu_times"][name] = min(cpu_times)
         out["check"][name] = [float(np.sum(final, dtype=np.float64))] + final[:4].tolist()
     return out
 
@@ -148,6 +150,41 @@ def strategy_memory(impl: str, n_updates: int, n_params: int, seed: int) -> floa
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return float(peak)
+
+
+def baseline_environ(ref: str, directory: Path) -> dict[str, str]:
+    """An environment whose ``import fedsilo`` is fedsilo as of git commit ``ref``."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "src"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    path = os.pathsep.join(p for p in (str(directory / "src"), os.environ.get("PYTHONPATH"))
+                           if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def compare_with_baseline(args: argparse.Namespace, size_gb: float,
+                          first: dict[str, Any]) -> None:
+    """Time fedsilo now and as of ``args.baseline`` in turns, ``args.pairs`` times each (a
+    loaded machine's speed drifts; taking turns spreads the drift over both); the best
+    time of each variant is compared, in wall-clock seconds and in the CPU seconds of the
+    measuring process (which other processes on the machine disturb less)."""
+    runs: dict[str, list[dict[str, Any]]] = {"now": [first], "then": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = baseline_environ(args.baseline, Path(tmp))
+        for turn in range(args.pairs):
+            runs["then"].append(run_measure(sys.executable, "fedsilo", args, env))
+            if turn > 0:  # the main measurement is the first turn of the current code
+                runs["now"].append(run_measure(sys.executable, "fedsilo", args, None))
+    print(f"\nfedsilo now against itself as of {args.baseline}, {args.pairs} runs each in "
+          "turns, best of each (> 1: faster now)")
+    for name in first["times"]:
+        best = {when: (min(r["times"][name] for r in measured),
+                       min(r["cpu_times"][name] for r in measured))
+                for when, measured in runs.items()}
+        (wall_then, cpu_then), (wall_now, cpu_now) = best["then"], best["now"]
+        print(f"  {name:<38} wall {size_gb / wall_then:>6.2f} GB/s then, "
+              f"{size_gb / wall_now:>6.2f} now: {wall_then / wall_now:.2f}x; "
+              f"CPU {cpu_then:.3f} s then, {cpu_now:.3f} now: {cpu_then / cpu_now:.2f}x")
 
 
 def run_measure(python: str, impl: str, args: argparse.Namespace, env: dict[str, str] | None
@@ -217,6 +254,10 @@ def main() -> None:
     parser.add_argument("--round", default="50x10M",
                         help="clients x params of the memory round, e.g. 50x10M, 10x1M; "
                              "'none' to skip")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also time fedsilo as of this git commit, in the same run")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="with --baseline: runs of each, in turns (default 3)")
     args = parser.parse_args()
     flower = ensure_flower_env(FLWR_NEWEST_PLAIN)
     flower_env = flower.environ()
@@ -257,6 +298,8 @@ def main() -> None:
         agree = np.allclose(checks[name], reference, rtol=1e-4, atol=1e-3)
         if not agree:
             print(f"  !! {name} disagrees with Flower: {checks[name]} vs {reference}")
+    if args.baseline:
+        compare_with_baseline(args, size_gb, ours)
 
     model_bytes = args.params * 4
     print(f"\naggregation-side peak memory while the {args.updates} replies arrive one by one "

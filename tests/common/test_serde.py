@@ -84,6 +84,20 @@ def test_uint64_from_a_peer_reads_as_int() -> None:
     assert serde.scalar_from_proto(pb.Scalar(uint64=2**63 + 1)) == 2**63 + 1
 
 
+@pytest.mark.parametrize("value", [2**63, 2**63 + 1, 2**64 - 1])
+def test_ints_above_sint64_travel_as_uint64_both_ways(value: int) -> None:
+    assert serde.scalar_to_proto(value).WhichOneof("scalar") == "uint64"
+    reply = FitRes(Status(Code.OK, ""), PARAMS, 3, {"seed": value})
+    assert serde.client_message_from_bytes(serde.client_message_to_bytes(reply)) == reply
+    ins = FitIns(PARAMS, {"seed": value})
+    assert serde.server_message_from_bytes(serde.server_message_to_bytes(ins)) == ins
+
+
+def test_ints_within_sint64_still_travel_as_sint64() -> None:
+    assert serde.scalar_to_proto(2**63 - 1).WhichOneof("scalar") == "sint64"
+    assert serde.scalar_to_proto(-(2**63)).WhichOneof("scalar") == "sint64"
+
+
 def test_unsupported_config_value_names_the_fix() -> None:
     with pytest.raises(ProtocolError, match="convert it"):
         serde.server_message_to_bytes(FitIns(PARAMS, {"arr": np.zeros(2)}))  # type: ignore[dict-item]
@@ -92,6 +106,8 @@ def test_unsupported_config_value_names_the_fix() -> None:
 def test_int_beyond_64_bits_is_refused() -> None:
     with pytest.raises(ProtocolError, match="64-bit"):
         serde.scalar_to_proto(2**70)
+    with pytest.raises(ProtocolError, match="64-bit"):
+        serde.scalar_to_proto(2**64)
 
 
 def test_empty_and_junk_client_messages_are_protocol_errors() -> None:

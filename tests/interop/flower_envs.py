@@ -48,6 +48,8 @@ class FlowerEnvSpec:
 
 FLWR_1_3 = FlowerEnvSpec("flwr-1.3.0", ("flwr==1.3.0", "scikit-learn"))
 FLWR_NEWEST = FlowerEnvSpec("flwr-newest", ("flwr", "scikit-learn"), with_fedsilo=True)
+# Only flwr: reference runs of Flower's functions and strategies, and its name lists.
+FLWR_NEWEST_PLAIN = FlowerEnvSpec("flwr-newest-plain", ("flwr",))
 # Flower with its Ray-based virtual-client engine, for the simulation benchmark.
 FLWR_SIMULATION = FlowerEnvSpec("flwr-simulation", ("flwr[simulation]==1.42.0", "psutil"))
 

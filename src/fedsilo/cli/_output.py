@@ -18,6 +18,8 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
+from fedsilo.common import logger as fedsilo_logger
+
 __all__ = ["COMMAND", "INTERRUPTED", "absolute", "error_line", "fail", "make_console",
            "pem_fingerprint", "setup_logging"]
 
@@ -35,10 +37,16 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def setup_logging(verbose: bool, *, default: int = logging.WARNING) -> None:
-    """fedsilo's own log at INFO with ``--verbose`` (else ``default``); libraries only warn."""
+    """fedsilo's own log at INFO with ``--verbose`` (else ``default``); libraries only warn.
+
+    A command prints every log line through one root handler, with the time: fedsilo's
+    console handler (fedsilo.common.logger), which a plain ``import fedsilo`` installs, is
+    taken off so that fedsilo's lines do not come twice.
+    """
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("fedsilo").setLevel(logging.INFO if verbose else default)
+    fedsilo_logger.logger.removeHandler(fedsilo_logger.console_handler)
+    fedsilo_logger.logger.setLevel(logging.INFO if verbose else default)
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 

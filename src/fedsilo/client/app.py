@@ -24,9 +24,20 @@ from fedsilo.common import GRPC_MAX_MESSAGE_LENGTH
 from fedsilo.common.chunking import TooLarge
 from fedsilo.common.exceptions import ProtocolError
 from fedsilo.common.parameter import replies_encoded_at_once
-from fedsilo.common.typing import ReconnectIns
+from fedsilo.common.typing import (
+    EvaluateIns,
+    FitIns,
+    GetParametersIns,
+    GetPropertiesIns,
+    ReconnectIns,
+)
 
 log = logging.getLogger("fedsilo.client")
+
+_INSTRUCTION_NAMES: dict[type, str] = {
+    FitIns: "fit", EvaluateIns: "evaluate", GetParametersIns: "get_parameters",
+    GetPropertiesIns: "get_properties", ReconnectIns: "reconnect",
+}
 
 __all__ = ["RetryPolicy", "start_client", "start_numpy_client"]
 
@@ -205,6 +216,8 @@ def _serve_one_session(
                 if ins is None:
                     raise _StreamEnded()
                 on_connected()
+                kind = _INSTRUCTION_NAMES.get(type(ins), type(ins).__name__)
+                log.info("received %s instruction", kind)
                 with replies_encoded_at_once(direct):
                     reply = handle_instruction(client, ins)
                     try:
@@ -214,6 +227,7 @@ def _serve_one_session(
                             raise
                         log.error("reply not sent: %s", exc)
                         connection.send(_error_reply(ins, f"reply not sent: {exc}"))
+                log.info("sent %s reply", kind)
                 if isinstance(ins, ReconnectIns):
                     connection.finish()
                     return ins.seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fedsilo.common import logger
 from fedsilo.common.exceptions import (
     ClientDisconnected,
     ClientFailure,
@@ -13,13 +14,16 @@ from fedsilo.common.exceptions import (
     ProtocolError,
     SerializationError,
 )
+from fedsilo.common.logger import configure, log
 from fedsilo.common.parameter import (
     bytes_to_ndarray,
     ndarray_to_bytes,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
+from fedsilo.common.telemetry import EventType, event
 from fedsilo.common.typing import (
+    ClientMessage,
     Code,
     Config,
     DisconnectRes,
@@ -34,12 +38,16 @@ from fedsilo.common.typing import (
     Metrics,
     MetricsAggregationFn,
     NDArray,
+    NDArrayFloat,
+    NDArrayInt,
     NDArrays,
     Parameters,
     Properties,
     ReconnectIns,
     Scalar,
+    ServerMessage,
     Status,
+    Value,
 )
 
 GRPC_MAX_MESSAGE_LENGTH = 536_870_912  # 512 MiB, the default Flower peers agree on
@@ -50,12 +58,14 @@ __all__ = [
     "ClientFailure",
     "ClientReportedError",
     "ClientReturnError",
+    "ClientMessage",
     "ClientTimeout",
     "Code",
     "Config",
     "DisconnectRes",
     "EvaluateIns",
     "EvaluateRes",
+    "EventType",
     "FedsiloError",
     "FitIns",
     "FitRes",
@@ -67,6 +77,8 @@ __all__ = [
     "Metrics",
     "MetricsAggregationFn",
     "NDArray",
+    "NDArrayFloat",
+    "NDArrayInt",
     "NDArrays",
     "Parameters",
     "Properties",
@@ -74,8 +86,14 @@ __all__ = [
     "ReconnectIns",
     "Scalar",
     "SerializationError",
+    "ServerMessage",
     "Status",
+    "Value",
     "bytes_to_ndarray",
+    "configure",
+    "event",
+    "log",
+    "logger",
     "ndarray_to_bytes",
     "ndarrays_to_parameters",
     "parameters_to_ndarrays",

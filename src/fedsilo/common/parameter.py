@@ -25,6 +25,10 @@ from fedsilo.common.exceptions import SerializationError
 from fedsilo.common.typing import NDArray, NDArrays, Parameters
 
 TENSOR_TYPE = "numpy.ndarray"
+ANDROID_TENSOR_TYPE = "numpy.nda"
+"""Flower's Android clients' tensors: raw little-endian float32 bytes, no header (1-D)."""
+ARRAY_TENSOR_TYPES = (TENSOR_TYPE, ANDROID_TENSOR_TYPE)
+"""The tensor types that say a Parameters' tensors are numpy arrays."""
 _HEADER_LOCK = threading.Lock()
 _MAGIC = b"\x93NUMPY"
 # The header exactly as numpy writes it (np.save, format 1.0 to 3.0): read without
@@ -35,6 +39,8 @@ _PLAIN_HEADER = re.compile(
     rb"'shape': \(((?:[0-9]+, ?)*[0-9]*)\), \} *\n")
 
 __all__ = [
+    "ANDROID_TENSOR_TYPE",
+    "ARRAY_TENSOR_TYPES",
     "TENSOR_TYPE",
     "ArrayParameters",
     "Piece",
@@ -339,9 +345,22 @@ def ndarrays_to_parameters(ndarrays: NDArrays) -> Parameters:
 
 
 def parameters_to_ndarrays(parameters: Parameters) -> NDArrays:
-    """Deserialize ``Parameters`` into arrays; no copy of the tensor data is made."""
+    """Deserialize ``Parameters`` into arrays; no copy of the tensor data is made.
+
+    Reads ``.npy`` tensors (``tensor_type`` ``numpy.ndarray``, or empty) and the raw
+    float32 tensors of Flower's Android clients (``numpy.nda``, read as 1-D float32).
+    """
+    if parameters.tensor_type == ANDROID_TENSOR_TYPE:
+        return [_raw_float32(t) for t in parameters.tensors]
     if parameters.tensor_type not in (TENSOR_TYPE, ""):
         raise SerializationError(
             f"unknown tensor_type {parameters.tensor_type!r}; fedsilo reads {TENSOR_TYPE!r}"
         )
     return [bytes_to_ndarray(t) for t in parameters.tensors]
+
+
+def _raw_float32(tensor: bytes) -> NDArray:
+    if len(tensor) % 4:
+        raise SerializationError(
+            f"a {ANDROID_TENSOR_TYPE!r} tensor of {len(tensor)} bytes is not whole float32s")
+    return np.frombuffer(tensor, dtype="<f4")

@@ -31,13 +31,18 @@ __all__ = [
 ]
 
 _SINT64_MIN, _SINT64_MAX = -(2**63), 2**63 - 1
+_UINT64_MAX = 2**64 - 1
 
 
 # Scalars and maps -----------------------------------------------------------
 
 
 def scalar_to_proto(value: t.Scalar) -> pb.Scalar:
-    """Encode one config or metrics value; bool is checked before int on purpose."""
+    """Encode one config or metrics value; bool is checked before int on purpose.
+
+    An int goes as ``sint64``, or as ``uint64`` when it lies in [2**63, 2**64), as Flower
+    sends it; anything wider cannot travel in a Scalar.
+    """
     if isinstance(value, bool):
         return pb.Scalar(bool=value)
     if isinstance(value, bytes):
@@ -45,9 +50,12 @@ def scalar_to_proto(value: t.Scalar) -> pb.Scalar:
     if isinstance(value, float):
         return pb.Scalar(double=value)
     if isinstance(value, int):
-        if not _SINT64_MIN <= value <= _SINT64_MAX:
-            raise ProtocolError(f"integer {value} does not fit in a signed 64-bit Scalar")
-        return pb.Scalar(sint64=value)
+        if _SINT64_MIN <= value <= _SINT64_MAX:
+            return pb.Scalar(sint64=value)
+        if _SINT64_MAX < value <= _UINT64_MAX:
+            return pb.Scalar(uint64=value)
+        raise ProtocolError(f"integer {value} fits neither a signed nor an unsigned 64-bit "
+                            "Scalar; send it as a str or float")
     if isinstance(value, str):
         return pb.Scalar(string=value)
     raise ProtocolError(

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 NDArray = npt.NDArray[Any]
+NDArrayInt = npt.NDArray[np.int_]
+NDArrayFloat = npt.NDArray[np.float64]
 NDArrays = list[NDArray]
 
 Scalar = bool | bytes | float | int | str
@@ -28,6 +31,7 @@ Config = dict[str, Scalar]
 Properties = dict[str, Scalar]
 
 __all__ = [
+    "ClientMessage",
     "Code",
     "Config",
     "DisconnectRes",
@@ -42,12 +46,16 @@ __all__ = [
     "Metrics",
     "MetricsAggregationFn",
     "NDArray",
+    "NDArrayFloat",
+    "NDArrayInt",
     "NDArrays",
     "Parameters",
     "Properties",
     "ReconnectIns",
     "Scalar",
+    "ServerMessage",
     "Status",
+    "Value",
 ]
 
 
@@ -155,3 +163,23 @@ class DisconnectRes:
     """A client's acknowledgement of a disconnect."""
 
     reason: str
+
+
+@dataclass
+class ServerMessage:
+    """One instruction from the server: at most one field is set (Flower's legacy type)."""
+
+    get_properties_ins: GetPropertiesIns | None = None
+    get_parameters_ins: GetParametersIns | None = None
+    fit_ins: FitIns | None = None
+    evaluate_ins: EvaluateIns | None = None
+
+
+@dataclass
+class ClientMessage:
+    """One reply from a client: at most one field is set (Flower's legacy type)."""
+
+    get_properties_res: GetPropertiesRes | None = None
+    get_parameters_res: GetParametersRes | None = None
+    fit_res: FitRes | None = None
+    evaluate_res: EvaluateRes | None = None

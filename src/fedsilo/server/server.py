@@ -5,12 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from fedsilo.common.exceptions import (
     CheckpointError,
@@ -21,7 +20,6 @@ from fedsilo.common.exceptions import (
 from fedsilo.common.parameter import parameters_to_ndarrays
 from fedsilo.common.typing import (
     Code,
-    EvaluateRes,
     FitRes,
     GetParametersIns,
     NDArrays,
@@ -38,24 +36,33 @@ from fedsilo.server.checkpoint import (
     lock_directory,
     save_checkpoint,
 )
+from fedsilo.server.client_calls import (
+    DEFAULT_MAX_WORKERS,
+    EvaluateResultsAndFailures,
+    FitResultsAndFailures,
+    call_clients,
+    checked_evaluate_res,
+    evaluate_clients,
+    fit_clients,
+)
 from fedsilo.server.client_manager import ClientManager
-from fedsilo.server.client_proxy import ClientProxy, PendingReply
+from fedsilo.server.client_proxy import ClientProxy
 from fedsilo.server.health import DEFAULT_MAX_FAILURES, ClientHealth
 from fedsilo.server.history import History
 from fedsilo.server.strategy import FedAvg, Strategy
-from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_evaluate_res, check_fit_res
+from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_fit_res, check_num_examples
 
 log = logging.getLogger("fedsilo.server")
 
-__all__ = ["Server"]
-
-R = TypeVar("R")
-Ins = TypeVar("Ins")
-FitResultsAndFailures = tuple[list[tuple[ClientProxy, FitRes]], list[BaseException]]
-EvaluateResultsAndFailures = tuple[list[tuple[ClientProxy, EvaluateRes]], list[BaseException]]
+__all__ = [
+    "EvaluateResultsAndFailures",
+    "FitResultsAndFailures",
+    "Server",
+    "evaluate_clients",
+    "fit_clients",
+]
 
 _KINDS_SHOWN = 5  # kinds of failure logged per phase of a round, at most
-DEFAULT_MAX_WORKERS = 512  # threads calling blocking proxies at once, unless set_max_workers
 
 
 class Server:
@@ -293,12 +300,18 @@ class Server:
                 res = client.get_parameters(GetParametersIns(config={}), timeout, group_id=0)
                 if res.status.code != Code.OK:
                     raise ClientReportedError(client.cid, res.status.message)
-                parameters_to_ndarrays(res.parameters)
+                if self.strategy.parameters_are_arrays:
+                    parameters_to_ndarrays(res.parameters)
             except Exception as exc:  # any failure: ask another client
                 log.warning("initial parameters from client %s failed: %s", client.cid, exc)
                 continue
             log.info("initial parameters from client %s", client.cid)
             return res.parameters
+
+    def _get_initial_parameters(self, server_round: int, timeout: float | None) -> Parameters:
+        """Flower's name for the initial parameters, for custom servers that override
+        ``fit`` and call it (``server_round`` is 0 there, as in Flower)."""
+        return self._initial_parameters(timeout)
 
     def _untried(self, tried: set[str]) -> list[ClientProxy]:
         """Connected clients not yet asked for initial parameters, in id order."""
@@ -330,8 +343,12 @@ class Server:
         if not instructions:
             log.info("round %d: no clients selected for training", server_round)
             return None
-        reference = _decode_or_none(self.parameters)
-        accumulator = self.strategy.fit_accumulator(server_round, self.parameters)
+        log.info("round %d: fit sampled %d clients (out of %d)", server_round,
+                 len(instructions), self._client_manager.num_available())
+        as_arrays = self.strategy.parameters_are_arrays
+        reference = _decode_or_none(self.parameters) if as_arrays else None
+        accumulator = (self.strategy.fit_accumulator(server_round, self.parameters)
+                       if as_arrays else None)
         fold_lock = threading.Lock()
 
         def fold(client: ClientProxy, res: FitRes) -> FitRes:
@@ -339,6 +356,9 @@ class Server:
                 if res.status.code != Code.OK:
                     raise ClientReportedError(client.cid,
                                               res.status.message or res.status.code.name)
+                if not as_arrays:
+                    check_num_examples(client.cid, res.num_examples, self.max_num_examples)
+                    return res
                 arrays = check_fit_res(client.cid, res, reference, self.max_num_examples)
                 if accumulator is None:
                     return res
@@ -353,9 +373,12 @@ class Server:
                 del res
                 client.release_reply()  # the transport may read the next large reply
 
-        results, failures = self._run_parallel(instructions, "fit", fold, timeout, server_round)
+        results, failures = self._call_clients(instructions, "fit", fold, timeout,
+                                               server_round)
         if self.stop_requested.is_set():
             return None
+        log.info("round %d: fit received %d results and %d failures", server_round,
+                 len(results), len(failures))
         if accumulator is not None:
             parameters, metrics = accumulator.finish(results, failures)  # type: ignore[arg-type]
         else:
@@ -372,103 +395,51 @@ class Server:
             client_manager=self._health.sampling_view(self._client_manager))
         if not instructions:
             return None
-
-        def check(client: ClientProxy, res: EvaluateRes) -> EvaluateRes:
-            if res.status.code != Code.OK:
-                raise ClientReportedError(client.cid, res.status.message or res.status.code.name)
-            check_evaluate_res(client.cid, res, self.max_num_examples)
-            return res
-
-        results, failures = self._run_parallel(instructions, "evaluate", check, timeout,
+        log.info("round %d: evaluate sampled %d clients (out of %d)", server_round,
+                 len(instructions), self._client_manager.num_available())
+        check = functools.partial(checked_evaluate_res, max_num_examples=self.max_num_examples)
+        results, failures = self._call_clients(instructions, "evaluate", check, timeout,
                                                server_round)
+        log.info("round %d: evaluate received %d results and %d failures", server_round,
+                 len(results), len(failures))
         loss, metrics = self.strategy.aggregate_evaluate(
             server_round, results, failures)  # type: ignore[arg-type]
         return loss, metrics, (results, failures)
 
-    def _run_parallel(
+    def _call_clients(
         self,
-        instructions: Sequence[tuple[ClientProxy, Ins]],
+        instructions: Sequence[tuple[ClientProxy, Any]],
         method: str,
-        process: Callable[[ClientProxy, Any], R],
+        process: Callable[[ClientProxy, Any], Any],
         timeout: float | None,
         server_round: int,
-    ) -> tuple[list[tuple[ClientProxy, R]], list[BaseException]]:
-        """Send every instruction, then ``process`` each reply in this thread as it comes.
-
-        A proxy that can ``submit`` an instruction costs no thread while its client
-        works; the others are called (``method``) from worker threads. The results come
-        back in the order the clients were sampled, whatever order they answered in.
-        """
-        done: queue.SimpleQueue[int] = queue.SimpleQueue()
-        outcomes: dict[int, object] = {}
-        pending: dict[int, PendingReply] = {}
-        threaded: dict[int, concurrent.futures.Future[R]] = {}
-
-        def blocking(client: ClientProxy, ins: Ins) -> R:
-            return process(client, getattr(client, method)(ins, timeout, group_id=server_round))
-
-        for index, (client, ins) in enumerate(instructions):
-            if method == "evaluate" and client.cid in self._fit_timeouts:
-                outcomes[index] = ClientTimeout(
-                    client.cid, "not asked to evaluate: its fit of this round got no reply "
-                    "in time, and its stream waits for that reply first")
-                continue
-            submit = getattr(client, "submit", None)  # a proxy need not derive from ours
-            try:
-                handle = None if submit is None else submit(ins, functools.partial(done.put,
-                                                                                   index))
-            except Exception as exc:  # not sent: that client's failure
-                outcomes[index] = exc
-                continue
-            if handle is not None:
-                pending[index] = handle
-                continue
-            future = self._worker_pool().submit(blocking, client, ins)
-            future.add_done_callback(functools.partial(_put_index, done, index))
-            threaded[index] = future
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(outcomes) < len(instructions):
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            try:
-                index = done.get(timeout=remaining)
-            except queue.Empty:  # the submitted ones that are still out have timed out
-                for index, handle in pending.items():
-                    if index not in outcomes:
-                        handle.cancel()
-                        outcomes[index] = ClientTimeout(instructions[index][0].cid,
-                                                        f"no reply within {timeout:g} s")
-                deadline = None  # threaded calls time out by themselves
-                continue
-            if index in outcomes:
-                continue
-            try:
-                if index in threaded:
-                    outcomes[index] = threaded[index].result()
+    ) -> tuple[list[tuple[ClientProxy, Any]], list[Any]]:
+        """``call_clients`` plus what the round loop keeps: each client's health, the fits
+        that timed out (those clients are not asked to evaluate in the same round, as their
+        streams still wait for the fit's reply), and one log line per kind of failure."""
+        skipped: list[BaseException] = []
+        if method == "evaluate":
+            kept = []
+            for client, ins in instructions:
+                if client.cid in self._fit_timeouts:
+                    skipped.append(ClientTimeout(
+                        client.cid, "not asked to evaluate: its fit of this round got no "
+                        "reply in time, and its stream waits for that reply first"))
                 else:
-                    outcomes[index] = process(instructions[index][0], pending[index].result())
-            except Exception as exc:  # recorded as that client's failure below
-                outcomes[index] = exc
-        results: list[tuple[ClientProxy, R]] = []
-        failures: list[BaseException] = []
-        for index, (client, _) in enumerate(instructions):
-            outcome = outcomes[index]
-            if not isinstance(outcome, BaseException):
-                results.append((client, outcome))  # type: ignore[arg-type]
-            elif isinstance(outcome, ClientFailure):
-                failures.append(outcome)
-            else:  # a bug in a proxy must not end the round
-                wrapped = ClientFailure(client.cid, f"{type(outcome).__name__}: {outcome}")
-                wrapped.__cause__ = outcome
-                failures.append(wrapped)
+                    kept.append((client, ins))
+            instructions = kept
+        results, failures = call_clients(instructions, method, process, timeout,
+                                         server_round, self._worker_pool, log_failures=False)
+        failures = [*failures, *skipped]
         if method != "reconnect":
-            failed = {failure.cid: failure for failure in failures  # type: ignore[attr-defined]
+            failed = {failure.cid: failure for failure in failures
                       if isinstance(failure, ClientFailure)}
             for client, _ in instructions:
                 self._health.record(client, server_round, failed.get(client.cid))
             if method == "fit":
                 self._fit_timeouts = {cid for cid, f in failed.items()
                                       if isinstance(f, ClientTimeout)}
-        _log_failures(failures, server_round,
+        _log_failures([f for f in failures if isinstance(f, BaseException)], server_round,
                       "disconnect" if method == "reconnect" else method)
         return results, failures
 
@@ -479,7 +450,7 @@ class Server:
             return
         instructions = [(c, ReconnectIns(seconds=None)) for c in clients]
         try:
-            self._run_parallel(instructions, "reconnect", lambda client, res: res, timeout, 0)
+            self._call_clients(instructions, "reconnect", lambda client, res: res, timeout, 0)
         finally:
             self._stop_workers()
 
@@ -499,10 +470,17 @@ class Server:
             self._workers = None
 
 
-def _add_failures(history: History, server_round: int, failures: list[BaseException]) -> None:
+def _add_failures(history: History, server_round: int, failures: Sequence[object]) -> None:
+    """Record each failure: an exception names its client; a (client, reply) pair is a reply
+    the client marked as failed (Flower's shape), with its status message."""
     for failure in failures:
-        history.add_failure(server_round, getattr(failure, "cid", "?"),
-                            getattr(failure, "reason", f"{type(failure).__name__}: {failure}"))
+        if isinstance(failure, tuple):
+            client, res = failure
+            history.add_failure(server_round, client.cid,
+                                f"status {res.status.code.name}: {res.status.message}")
+        else:
+            history.add_failure(server_round, getattr(failure, "cid", "?"), getattr(
+                failure, "reason", f"{type(failure).__name__}: {failure}"))
 
 
 def _log_failures(failures: list[BaseException], server_round: int, what: str) -> None:
@@ -526,10 +504,6 @@ def _log_failures(failures: list[BaseException], server_round: int, what: str) -
         rest = sum(count for _, count in shown[_KINDS_SHOWN:])
         log.log(level, "round %d %s: %d more failures of %d other kinds (see debug log)",
                 server_round, what, rest, len(shown) - _KINDS_SHOWN)
-
-
-def _put_index(done: queue.SimpleQueue[int], index: int, _: object) -> None:
-    done.put(index)
 
 
 def _decode_or_none(parameters: Parameters) -> NDArrays | None:

@@ -14,7 +14,7 @@ from fedsilo.common.exceptions import InvalidUpdate, SerializationError
 from fedsilo.common.parameter import parameters_to_ndarrays
 from fedsilo.common.typing import EvaluateRes, FitRes, NDArrays
 
-__all__ = ["MAX_NUM_EXAMPLES", "check_evaluate_res", "check_fit_res"]
+__all__ = ["MAX_NUM_EXAMPLES", "check_evaluate_res", "check_fit_res", "check_num_examples"]
 
 MAX_NUM_EXAMPLES = 10**12  # beyond this an example count is not believable
 
@@ -23,7 +23,7 @@ def check_fit_res(
     cid: str, res: FitRes, reference: NDArrays | None, max_num_examples: int = MAX_NUM_EXAMPLES
 ) -> NDArrays:
     """Decode and check a training result; return its arrays or raise ``InvalidUpdate``."""
-    _check_count(cid, res.num_examples, max_num_examples)
+    check_num_examples(cid, res.num_examples, max_num_examples)
     try:
         arrays = parameters_to_ndarrays(res.parameters)
     except SerializationError as exc:
@@ -88,12 +88,12 @@ def check_evaluate_res(
     cid: str, res: EvaluateRes, max_num_examples: int = MAX_NUM_EXAMPLES
 ) -> None:
     """Check an evaluation result or raise ``InvalidUpdate``."""
-    _check_count(cid, res.num_examples, max_num_examples)
+    check_num_examples(cid, res.num_examples, max_num_examples)
     if not math.isfinite(res.loss):
         raise InvalidUpdate(cid, f"loss is {res.loss}")
 
 
-def _check_count(cid: str, num_examples: int, max_num_examples: int) -> None:
+def check_num_examples(cid: str, num_examples: int, max_num_examples: int) -> None:
     if num_examples < 0:
         raise InvalidUpdate(cid, f"num_examples is negative ({num_examples})")
     if num_examples > max_num_examples:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.interop.conftest import build_or_fail
-from tests.interop.flower_envs import FlowerEnv, FlowerEnvSpec
-
-FLWR_NEWEST_PLAIN = FlowerEnvSpec("flwr-newest-plain", ("flwr",))
+from tests.interop.flower_envs import FLWR_NEWEST_PLAIN, FlowerEnv
 
 
 @pytest.fixture(scope="session")

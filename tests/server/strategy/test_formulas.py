@@ -41,7 +41,7 @@ def test_krum_scores_and_choice() -> None:
     assert agg.aggregate_krum(one(points), 1)[0][0] == 1.0
     # Multi-Krum keeps the 3 lowest scores (1, 0, 2) and averages them by example count.
     results = [([np.array([p])], n) for p, n in zip(points, [2, 1, 1, 1, 1], strict=True)]
-    got = agg.aggregate_krum(results, 1, num_to_keep=3)
+    got = agg.aggregate_krum(results, 1, to_keep=3)
     assert got[0][0] == pytest.approx((0 * 2 + 1 * 1 + 2 * 1) / 4)
 
 
@@ -65,10 +65,13 @@ def test_bulyan_per_coordinate_mean_of_beta_closest() -> None:
 def test_qffl_step() -> None:
     # w = 1, w_1 = 0, F = 1, q = 1, lr = 0.1 -> L = 10, dw = 10, D = 10,
     # h = 1 * 1 * 100 + 10 = 110, w' = 1 - 10 / 110.
-    got = agg.aggregate_qffl([np.array([1.0])], [[np.array([0.0])]], [1.0], 1.0, 0.1)
+    delta, h = agg.qffl_client_step([np.array([1.0])], [np.array([0.0])], 1.0, 1.0, 0.1)
+    assert delta[0][0] == pytest.approx(10.0) and h == pytest.approx(110.0)
+    got = agg.aggregate_qffl([np.array([1.0])], [delta], [h])
     assert got[0][0] == pytest.approx(1 - 10 / 110)
     # q = 0: D = dw = 10, h = L = 10 -> w' = 0, the client's model (one client: FedAvg).
-    got = agg.aggregate_qffl([np.array([1.0])], [[np.array([0.0])]], [1.0], 0.0, 0.1)
+    delta, h = agg.qffl_client_step([np.array([1.0])], [np.array([0.0])], 1.0, 0.0, 0.1)
+    got = agg.aggregate_qffl([np.array([1.0])], [delta], [h])
     assert got[0][0] == pytest.approx(0.0, abs=1e-9)
 
 

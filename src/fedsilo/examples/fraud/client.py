@@ -32,6 +32,7 @@ from sklearn.metrics import log_loss
 
 import fedsilo as fl
 from fedsilo.common import NDArrays, Scalar
+from fedsilo.common.logger import update_console_handler
 from fedsilo.examples.fraud.model import (
     PENALTIES,
     fit_proximal,
@@ -103,8 +104,7 @@ class FraudClient(fl.client.NumPyClient):
 def main(argv: Sequence[str] | None = None) -> int:
     """Load the site's channel, serve the federation until it ends, save the model."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    update_console_handler(level=logging.INFO, timestamps=True)
     if args.train is None:
         print("error: no training data: pass --train DIR or set SM_CHANNEL_TRAIN",
               file=sys.stderr)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedsilo.common.clipping import clip_update, l2_norm
-from fedsilo.common.typing import NDArray, NDArrays
+from fedsilo.common.parameter import parameters_to_ndarrays
+from fedsilo.common.typing import FitRes, NDArray, NDArrays
+
+if TYPE_CHECKING:
+    from fedsilo.server.client_proxy import ClientProxy
 
 __all__ = [
     "adaptive_clip_norm_step",
@@ -15,12 +21,16 @@ __all__ = [
     "add_gaussian_noise",
     "add_weighted",
     "add_weighted_many",
+    "aggregate",
     "aggregate_bulyan",
+    "aggregate_inplace",
     "aggregate_krum",
     "aggregate_median",
     "aggregate_qffl",
+    "aggregate_trimmed_avg",
     "aggregate_trimmed_mean",
     "aggregate_weighted_mean",
+    "aggregate_xgb_bagging",
     "clip_update",
     "fedadagrad_step",
     "fedadam_step",
@@ -30,46 +40,64 @@ __all__ = [
     "krum_scores",
     "l2_norm",
     "pairwise_squared_distances",
+    "qffl_client_step",
     "start_weighted",
     "weighted_loss_avg",
     "weighted_mean_from_sums",
 ]
 
 
-def aggregate_weighted_mean(results: list[tuple[NDArrays, int]]) -> NDArrays:
+def aggregate(results: list[tuple[NDArrays, int]]) -> NDArrays:
     """Example-weighted mean of each layer: sum_k n_k w_k / sum_k n_k (FedAvg).
 
-    Returns each layer in its input dtype (float64 for integer layers). Layers that are
-    float32 in every result are averaged in float32, as one matrix-vector product (BLAS)
-    with the normalized weights per cache-sized block: the updates are read once and no
-    model-sized float64 state is kept. The result is within a few float32 ulps of the exact
-    mean (the error is at most about ``len(results)`` units of float32 rounding relative to
-    ``sum_k n_k |w_k| / sum_k n_k``). Other layers are summed in float64.
+    Flower's name; :data:`aggregate_weighted_mean` is the same function. ``results`` holds
+    each client's layers and its number of examples. Returns each layer in its input dtype
+    (float64 for integer layers).
+
+    Layers that are float32 in every result are summed in float32, the raw example counts
+    as weights, then divided once by the total, as Flower computes the mean: where Flower's
+    result is exact (small integer values and counts) this one is the same. The sum is one
+    matrix-vector product (BLAS) per cache-sized block, so the updates are read once and no
+    model-sized float64 state is kept; it stays within float32 rounding of the exact mean
+    (at most about ``len(results)`` float32 units relative to ``sum_k n_k |w_k| / sum_k
+    n_k``). Counts above 2**24, which float32 cannot hold exactly, are used normalized
+    (``n_k / total``) instead. Other layers are summed in float64.
     """
     if not results:
-        raise ValueError("aggregate_weighted_mean needs at least one result")
+        raise ValueError("aggregate needs at least one (layers, num_examples) result")
     _check_like(results[0][0], [layers for layers, _ in results])
-    total = sum(int(n) for _, n in results)
+    counts = [int(n) for _, n in results]
+    total = sum(counts)
     _check_total(total)
-    weights = np.array([float(n) / total for _, n in results], dtype=np.float32)
+    if max(counts) <= _FLOAT32_EXACT_INT:
+        weights, divisor = np.array(counts, dtype=np.float32), float(total)
+    else:
+        weights, divisor = np.array([n / total for n in counts], dtype=np.float32), 1.0
     means: NDArrays = []
     for index, ref in enumerate(results[0][0]):
         layers = [layers[index] for layers, _ in results]
         if all(layer.dtype == np.float32 for layer in layers):
-            means.append(_mean_float32(layers, weights))
+            means.append(_mean_float32(layers, weights, divisor))
         else:
             sums = add_weighted_many([], [([layer], float(n))
-                                          for layer, (_, n) in zip(layers, results, strict=True)])
+                                          for layer, n in zip(layers, counts, strict=True)])
             means.extend(weighted_mean_from_sums(sums, total, [ref]))
     return means
 
+
+aggregate_weighted_mean = aggregate
+"""fedsilo's descriptive name for :func:`aggregate`."""
+
+_FLOAT32_EXACT_INT = 1 << 24
+"""The largest count float32 holds exactly along with every smaller integer."""
 
 _MEAN_BLOCK_BYTES = 8 << 20
 """Upper bound of the float32 block of rows in :func:`_mean_float32`."""
 
 
-def _mean_float32(layers: list[NDArray], weights: NDArray) -> NDArray:
-    """``weights @ layers`` in float32, block by block, written straight into the result."""
+def _mean_float32(layers: list[NDArray], weights: NDArray, divisor: float) -> NDArray:
+    """``(weights @ layers) / divisor`` in float32, block by block, written straight into
+    the result; each block is divided while it is still in cache."""
     out = np.empty(layers[0].shape, dtype=np.float32)
     flat_out = out.reshape(-1)
     flats = [np.asarray(layer).reshape(-1) for layer in layers]
@@ -80,8 +108,33 @@ def _mean_float32(layers: list[NDArray], weights: NDArray) -> NDArray:
         rows = block[:, :stop - start]
         for row, flat in enumerate(flats):
             rows[row] = flat[start:stop]
-        np.dot(weights, rows, out=flat_out[start:stop])
+        part = flat_out[start:stop]
+        np.dot(weights, rows, out=part)
+        if divisor != 1.0:
+            np.divide(part, divisor, out=part)
     return out
+
+
+def aggregate_inplace(results: list[tuple[ClientProxy, FitRes]]) -> NDArrays:
+    """Example-weighted mean of the models in fit results, decoded one at a time.
+
+    Flower's in-place FedAvg: each result's parameters are decoded, folded into float64
+    running sums and dropped, so the memory held is the sums plus one decoded model. Layers
+    come back in the first result's float dtypes (float64 for integer layers).
+    """
+    if not results:
+        raise ValueError("aggregate_inplace needs at least one (client, FitRes) result")
+    total = sum(int(res.num_examples) for _, res in results)
+    _check_total(total)
+    sums: NDArrays = []
+    like: NDArrays = []
+    for _, res in results:
+        layers = parameters_to_ndarrays(res.parameters)
+        if not sums:
+            like = [np.empty(0, dtype=layer.dtype) for layer in layers]
+        sums = add_weighted(sums, layers, float(res.num_examples))
+        del layers
+    return weighted_mean_from_sums(sums, total, like)
 
 
 def add_weighted(sums: NDArrays, layers: NDArrays, weight: float) -> NDArrays:
@@ -255,22 +308,28 @@ def aggregate_median(results: list[tuple[NDArrays, int]]) -> NDArrays:
     return [np.median(stacked, axis=0) for stacked in _stack_layers(results)]
 
 
-def aggregate_trimmed_mean(
-    results: list[tuple[NDArrays, int]], proportion_to_cut: float
+def aggregate_trimmed_avg(
+    results: list[tuple[NDArrays, int]], proportiontocut: float
 ) -> NDArrays:
     """Coordinate-wise mean after dropping the ``floor(beta * n)`` lowest and highest values.
 
-    Yin et al. (2018); example counts unused. ``proportion_to_cut`` must lie in [0, 0.5).
+    Yin et al. (2018); Flower's name and parameters (:data:`aggregate_trimmed_mean` is the
+    same function). Example counts are unused. ``proportiontocut`` (beta) must lie in
+    [0, 0.5): at 0.5 or more nothing would be left to average.
     """
-    if not 0.0 <= proportion_to_cut < 0.5:
-        raise ValueError(f"proportion_to_cut must be in [0, 0.5), got {proportion_to_cut}")
+    if not 0.0 <= proportiontocut < 0.5:
+        raise ValueError(f"proportiontocut must be in [0, 0.5), got {proportiontocut}")
     trimmed: NDArrays = []
     for stacked in _stack_layers(results):
         n = stacked.shape[0]
-        cut = int(proportion_to_cut * n)
+        cut = int(proportiontocut * n)
         ordered = np.sort(stacked, axis=0)
         trimmed.append(np.mean(ordered[cut:n - cut], axis=0))
     return trimmed
+
+
+aggregate_trimmed_mean = aggregate_trimmed_avg
+"""fedsilo's descriptive name for :func:`aggregate_trimmed_avg`."""
 
 
 def _flatten(layers: NDArrays) -> NDArray:
@@ -300,26 +359,52 @@ def krum_scores(distances: NDArray, num_malicious: int) -> NDArray:
 
 
 def aggregate_krum(
-    results: list[tuple[NDArrays, int]], num_malicious: int, num_to_keep: int = 0
+    results: list[tuple[NDArrays, int]], num_malicious: int, to_keep: int = 0
 ) -> NDArrays:
-    """Krum: the model with the lowest Krum score; with ``num_to_keep > 0`` (Multi-Krum),
-    the example-weighted mean of the ``num_to_keep`` lowest-scoring models."""
+    """Krum: the model with the lowest Krum score; with ``to_keep > 0`` (Multi-Krum), the
+    example-weighted mean of the ``to_keep`` lowest-scoring models.
+
+    Parameters
+    ----------
+    results
+        Each client's layers and number of examples.
+    num_malicious
+        ``f``, the number of Byzantine clients to tolerate.
+    to_keep
+        0 for Krum; the number of models Multi-Krum averages otherwise.
+    """
     if not results:
         raise ValueError("Krum needs at least one result")
     _stack_layers(results[:1])
     scores = krum_scores(pairwise_squared_distances([m for m, _ in results]), num_malicious)
-    if num_to_keep > 0:
-        best = np.argsort(scores, kind="stable")[:num_to_keep]
-        return aggregate_weighted_mean([results[i] for i in best])
+    if to_keep > 0:
+        best = np.argsort(scores, kind="stable")[:to_keep]
+        return aggregate([results[i] for i in best])
     return [np.array(layer) for layer in results[int(np.argmin(scores))][0]]
 
 
-def aggregate_bulyan(results: list[tuple[NDArrays, int]], num_malicious: int) -> NDArrays:
-    """Bulyan (El Mhamdi et al., 2018) over Krum.
+def aggregate_bulyan(
+    results: list[tuple[NDArrays, int]],
+    num_malicious: int,
+    aggregation_rule: Callable[..., NDArrays] = aggregate_krum,
+    **aggregation_rule_kwargs: Any,
+) -> NDArrays:
+    """Bulyan (El Mhamdi et al., 2018).
 
-    Krum picks ``theta = n - 2f`` models one at a time, each from the models not picked yet;
-    then each coordinate is the mean of the ``beta = theta - 2f`` picked values closest to
-    the picked models' coordinate-wise median. Needs ``n >= 4f + 3``.
+    ``aggregation_rule`` picks ``theta = n - 2f`` models one at a time, each from the models
+    not picked yet; then each coordinate is the mean of the ``beta = theta - 2f`` picked
+    values closest to the picked models' coordinate-wise median. Needs ``n >= 4f + 3``.
+
+    Parameters
+    ----------
+    results
+        Each client's layers and number of examples; not modified.
+    num_malicious
+        ``f``, the number of Byzantine clients to tolerate.
+    aggregation_rule
+        A Byzantine-resilient rule that returns one of the models it is given, called as
+        ``aggregation_rule(results=..., num_malicious=..., **aggregation_rule_kwargs)``
+        (Krum, with ``to_keep=0``, by default).
     """
     n = len(results)
     if n < 4 * num_malicious + 3:
@@ -327,17 +412,15 @@ def aggregate_bulyan(results: list[tuple[NDArrays, int]], num_malicious: int) ->
             f"Bulyan needs at least 4 * num_malicious + 3 = {4 * num_malicious + 3} results, "
             f"got {n}; lower num_malicious_clients or sample more clients")
     _stack_layers(results)
-    distances = pairwise_squared_distances([m for m, _ in results])
     theta = n - 2 * num_malicious
     beta = theta - 2 * num_malicious
-    remaining = list(range(n))
-    picked: list[int] = []
+    remaining = list(results)
+    selected: list[tuple[NDArrays, int]] = []
     for _ in range(theta):
-        sub = distances[np.ix_(remaining, remaining)]
-        best = remaining[int(np.argmin(krum_scores(sub, num_malicious)))]
-        picked.append(best)
-        remaining.remove(best)
-    selected = [results[i] for i in picked]
+        chosen = aggregation_rule(results=remaining, num_malicious=num_malicious,
+                                  **aggregation_rule_kwargs)
+        index = _index_of_model(chosen, remaining)
+        selected.append(remaining.pop(index))
     aggregated: NDArrays = []
     for stacked in _stack_layers(selected):
         median = np.median(stacked, axis=0)
@@ -346,38 +429,95 @@ def aggregate_bulyan(results: list[tuple[NDArrays, int]], num_malicious: int) ->
     return aggregated
 
 
+def _index_of_model(model: NDArrays, candidates: list[tuple[NDArrays, int]]) -> int:
+    """The first candidate equal to ``model``, layer by layer."""
+    for index, (layers, _) in enumerate(candidates):
+        if len(layers) == len(model) and all(
+                np.array_equal(a, b) for a, b in zip(layers, model, strict=True)):
+            return index
+    raise ValueError("Bulyan's aggregation_rule must return one of the models it is given "
+                     "(a selection rule such as aggregate_krum with to_keep=0), not a blend")
+
+
 # Fair aggregation ------------------------------------------------------------------------
 
 
-def aggregate_qffl(
-    weights_before: NDArrays,
-    client_weights: list[NDArrays],
-    losses: list[float],
-    q: float,
+def qffl_client_step(
+    weights_before: NDArrays, client_weights: NDArrays, loss: float, q: float,
     learning_rate: float,
-) -> NDArrays:
-    """q-FedAvg (Li et al., 2020): one q-FFL step from ``weights_before``.
+) -> tuple[NDArrays, float]:
+    """One client's share of a q-FFL step (Li et al., 2020): ``(D_k, h_k)``.
 
-    With ``L = 1 / learning_rate``, client k's update ``dw_k = L (w - w_k)``, ``D_k =
-    F_k^q dw_k`` and ``h_k = q F_k^(q-1) ||dw_k||^2 + L F_k^q``; the new model is
-    ``w - sum_k D_k / sum_k h_k``. ``losses`` holds each client's ``F_k`` at ``w``.
+    With ``L = 1 / learning_rate`` and the client's update ``dw_k = L (w - w_k)``:
+    ``D_k = F_k^q dw_k`` and ``h_k = q F_k^(q-1) ||dw_k||^2 + L F_k^q``, where ``loss`` is
+    the client's ``F_k`` at ``weights_before`` (``w``).
     """
-    if len(client_weights) != len(losses) or not client_weights:
-        raise ValueError("q-FedAvg needs one loss per client model and at least one model")
     lipschitz = 1.0 / learning_rate
-    delta_sum: NDArrays = [np.zeros(layer.shape, dtype=np.float64) for layer in weights_before]
-    h_sum = 0.0
-    for layers, loss in zip(client_weights, losses, strict=True):
-        base = float(loss) + 1e-10
-        grads = [lipschitz * (w0.astype(np.float64) - w) for w0, w in
-                 zip(weights_before, layers, strict=True)]
-        for acc, grad in zip(delta_sum, grads, strict=True):
-            acc += np.float_power(base, q) * grad
-        squared_norm = float(sum(np.sum(np.square(g)) for g in grads))
-        h_sum += (q * np.float_power(base, q - 1) * squared_norm
-                  + lipschitz * np.float_power(base, q))
-    return [(w0 - d / h_sum).astype(_float_dtype(w0), copy=False)
-            for w0, d in zip(weights_before, delta_sum, strict=True)]
+    base = float(loss) + 1e-10
+    grads = [lipschitz * (w0.astype(np.float64) - w)
+             for w0, w in zip(weights_before, client_weights, strict=True)]
+    delta = [np.float_power(base, q) * grad for grad in grads]
+    squared_norm = float(sum(np.sum(np.square(g)) for g in grads))
+    h = q * np.float_power(base, q - 1) * squared_norm + lipschitz * np.float_power(base, q)
+    return delta, float(h)
+
+
+def aggregate_qffl(
+    parameters: NDArrays, deltas: list[NDArrays], hs_fll: list[float] | list[NDArrays]
+) -> NDArrays:
+    """q-FedAvg's new model: ``w - sum_k D_k / sum_k h_k`` (Li et al., 2020).
+
+    Flower's signature. ``deltas`` and ``hs_fll`` hold each client's ``D_k`` and ``h_k``
+    (see :func:`qffl_client_step`); each layer keeps the float dtype of ``parameters``.
+    """
+    if not deltas or len(deltas) != len(hs_fll):
+        raise ValueError("q-FedAvg needs one h per client delta and at least one delta")
+    denominator = float(np.sum(np.asarray(hs_fll, dtype=np.float64)))
+    sums = add_weighted_many([], [(list(delta), 1.0) for delta in deltas])
+    return [(w0 - d / denominator).astype(_float_dtype(w0), copy=False)
+            for w0, d in zip(parameters, sums, strict=True)]
+
+
+# Tree ensembles ----------------------------------------------------------------------------
+
+
+def aggregate_xgb_bagging(global_model: bytes | None, client_model: bytes) -> bytes:
+    """Bagging of XGBoost trees: the global model with one client's newest trees appended.
+
+    Both models are XGBoost's JSON (``Booster.save_raw("json")``); ``client_model`` holds
+    the trees the client grew this round, and its first ``num_parallel_tree`` trees (one
+    boosting round) are appended as a new boosting round of the global model, renumbered
+    after the global model's trees. Without a global model yet, the client's model is the
+    start. The result is JSON bytes that ``Booster.load_model(bytearray(...))`` reads.
+    """
+    if not global_model:
+        return client_model
+    merged = _xgb_json(global_model, "global model")
+    gbtree = merged["learner"]["gradient_booster"]["model"]
+    grown = _xgb_json(client_model, "client model")["learner"]["gradient_booster"]["model"]
+    have = int(gbtree["gbtree_model_param"]["num_trees"])
+    per_round = int(grown["gbtree_model_param"]["num_parallel_tree"])
+    new_trees = grown["trees"][:per_round]
+    if len(new_trees) < per_round:
+        raise ValueError(f"the client model has {len(new_trees)} trees, fewer than one "
+                         f"boosting round of num_parallel_tree={per_round}")
+    for offset, tree in enumerate(new_trees):
+        tree["id"] = have + offset
+        gbtree["trees"].append(tree)
+        gbtree["tree_info"].append(0)
+    gbtree["gbtree_model_param"]["num_trees"] = str(have + per_round)
+    gbtree["iteration_indptr"].append(gbtree["iteration_indptr"][-1] + per_round)
+    return json.dumps(merged).encode()
+
+
+def _xgb_json(model: bytes, what: str) -> dict[str, Any]:
+    try:
+        decoded = json.loads(bytes(model))
+        decoded["learner"]["gradient_booster"]["model"]["gbtree_model_param"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"the {what} is not an XGBoost gbtree model in JSON "
+                         f"(Booster.save_raw('json')): {exc}") from exc
+    return decoded  # type: ignore[no-any-return]
 
 
 # Server optimizers: one step from the averaged model ---------------------------------------

@@ -7,7 +7,7 @@ from functools import partial
 from typing import Unpack
 
 from fedsilo.common.typing import NDArrays
-from fedsilo.server.strategy.aggregate import aggregate_trimmed_mean
+from fedsilo.server.strategy.aggregate import aggregate_trimmed_avg
 from fedsilo.server.strategy.fedavg import FedAvg, FedAvgOptions
 
 __all__ = ["FedTrimmedAvg"]
@@ -24,4 +24,4 @@ class FedTrimmedAvg(FedAvg):
         self.beta = beta
 
     def fit_rule(self) -> Callable[[list[tuple[NDArrays, int]]], NDArrays]:
-        return partial(aggregate_trimmed_mean, proportion_to_cut=self.beta)
+        return partial(aggregate_trimmed_avg, proportiontocut=self.beta)

@@ -8,7 +8,7 @@ from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarr
 from fedsilo.common.typing import FitIns, FitRes, Parameters, Scalar
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
-from fedsilo.server.strategy.aggregate import aggregate_qffl
+from fedsilo.server.strategy.aggregate import aggregate_qffl, qffl_client_step
 from fedsilo.server.strategy.fedavg import FedAvg, FedAvgOptions
 
 __all__ = ["QFedAvg"]
@@ -58,10 +58,11 @@ class QFedAvg(FedAvg):
         if self.pre_weights_ is None:
             raise ValueError("QFedAvg.aggregate_fit needs configure_fit of the same round first")
         losses = self._client_losses(server_round, results)
-        new = aggregate_qffl(
-            parameters_to_ndarrays(self.pre_weights_),
-            [parameters_to_ndarrays(res.parameters) for _, res in results],
-            losses, self.q_param, self.qffl_learning_rate)
+        before = parameters_to_ndarrays(self.pre_weights_)
+        steps = [qffl_client_step(before, parameters_to_ndarrays(res.parameters), loss,
+                                  self.q_param, self.qffl_learning_rate)
+                 for (_, res), loss in zip(results, losses, strict=True)]
+        new = aggregate_qffl(before, [delta for delta, _ in steps], [h for _, h in steps])
         return ndarrays_to_parameters(new), self.aggregate_metrics_fit(results)
 
     def _client_losses(

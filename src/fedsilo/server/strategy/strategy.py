@@ -53,6 +53,12 @@ class Strategy(ABC):
     which client failed and why.
     """
 
+    parameters_are_arrays: bool = True
+    """Whether the model's ``Parameters`` hold numpy arrays. The round loop then decodes
+    every update and checks it against the global model (count, shapes, dtypes, finite
+    values). A strategy whose model is something else, such as XGBoost's JSON trees, sets
+    False: the loop then checks only the example counts and leaves the bytes to it."""
+
     @abstractmethod
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         """The global model's starting point, or None to ask a client for it."""

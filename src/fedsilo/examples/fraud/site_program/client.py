@@ -23,6 +23,7 @@ import sys
 import utils  # the program's own module, next to this file in the source tarball
 
 import fedsilo as fl
+from fedsilo.common.logger import update_console_handler
 from fedsilo.examples.fraud.client import FraudClient
 
 ROOT_CERTIFICATES_ENV = "FEDSILO_ROOT_CERTIFICATES"
@@ -61,8 +62,7 @@ def _client_identity() -> tuple[str, str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    update_console_handler(level=logging.INFO, timestamps=True)
     output_dir = os.environ.get("SM_OUTPUT_DIR")
     try:
         args = parse_args(argv)
