@@ -10,9 +10,9 @@ setup, as Flower's do. To hear less, or more::
     update_console_handler(level=logging.WARNING)      # the console handler only
     logging.getLogger("fedsilo").setLevel(logging.WARNING)  # or the whole logger
 
-Records also propagate to the root logger, as Flower's do; an application that installs
-its own root handler can remove the console handler with ``logger.removeHandler(
-console_handler)``. :func:`configure` adds a file (and, as in Flower, an HTTP log server).
+Records also propagate to the root logger, as Flower's do; once an application gives the
+root logger handlers of its own (``logging.basicConfig``), the console handler stays quiet,
+so no line is printed twice. :func:`configure` adds a file (and, as in Flower, an HTTP log server).
 """
 
 from __future__ import annotations
@@ -35,7 +35,17 @@ LOGGER_NAME = "fedsilo"
 logger = logging.getLogger(LOGGER_NAME)
 logger.setLevel(logging.INFO)
 
-console_handler = logging.StreamHandler()
+class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr, unless the application gave the root logger handlers of its own: records
+    propagate there, and printing them here too would show every line twice."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logger.propagate and logging.getLogger().handlers:
+            return
+        super().emit(record)
+
+
+console_handler = _ConsoleHandler()
 console_handler.setLevel(logging.INFO)
 console_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 logger.addHandler(console_handler)
