@@ -1,0 +1,74 @@
+"""A ClientApp behind fedsilo's transports: it answers legacy instructions.
+
+gRPC streams, simulation workers and in-process proxies carry FitIns and
+EvaluateIns (see :mod:`fedsilo.app._legacy`); :class:`ClientAppClient` turns each into a
+train or evaluate Message for the app, with the node's Context, and the app's reply back.
+The Context (and its ``state``) lives as long as this object: one per node.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fedsilo.app import Context, Message, MessageType, Metadata, RecordDict
+from fedsilo.app._legacy import (
+    evaluate_reply_to_res,
+    instruction_to_content,
+    train_reply_to_res,
+)
+from fedsilo.app._message import DEFAULT_TTL, SERVER_NODE_ID
+from fedsilo.client.client import Client
+from fedsilo.clientapp._client_app import ClientApp
+from fedsilo.common.typing import EvaluateIns, EvaluateRes, FitIns, FitRes
+
+__all__ = ["ClientAppClient", "node_context"]
+
+
+def node_context(node_id: int, node_config: dict[str, bool | float | int | str],
+                 run_config: dict[str, bool | float | int | str] | None = None,
+                 run_id: int = 0) -> Context:
+    """A fresh Context for a node."""
+    return Context(run_id=run_id, node_id=node_id, node_config=dict(node_config),
+                   state=RecordDict(), run_config=dict(run_config or {}))
+
+
+class ClientAppClient(Client):
+    """Presents a ClientApp, with its node's Context, as a legacy Client.
+
+    Parameters
+    ----------
+    app:
+        The ClientApp.
+    context:
+        The node's Context, kept across messages.
+    """
+
+    def __init__(self, app: ClientApp, context: Context) -> None:
+        self.app = app
+        self.context = context
+
+    def _instruction(self, ins: FitIns | EvaluateIns, message_type: str) -> Message:
+        metadata = Metadata(run_id=self.context.run_id, message_id=uuid.uuid4().hex,
+                            src_node_id=SERVER_NODE_ID, dst_node_id=self.context.node_id,
+                            reply_to_message_id="",
+                            group_id=str(ins.config.get("server-round", "")),
+                            created_at=time.time(), ttl=DEFAULT_TTL, message_type=message_type)
+        return Message(instruction_to_content(ins), metadata=metadata)
+
+    def _run(self, message: Message) -> RecordDict:
+        reply = self.app(message, self.context)
+        if not isinstance(reply, Message):
+            raise TypeError(f"the ClientApp's {message.metadata.message_type} function must "
+                            f"return a Message, got {type(reply).__name__}; return "
+                            "Message(content=RecordDict(...), reply_to=msg)")
+        if reply.has_error():
+            raise RuntimeError(f"the ClientApp replied with error {reply.error.code}: "
+                               f"{reply.error.reason}")
+        return reply.content
+
+    def fit(self, ins: FitIns) -> FitRes:
+        return train_reply_to_res(self._run(self._instruction(ins, MessageType.TRAIN)))
+
+    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
+        return evaluate_reply_to_res(self._run(self._instruction(ins, MessageType.EVALUATE)))

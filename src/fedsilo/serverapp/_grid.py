@@ -1,0 +1,278 @@
+"""``Grid``: how a ServerApp reaches the nodes, built on the round loop's client proxies.
+
+Each node is a ``ClientProxy`` of the server's client manager (a gRPC stream, a simulated
+client, an in-process client); its node id is a stable small integer given to its client
+id on first sight. A train or evaluate message travels as the legacy instruction the
+proxies carry (see :mod:`fedsilo.app._legacy`): instructions that share one content
+object are encoded once, replies are checked as the round loop checks them (tensors that
+decode, no NaN or Inf, a sane example count), and a node that fails, times out or
+cannot be sent the message gets a reply that carries an ``Error``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+
+from fedsilo.app import Error, ErrorCode, Message, MessageType, RecordDict
+from fedsilo.app._legacy import (
+    LegacyIncompatible,
+    arrays_to_parameters,
+    evaluateres_to_content,
+    fitres_to_content,
+    split_instruction,
+)
+from fedsilo.common.exceptions import ClientReportedError
+from fedsilo.common.typing import Code, EvaluateIns, EvaluateRes, FitIns, FitRes, NDArrays
+from fedsilo.server.client_manager import ClientManager
+from fedsilo.server.client_proxy import ClientProxy
+from fedsilo.server.server import Server
+from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_evaluate_res, check_fit_res
+
+__all__ = ["Grid", "ProxyGrid", "ReplyFold", "wait_for_nodes"]
+
+ReplyFold = Callable[[Message, NDArrays | None], None]
+"""Called with each reply as it arrives, and the reply's checked arrays (train replies)."""
+
+
+class Grid(ABC):
+    """What a ServerApp's ``main`` uses to talk to the nodes (Flower's ``Grid``)."""
+
+    @abstractmethod
+    def get_node_ids(self) -> Iterable[int]:
+        """The ids of the nodes connected now."""
+
+    @abstractmethod
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Send messages without waiting; return their ids."""
+
+    @abstractmethod
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The replies that have arrived for these message ids (each is returned once)."""
+
+    @abstractmethod
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        """Send messages and wait up to ``timeout`` seconds for every reply."""
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        """The older spelling of ``Message(content, dst_node_id, message_type, ...)``."""
+        return Message(content, dst_node_id, message_type, group_id=group_id, ttl=ttl)
+
+
+class ProxyGrid(Grid):
+    """A Grid over the client proxies of ``client_manager``.
+
+    Parameters
+    ----------
+    client_manager:
+        Where the nodes are (the server's or the simulation's client manager).
+    run_id:
+        The run the messages belong to.
+    max_num_examples:
+        The largest ``num-examples`` a reply may claim.
+    """
+
+    def __init__(self, client_manager: ClientManager, *, run_id: int = 0,
+                 max_num_examples: int = MAX_NUM_EXAMPLES) -> None:
+        self.client_manager = client_manager
+        self.run_id = run_id
+        self.max_num_examples = max_num_examples
+        self._server = Server(client_manager=client_manager, max_num_examples=max_num_examples)
+        self._node_ids: dict[str, int] = {}
+        self._cids: dict[int, str] = {}
+        self._next_id = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pushed: dict[str, concurrent.futures.Future[Message]] = {}
+        self._push_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # Nodes -------------------------------------------------------------------------------
+
+    def _node_id(self, cid: str) -> int:
+        with self._lock:
+            node_id = self._node_ids.get(cid)
+            if node_id is None:
+                node_id = next(self._next_id)
+                self._node_ids[cid] = node_id
+                self._cids[node_id] = cid
+            return node_id
+
+    def get_node_ids(self) -> list[int]:
+        return [self._node_id(cid) for cid in sorted(self.client_manager.all(), key=_cid_order)]
+
+
+    # Sending -----------------------------------------------------------------------------
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> list[Message]:
+        replies: list[Message] = []
+        self.send_and_fold(messages, lambda reply, _arrays: replies.append(reply),
+                           timeout=timeout, keep_arrays=True)
+        return replies
+
+    def send_and_fold(self, messages: Iterable[Message], fold: ReplyFold, *,
+                      timeout: float | None = None, keep_arrays: bool = False) -> None:
+        """Send ``messages`` and call ``fold`` with each reply, in this thread, as it comes.
+
+        A train reply reaches ``fold`` with its decoded, checked arrays; unless
+        ``keep_arrays``, the reply's ArrayRecord is emptied once ``fold`` returns, so the
+        round holds one model at a time, not one per node.
+        """
+        instructions: list[tuple[ClientProxy, FitIns | EvaluateIns]] = []
+        sent: list[Message] = []
+        encoded: dict[int, FitIns | EvaluateIns] = {}
+        proxies = self.client_manager.all()
+        for message in messages:
+            self._stamp(message)
+            cid = self._cids.get(message.metadata.dst_node_id)
+            proxy = None if cid is None else proxies.get(cid)
+            if proxy is None:
+                fold(_error_reply(message, ErrorCode.MESSAGE_UNAVAILABLE,
+                                  f"node {message.metadata.dst_node_id} is not connected"),
+                     None)
+                continue
+            try:
+                ins = encoded.get(id(message.content))
+                if ins is None:
+                    ins = _to_instruction(message)
+                    encoded[id(message.content)] = ins
+            except LegacyIncompatible as exc:
+                fold(_error_reply(message, ErrorCode.MESSAGE_UNAVAILABLE, str(exc)), None)
+                continue
+            instructions.append((proxy, ins))
+            sent.append(message)
+        by_proxy = {id(proxy): message for (proxy, _), message in zip(instructions, sent,
+                                                                     strict=True)}
+
+        def process(proxy: ClientProxy, res: FitRes | EvaluateRes) -> None:
+            message = by_proxy[id(proxy)]
+            try:
+                reply, arrays = self._reply(proxy, message, res)
+                fold(reply, arrays)
+                if not keep_arrays and arrays is not None:
+                    for record in reply.content.array_records.values():
+                        record.clear()
+            finally:
+                proxy.release_reply()
+
+        fits = [(p, i) for p, i in instructions if isinstance(i, FitIns)]
+        evaluations = [(p, i) for p, i in instructions if isinstance(i, EvaluateIns)]
+        for method, group in (("fit", fits), ("evaluate", evaluations)):
+            if not group:
+                continue
+            _, failures = self._server._run_parallel(group, method, process, timeout,
+                                                     _round_of(sent))
+            failed = {failure.cid for failure in failures}  # type: ignore[attr-defined]
+            for proxy, _ in group:
+                if proxy.cid in failed:
+                    failure = next(f for f in failures
+                                   if getattr(f, "cid", None) == proxy.cid)
+                    fold(_error_reply(by_proxy[id(proxy)], ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                      str(failure)), None)
+
+    def _stamp(self, message: Message) -> None:
+        metadata = message.metadata
+        if not metadata.message_id:
+            metadata.message_id = uuid.uuid4().hex
+        metadata.run_id = self.run_id
+
+    def _reply(self, proxy: ClientProxy, message: Message,
+               res: FitRes | EvaluateRes) -> tuple[Message, NDArrays | None]:
+        if res.status.code != Code.OK:
+            raise ClientReportedError(proxy.cid, res.status.message or res.status.code.name)
+        if isinstance(res, FitRes):
+            arrays = check_fit_res(proxy.cid, res, None, self.max_num_examples)
+            keys = list(message.content.array_records.get(_first_key(message), {}).keys())
+            content = fitres_to_content(res, keys)
+        else:
+            check_evaluate_res(proxy.cid, res, self.max_num_examples)
+            arrays, content = None, evaluateres_to_content(res)
+        reply = Message(content, reply_to=message)
+        reply.metadata.message_id = uuid.uuid4().hex
+        return reply, arrays
+
+    # Push and pull -----------------------------------------------------------------------
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        with self._lock:
+            if self._push_pool is None:
+                self._push_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=32, thread_name_prefix="fedsilo-grid")
+            pool = self._push_pool
+        for message in messages:
+            self._stamp(message)
+            ids.append(message.metadata.message_id)
+            self._pushed[message.metadata.message_id] = pool.submit(self._send_one, message)
+        return ids
+
+    def _send_one(self, message: Message) -> Message:
+        replies = self.send_and_receive([message], timeout=message.metadata.ttl)
+        return replies[0]
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        replies = []
+        for message_id in message_ids:
+            future = self._pushed.get(message_id)
+            if future is not None and future.done():
+                del self._pushed[message_id]
+                replies.append(future.result())
+        return replies
+
+    def close(self) -> None:
+        """Stop the threads that carry pushed messages."""
+        if self._push_pool is not None:
+            self._push_pool.shutdown(wait=False, cancel_futures=True)
+            self._push_pool = None
+        self._server._stop_workers()
+
+
+def _cid_order(cid: str) -> tuple[int, int | str]:
+    return (0, int(cid)) if cid.isdigit() else (1, cid)
+
+
+def _first_key(message: Message) -> str:
+    return next(iter(message.content.array_records), "")
+
+
+def _round_of(messages: list[Message]) -> int:
+    group = messages[0].metadata.group_id if messages else ""
+    return int(group) if group.isdigit() else 0
+
+
+def _to_instruction(message: Message) -> FitIns | EvaluateIns:
+    message_type = message.metadata.message_type
+    if not message.has_content():
+        raise LegacyIncompatible("the message carries no content")
+    if message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
+        raise LegacyIncompatible(f"{message_type!r} messages cannot be carried to this node; "
+                                 "train and evaluate messages can")
+    arrays, config = split_instruction(message.content, message_type)
+    if message.metadata.group_id and "server-round" not in config:
+        config = {**config, "server-round": message.metadata.group_id}
+    parameters = arrays_to_parameters(arrays)
+    if message_type == MessageType.TRAIN:
+        return FitIns(parameters, config)
+    return EvaluateIns(parameters, config)
+
+
+def _error_reply(message: Message, code: int, reason: str) -> Message:
+    reply = Message(Error(code=code, reason=reason), reply_to=message)
+    reply.metadata.message_id = uuid.uuid4().hex
+    return reply
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout: float | None = None) -> list[int]:
+    """Wait until ``count`` nodes are connected; return their ids."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < count:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{len(nodes)} of {count} nodes connected within {timeout} s")
+        time.sleep(0.05)
+    return nodes
