@@ -43,37 +43,40 @@ class Array:
     data: bytes
 
     def __init__(self, *args: Any, dtype: str | None = None,
-                 shape: tuple[int, ...] | list[int] | None = None, stype: str | None = None,
+                 shape: tuple[int, ...] | None = None, stype: str | None = None,
                  data: bytes | None = None, ndarray: NDArray | None = None) -> None:
-        fields = {"dtype": dtype, "shape": shape, "stype": stype, "data": data}
-        given = {k: v for k, v in fields.items() if v is not None}
-        if len(args) == 1 and not given and ndarray is None and isinstance(args[0], np.ndarray):
-            ndarray = args[0]
-        elif args:
-            if len(args) > len(_FIELDS) or ndarray is not None:
-                raise TypeError(_USAGE)
-            for name, value in zip(_FIELDS, args, strict=False):
-                if name in given:
-                    raise TypeError(f"Array got two values for {name!r}. {_USAGE}")
-                given[name] = value
-        if ndarray is not None:
-            if given:
-                raise TypeError(f"Array takes an ndarray or the four fields, not both. {_USAGE}")
-            if not isinstance(ndarray, np.ndarray):
-                raise TypeError(f"ndarray must be a numpy.ndarray, got {type(ndarray).__name__}")
-            self.dtype = str(ndarray.dtype)
-            self.shape = tuple(int(n) for n in ndarray.shape)
-            self.stype = NUMPY_STYPE
-            self.data = ndarray_to_bytes(ndarray)
-            return
-        if set(given) != set(_FIELDS):
+        if len(args) > len(_FIELDS):
             raise TypeError(_USAGE)
-        if not isinstance(given["data"], bytes | bytearray | memoryview):
-            raise TypeError(f"Array data must be bytes, got {type(given['data']).__name__}")
-        self.dtype = str(given["dtype"])
-        self.shape = tuple(int(n) for n in given["shape"])
-        self.stype = str(given["stype"])
-        self.data = given["data"]
+        fields: list[Any] = list(args) + [None] * (len(_FIELDS) - len(args))
+        method = None
+        for index, (value, kind) in enumerate(((dtype, "fields"), (shape, "fields"),
+                                               (stype, "fields"), (data, "fields"),
+                                               (ndarray, "ndarray"))):
+            if value is None:
+                continue
+            index = min(index, 3) if kind == "fields" else 0
+            if fields[index] is not None or (method is not None and method != kind):
+                raise TypeError(_USAGE)
+            method, fields[index] = kind, value
+        given = [f for f in fields if f is not None]
+        if method in (None, "fields") and len(given) == 4 and isinstance(given[0], str) \
+                and isinstance(given[1], tuple) and all(isinstance(n, int) for n in given[1]) \
+                and isinstance(given[2], str) and isinstance(given[3], bytes):
+            self.dtype, self.shape, self.stype, self.data = given
+            return
+        if method in (None, "ndarray") and len(given) == 1 and isinstance(given[0], np.ndarray):
+            array = given[0]
+            self.dtype = str(array.dtype)
+            self.shape = tuple(int(n) for n in array.shape)
+            self.stype = NUMPY_STYPE
+            self.data = ndarray_to_bytes(array)
+            return
+        raise TypeError(_USAGE)
+
+    @classmethod
+    def from_numpy_ndarray(cls, ndarray: NDArray) -> Array:
+        """An Array holding ``ndarray`` as ``.npy`` bytes."""
+        return cls(ndarray=ndarray)
 
     def numpy(self) -> NDArray:
         """The tensor as a read-only ndarray sharing memory with ``data``."""
@@ -87,5 +90,5 @@ class Array:
                 f"data=<{len(self.data)} bytes>)")
 
 
-_USAGE = ("Build an Array from a numpy array (Array(arr) or Array(ndarray=arr)) or from "
-          "dtype, shape, stype and data (positionally or by name).")
+_USAGE = ("Invalid arguments for Array. Expected either a NumPy ndarray or explicit "
+          "dtype/shape/stype/data values (str, tuple of int, str, bytes).")

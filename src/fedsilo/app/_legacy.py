@@ -76,7 +76,7 @@ def parameters_to_arrays(parameters: Parameters, keys: list[str] | None = None) 
     record = ArrayRecord()
     for key, tensor in zip(keys, parameters.tensors, strict=True):
         view = bytes_to_ndarray(tensor)
-        record[key] = Array(str(view.dtype), view.shape, NUMPY_STYPE, tensor)
+        record[key] = Array(str(view.dtype), tuple(view.shape), NUMPY_STYPE, bytes(tensor))
     return record
 
 

@@ -88,8 +88,8 @@ class _CheckedDict(MutableMapping[str, V]):
         return f"{type(self).__name__}({self._data!r})"
 
 
-def _scalar_checker(kinds: tuple[type, ...], allow_bool: bool,
-                    expected: str) -> Callable[[object], None]:
+def _scalar_checker(kinds: tuple[type, ...], allow_bool: bool, expected: str,
+                    scalars: str) -> Callable[[object], None]:
     """A value check for scalars of ``kinds`` and homogeneous lists of them."""
 
     def check_scalar(value: object) -> None:
@@ -106,14 +106,17 @@ def _scalar_checker(kinds: tuple[type, ...], allow_bool: bool,
             first = type(value[0])
             if not all(isinstance(v, first) for v in value):
                 raise TypeError("All values in a list must be of the same valid type. "
-                                f"One of {expected}.")
+                                f"One of {scalars}.")
 
     return check
 
 
-_check_metric = _scalar_checker((int, float), False, "int | float | list[int] | list[float]")
-_check_config = _scalar_checker((int, float, str, bytes, bool), True,
-                                "int | float | str | bytes | bool and lists of them")
+_check_metric = _scalar_checker((int, float), False, "int | float | list[int] | list[float]",
+                                "int | float")
+_check_config = _scalar_checker(
+    (int, float, str, bytes, bool), True,
+    "int | float | str | bytes | bool | list[int] | list[float] | list[str] | list[bytes] "
+    "| list[bool]", "int | float | str | bytes | bool")
 
 
 class MetricRecord(_CheckedDict[MetricRecordValues]):
@@ -172,6 +175,11 @@ class ConfigRecord(_CheckedDict[ConfigRecordValues]):
                    for k, v in self.items())
 
 
+_ARRAY_RECORD_USAGE = ("Invalid arguments for ArrayRecord. Expected either a list of NumPy "
+                       "ndarrays or a dictionary of Arrays. The `keep_input` argument is "
+                       "keyword-only.")
+
+
 class ArrayRecord(_CheckedDict[Array]):
     """Named tensors: str keys, ``Array`` values, in insertion order.
 
@@ -197,18 +205,15 @@ class ArrayRecord(_CheckedDict[Array]):
         if isinstance(array_dict, list):
             self._fill_from_ndarrays(array_dict, keep_input)
         elif array_dict is not None:
-            if not isinstance(array_dict, Mapping):
-                raise TypeError(
-                    "ArrayRecord takes a dict of str to Array or a list of numpy arrays, got "
-                    f"{type(array_dict).__name__}")
+            if not isinstance(array_dict, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, Array) for k, v in array_dict.items()):
+                raise TypeError(_ARRAY_RECORD_USAGE)
             self._fill(array_dict, keep_input)
 
     def _fill_from_ndarrays(self, ndarrays: list[NDArray], keep_input: bool) -> None:
+        if not all(isinstance(ndarray, np.ndarray) for ndarray in ndarrays):
+            raise TypeError(_ARRAY_RECORD_USAGE)
         for index, ndarray in enumerate(list(ndarrays)):
-            if not isinstance(ndarray, np.ndarray):
-                raise TypeError(
-                    f"ArrayRecord's list must hold numpy arrays; item {index} is a "
-                    f"{type(ndarray).__name__}")
             self[str(index)] = Array(ndarray)
         if not keep_input:
             ndarrays.clear()

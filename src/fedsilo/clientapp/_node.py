@@ -12,7 +12,10 @@ import time
 import uuid
 
 from fedsilo.app import Context, Message, MessageType, Metadata, RecordDict
+from fedsilo.app._envelope import ENVELOPE_KEY, close_envelope, open_envelope
 from fedsilo.app._legacy import (
+    NUM_EXAMPLES_KEY,
+    LegacyIncompatible,
     evaluate_reply_to_res,
     instruction_to_content,
     train_reply_to_res,
@@ -20,7 +23,7 @@ from fedsilo.app._legacy import (
 from fedsilo.app._message import DEFAULT_TTL, SERVER_NODE_ID
 from fedsilo.client.client import Client
 from fedsilo.clientapp._client_app import ClientApp
-from fedsilo.common.typing import EvaluateIns, EvaluateRes, FitIns, FitRes
+from fedsilo.common.typing import Code, EvaluateIns, EvaluateRes, FitIns, FitRes, Status
 
 __all__ = ["ClientAppClient", "node_context"]
 
@@ -49,12 +52,16 @@ class ClientAppClient(Client):
         self.context = context
 
     def _instruction(self, ins: FitIns | EvaluateIns, message_type: str) -> Message:
+        if ENVELOPE_KEY in ins.config:
+            content, message_type = open_envelope(ins.parameters, ins.config[ENVELOPE_KEY])
+        else:
+            content = instruction_to_content(ins)
         metadata = Metadata(run_id=self.context.run_id, message_id=uuid.uuid4().hex,
                             src_node_id=SERVER_NODE_ID, dst_node_id=self.context.node_id,
                             reply_to_message_id="",
                             group_id=str(ins.config.get("server-round", "")),
                             created_at=time.time(), ttl=DEFAULT_TTL, message_type=message_type)
-        return Message(instruction_to_content(ins), metadata=metadata)
+        return Message(content, metadata=metadata)
 
     def _run(self, message: Message) -> RecordDict:
         reply = self.app(message, self.context)
@@ -68,7 +75,38 @@ class ClientAppClient(Client):
         return reply.content
 
     def fit(self, ins: FitIns) -> FitRes:
-        return train_reply_to_res(self._run(self._instruction(ins, MessageType.TRAIN)))
+        message = self._instruction(ins, MessageType.TRAIN)
+        content = self._run(message)
+        if ENVELOPE_KEY not in ins.config:
+            try:
+                return train_reply_to_res(content)
+            except LegacyIncompatible:
+                pass  # a reply the plain mapping cannot carry travels in an envelope
+        parameters, envelope = close_envelope(content, message.metadata.message_type)
+        return FitRes(Status(Code.OK, "Success"), parameters, _weight(content),
+                      {ENVELOPE_KEY: envelope})
 
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
-        return evaluate_reply_to_res(self._run(self._instruction(ins, MessageType.EVALUATE)))
+        message = self._instruction(ins, MessageType.EVALUATE)
+        content = self._run(message)
+        if ENVELOPE_KEY not in ins.config:
+            try:
+                return evaluate_reply_to_res(content)
+            except LegacyIncompatible:
+                pass
+        if content.array_records:
+            raise LegacyIncompatible(
+                f"the {message.metadata.message_type} reply holds arrays; only train replies "
+                "carry arrays to the server")
+        _, envelope = close_envelope(content, message.metadata.message_type)
+        return EvaluateRes(Status(Code.OK, "Success"), 0.0, _weight(content),
+                           {ENVELOPE_KEY: envelope})
+
+
+def _weight(content: RecordDict) -> int:
+    """The reply's ``num-examples`` where it has one plain number of them, else 0."""
+    for record in content.metric_records.values():
+        value = record.get(NUM_EXAMPLES_KEY)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+    return 0

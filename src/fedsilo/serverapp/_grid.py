@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
 from fedsilo.app import Error, ErrorCode, Message, MessageType, RecordDict
+from fedsilo.app._envelope import ENVELOPE_KEY, close_envelope, open_envelope
 from fedsilo.app._legacy import (
     LegacyIncompatible,
     arrays_to_parameters,
@@ -27,8 +28,16 @@ from fedsilo.app._legacy import (
     fitres_to_content,
     split_instruction,
 )
-from fedsilo.common.exceptions import ClientReportedError
-from fedsilo.common.typing import Code, EvaluateIns, EvaluateRes, FitIns, FitRes, NDArrays
+from fedsilo.common.exceptions import ClientReportedError, InvalidUpdate, ProtocolError
+from fedsilo.common.typing import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    NDArrays,
+    Parameters,
+)
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
 from fedsilo.server.server import Server
@@ -186,13 +195,22 @@ class ProxyGrid(Grid):
                res: FitRes | EvaluateRes) -> tuple[Message, NDArrays | None]:
         if res.status.code != Code.OK:
             raise ClientReportedError(proxy.cid, res.status.message or res.status.code.name)
+        arrays: NDArrays | None = None
         if isinstance(res, FitRes):
             arrays = check_fit_res(proxy.cid, res, None, self.max_num_examples)
+        else:
+            check_evaluate_res(proxy.cid, res, self.max_num_examples)
+        if ENVELOPE_KEY in res.metrics:
+            parameters = res.parameters if isinstance(res, FitRes) else Parameters([], "")
+            try:
+                content, _ = open_envelope(parameters, res.metrics[ENVELOPE_KEY])
+            except ProtocolError as exc:
+                raise InvalidUpdate(proxy.cid, str(exc)) from exc
+        elif isinstance(res, FitRes):
             keys = list(message.content.array_records.get(_first_key(message), {}).keys())
             content = fitres_to_content(res, keys)
         else:
-            check_evaluate_res(proxy.cid, res, self.max_num_examples)
-            arrays, content = None, evaluateres_to_content(res)
+            content = evaluateres_to_content(res)
         reply = Message(content, reply_to=message)
         reply.metadata.message_id = uuid.uuid4().hex
         return reply, arrays
@@ -247,19 +265,23 @@ def _round_of(messages: list[Message]) -> int:
 
 
 def _to_instruction(message: Message) -> FitIns | EvaluateIns:
+    """The legacy instruction that carries ``message``: plain when its content fits, else
+    in an envelope (train messages as FitIns, any other type as EvaluateIns)."""
     message_type = message.metadata.message_type
     if not message.has_content():
         raise LegacyIncompatible("the message carries no content")
-    if message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
-        raise LegacyIncompatible(f"{message_type!r} messages cannot be carried to this node; "
-                                 "train and evaluate messages can")
-    arrays, config = split_instruction(message.content, message_type)
+    trains = message_type.partition(".")[0] == MessageType.TRAIN
+    try:
+        if message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
+            raise LegacyIncompatible(f"{message_type!r} is not a legacy instruction")
+        arrays, config = split_instruction(message.content, message_type)
+        parameters = arrays_to_parameters(arrays)
+    except LegacyIncompatible:
+        parameters, envelope = close_envelope(message.content, message_type)
+        config = {ENVELOPE_KEY: envelope}
     if message.metadata.group_id and "server-round" not in config:
         config = {**config, "server-round": message.metadata.group_id}
-    parameters = arrays_to_parameters(arrays)
-    if message_type == MessageType.TRAIN:
-        return FitIns(parameters, config)
-    return EvaluateIns(parameters, config)
+    return FitIns(parameters, config) if trains else EvaluateIns(parameters, config)
 
 
 def _error_reply(message: Message, code: int, reason: str) -> Message:

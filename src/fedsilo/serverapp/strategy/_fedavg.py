@@ -140,6 +140,10 @@ class FedAvg(Strategy):
         """The aggregation rule over ``[(arrays, weight)]``: the weighted mean here."""
         return aggregate_weighted_mean(results)
 
+    def select(self, results: list[tuple[NDArrays, int]]) -> list[int]:
+        """Which replies the rule and the metrics use (all, here; Krum picks)."""
+        return list(range(len(results)))
+
     def conclude_train(self, server_round: int, aggregate: NDArrays,
                        current: ArrayRecord | None) -> NDArrays:
         """Turn the rule's output into the new global arrays; server optimizers step here."""
@@ -183,6 +187,9 @@ class FedAvg(Strategy):
             contents.append(reply.content)
         if not results or keys is None:
             return None, None
+        chosen = self.select(results)
+        results = [results[i] for i in chosen]
+        contents = [contents[i] for i in chosen]
         aggregate = self.conclude_train(server_round, self.rule(results), self._current)
         return (_record(keys, aggregate),
                 self.train_metrics_aggr_fn(contents, self.weighted_by_key))

@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from fedsilo.app import ArrayRecord, ConfigRecord, Message
 from fedsilo.common.typing import NDArrays
 from fedsilo.server.strategy.aggregate import (
-    aggregate_krum,
     aggregate_median,
     aggregate_trimmed_mean,
     fedadagrad_step,
     fedadam_step,
     fedavgm_step,
     fedyogi_step,
+    krum_scores,
+    pairwise_squared_distances,
 )
 from fedsilo.serverapp._grid import Grid
 from fedsilo.serverapp.strategy._fedavg import FedAvg
@@ -90,8 +93,14 @@ class Krum(FedAvg):
         super().__init__(*args, **kwargs)
         self.num_malicious_nodes = num_malicious_nodes
 
-    def rule(self, results: list[tuple[NDArrays, int]]) -> NDArrays:
-        return aggregate_krum(results, self.num_malicious_nodes, 0)
+    num_selected = 1
+
+    def select(self, results: list[tuple[NDArrays, int]]) -> list[int]:
+        """The ``num_selected`` replies with the lowest Krum scores; their weighted mean is
+        the aggregate and their metrics the round's metrics, as in Flower."""
+        scores = krum_scores(pairwise_squared_distances([m for m, _ in results]),
+                             self.num_malicious_nodes)
+        return [int(i) for i in np.argsort(scores, kind="stable")[:self.num_selected]]
 
 
 class MultiKrum(Krum):
@@ -109,9 +118,7 @@ class MultiKrum(Krum):
                  **kwargs: Any) -> None:
         super().__init__(*args, num_malicious_nodes=num_malicious_nodes, **kwargs)
         self.num_nodes_to_select = num_nodes_to_select
-
-    def rule(self, results: list[tuple[NDArrays, int]]) -> NDArrays:
-        return aggregate_krum(results, self.num_malicious_nodes, self.num_nodes_to_select)
+        self.num_selected = num_nodes_to_select
 
 
 class FedAvgM(FedAvg):
