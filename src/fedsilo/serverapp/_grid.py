@@ -133,10 +133,13 @@ class ProxyGrid(Grid):
         ``keep_arrays``, the reply's ArrayRecord is emptied once ``fold`` returns, so the
         round holds one model at a time, not one per node.
         """
+        messages = list(messages)
         instructions: list[tuple[ClientProxy, FitIns | EvaluateIns]] = []
         sent: list[Message] = []
         encoded: dict[int, FitIns | EvaluateIns] = {}
         proxies = self.client_manager.all()
+        if any(m.metadata.dst_node_id not in self._cids for m in messages):
+            self.get_node_ids()  # nodes joined since the ids were last listed
         for message in messages:
             self._stamp(message)
             cid = self._cids.get(message.metadata.dst_node_id)

@@ -65,9 +65,10 @@ class ServerApp:
 
     def main(self) -> Callable[[MainFn], MainFn]:
         """Register the function that runs the federation: ``main(grid, context)``."""
+        if self._server_fn is not None:
+            raise ValueError("Use either `@app.main()` or `server_fn`, but not both.")
+
         def decorator(fn: MainFn) -> MainFn:
-            if self._server_fn is not None:
-                raise ValueError("Use either `@app.main()` or `server_fn`, but not both.")
             if self._main is not None:
                 raise ValueError("A main function is already registered with this ServerApp.")
             self._main = fn

@@ -1,0 +1,201 @@
+"""ClientApp forms and mods, and the Grid over the round loop's proxies (in-process nodes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import fedsilo as fl
+from fedsilo.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from fedsilo.clientapp import ClientApp, ClientAppClient, node_context
+from fedsilo.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+from fedsilo.server.client_manager import SimpleClientManager
+from fedsilo.serverapp import ProxyGrid, ServerApp, ServerAppComponents, run_server_app
+from fedsilo.serverapp.strategy import FedAvg
+from fedsilo.simulation import InProcessClientProxy
+
+
+def _reply(msg: Message, arrays: list[np.ndarray], **metrics: float) -> Message:
+    return Message(RecordDict({"arrays": ArrayRecord(arrays),
+                               "metrics": MetricRecord(dict(metrics))}), reply_to=msg)
+
+
+def _train_message(arrays: list[np.ndarray], **config: float) -> Message:
+    return Message(RecordDict({"arrays": ArrayRecord(arrays),
+                               "config": ConfigRecord(dict(config))}), 1, "train")
+
+
+def _context() -> Context:
+    return node_context(1, {"partition-id": 0, "num-partitions": 1})
+
+
+def test_decorators_route_by_type_and_action() -> None:
+    app = ClientApp()
+
+    @app.query()
+    def default(msg: Message, context: Context) -> Message:
+        return Message(RecordDict({"m": MetricRecord({"which": 0})}), reply_to=msg)
+
+    @app.query("stats")
+    def stats(msg: Message, context: Context) -> Message:
+        return Message(RecordDict({"m": MetricRecord({"which": 1})}), reply_to=msg)
+
+    def ask(message_type: str) -> int:
+        reply = app(Message(RecordDict(), 1, message_type), _context())
+        return int(reply.content["m"]["which"])
+
+    assert (ask("query"), ask("query.stats")) == (0, 1)
+    with pytest.raises(ValueError, match="No train function registered"):
+        ask("train")
+    with pytest.raises(ValueError, match="Invalid message type"):
+        ask("fit")
+    with pytest.raises(ValueError, match="already registered"):
+        app.query("stats")(stats)
+
+
+def test_client_fn_form_runs_a_numpy_client() -> None:
+    class Doubler(fl.client.NumPyClient):
+        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+            return [p * 2 for p in parameters], 3, {"seen": float(config["server-round"])}
+
+    app = ClientApp(client_fn=lambda context: Doubler().to_client())
+    with pytest.raises(ValueError, match="not both"):
+        app.train()
+    message = _train_message([np.ones(2)], **{"server-round": 4})
+    reply = app(message, _context())
+    assert np.array_equal(reply.content["arrays"]["0"].numpy(), [2.0, 2.0])
+    assert dict(reply.content["metrics"]) == {"seen": 4.0, "num-examples": 3}
+
+
+@pytest.mark.parametrize("mod", [fixedclipping_mod, adaptiveclipping_mod])
+def test_clipping_mods_clip_the_update_to_the_norm(mod: object) -> None:
+    app = ClientApp(mods=[mod])  # type: ignore[list-item]
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        received = msg.content["arrays"].to_numpy_ndarrays()
+        return _reply(msg, [received[0] + np.array([3.0, 4.0])], **{"num-examples": 1})
+
+    start = np.array([1.0, 1.0])
+    reply = app(_train_message([start], clipping_norm=1.0), _context())
+    sent = reply.content["arrays"]["0"].numpy()
+    # The update (3, 4) has norm 5: scaled to norm 1 it is (0.6, 0.8).
+    assert np.allclose(sent - start, [0.6, 0.8])
+    if mod is adaptiveclipping_mod:
+        assert reply.content["metrics"]["norm_bit"] == 1
+    missing = app(_train_message([start]), _context())
+    assert missing.has_error() and "clipping_norm" in (missing.error.reason or "")
+
+
+@pytest.fixture()
+def grid() -> Iterator[ProxyGrid]:
+    """Three in-process nodes: 0 and 1 train honestly, 2 raises or sends NaN on request."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        p = int(context.node_config["partition-id"])
+        arrays = msg.content["arrays"].to_numpy_ndarrays()
+        if p == 2 and msg.content["config"].get("fail") == "raise":
+            raise RuntimeError("disk full")
+        if p == 2 and msg.content["config"].get("fail") == "nan":
+            return _reply(msg, [a * np.nan for a in arrays], **{"num-examples": 1})
+        return _reply(msg, [a + p for a in arrays], **{"num-examples": p + 1, "p": float(p)})
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return Message(RecordDict({"m": MetricRecord({"hist": [1, 2, 3]}),
+                                   "state": ConfigRecord({"name": b"node"})}), reply_to=msg)
+
+    manager = SimpleClientManager()
+    for p in range(3):
+        client = ClientAppClient(app, node_context(p + 1, {"partition-id": p,
+                                                           "num-partitions": 3}))
+        manager.register(InProcessClientProxy(str(p), client))
+    grid = ProxyGrid(manager)
+    yield grid
+    grid.close()
+
+
+def test_grid_lists_nodes_and_carries_train_messages(grid: ProxyGrid) -> None:
+    nodes = grid.get_node_ids()
+    assert nodes == [1, 2, 3]
+    content = RecordDict({"arrays": ArrayRecord({"w": ArrayRecord([np.zeros(2)])["0"]}),
+                          "config": ConfigRecord({"fail": "no"})})
+    replies = grid.send_and_receive([Message(content, n, "train") for n in nodes], timeout=30)
+    by_node = {r.metadata.src_node_id: r for r in replies}
+    assert set(by_node) == set(nodes)
+    assert np.array_equal(by_node[3].content["arrays"]["w"].numpy(), [2.0, 2.0])
+    assert by_node[2].content["metrics"]["num-examples"] == 2
+
+
+@pytest.mark.parametrize(("fail", "reason"), [("raise", "disk full"), ("nan", "NaN")])
+def test_a_failing_node_gets_an_error_reply_and_the_others_are_served(
+        grid: ProxyGrid, fail: str, reason: str) -> None:
+    content = RecordDict({"arrays": ArrayRecord([np.zeros(2)]),
+                          "config": ConfigRecord({"fail": fail})})
+    replies = grid.send_and_receive([Message(content, n, "train") for n in (1, 2, 3)],
+                                    timeout=30)
+    errors = [r for r in replies if r.has_error()]
+    assert len(replies) == 3 and len(errors) == 1
+    assert errors[0].metadata.src_node_id == 3 and reason in (errors[0].error.reason or "")
+
+
+def test_unknown_nodes_and_query_messages(grid: ProxyGrid) -> None:
+    [missing] = grid.send_and_receive([Message(RecordDict(), 99, "train")], timeout=5)
+    assert missing.has_error() and "not connected" in (missing.error.reason or "")
+    ids = list(grid.push_messages([Message(RecordDict(), 1, "query")]))
+    replies: list[Message] = []
+    while not replies:  # pull until the reply is in
+        replies = list(grid.pull_messages(ids))
+    assert replies[0].content["m"]["hist"] == [1, 2, 3]
+    assert replies[0].content["state"]["name"] == b"node"
+
+
+def test_fedavg_start_on_the_grid_weighs_by_num_examples(grid: ProxyGrid) -> None:
+    result = FedAvg(min_available_nodes=3, fraction_evaluate=0.0).start(
+        grid=grid, initial_arrays=ArrayRecord([np.zeros(2, np.float32)]), num_rounds=2,
+        train_config=ConfigRecord({"fail": "no"}))
+    # Each round adds sum_p (p+1) p / sum_p (p+1) = 8/6 to every weight.
+    assert np.allclose(result.arrays["0"].numpy(), 2 * 8 / 6)
+    assert np.isclose(result.train_metrics_clientapp[2]["p"], 8 / 6)
+    assert result.evaluate_metrics_clientapp == {}
+
+
+def test_server_fn_form_runs_a_legacy_strategy_on_the_same_nodes(grid: ProxyGrid) -> None:
+    strategy = fl.server.strategy.FedAvg(
+        min_available_clients=3, fraction_evaluate=0.0,
+        initial_parameters=fl.common.ndarrays_to_parameters([np.zeros(2)]),
+        on_fit_config_fn=lambda r: {"fail": "no"},
+        fit_metrics_aggregation_fn=lambda results: {
+            "p": sum(n * m["p"] for n, m in results) / sum(n for n, _ in results)})
+    app = ServerApp(server_fn=lambda context: ServerAppComponents(
+        strategy=strategy, config=fl.server.ServerConfig(num_rounds=1)))
+    history = run_server_app(app, grid.client_manager, node_context(0, {}))
+    assert history is not None
+    # The legacy loop weighed the nodes' metrics by their example counts: 8/6.
+    assert np.isclose(history.metrics_distributed_fit["p"][0][1], 8 / 6)
+    with pytest.raises(ValueError, match="not both"):
+        app.main()
+
+
+def test_an_error_reply_from_a_client_app_reaches_the_server(grid: ProxyGrid) -> None:
+    app = ClientApp()
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return Message(Error(code=7, reason="no data"), reply_to=msg)
+
+    with pytest.raises(RuntimeError, match="error 7: no data"):
+        ClientAppClient(app, _context()).evaluate(
+            fl.common.EvaluateIns(fl.common.ndarrays_to_parameters([]), {}))
