@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fedsilo import __version__
-from fedsilo.cli import certs, demo, federate, server, simulate, site
+from fedsilo.cli import certs, demo, federate, run, server, simulate, site
 
 app = typer.Typer(
     name="fedsilo",
@@ -19,6 +19,7 @@ app.add_typer(certs.app, name="certs")
 app.command(name="federate")(federate.federate)
 app.command(name="server")(server.server)
 app.command(name="simulate")(simulate.simulate)
+app.command(name="run")(run.run)
 
 
 @app.command()
