@@ -61,7 +61,8 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: s
 def test_an_app_directory_is_read_as_flower_lays_it_out(tmp_path: Path) -> None:
     project = load_app_project(NUMPY_APP)
     assert project.serverapp == "quickstart_numpy.server_app:app"
-    assert project.run_config == {"num-server-rounds": 3, "fraction-train": 1.0, "lr": 0.5}
+    assert project.run_config == {"num-server-rounds": 3, "fraction-train": 1.0,
+                                  "min-available-nodes": 3, "lr": 0.5}
     assert project.federation(None) == ("local-simulation", {"num-supernodes": 3})
     with pytest.raises(AppProjectError, match="no pyproject.toml"):
         load_app_project(tmp_path)

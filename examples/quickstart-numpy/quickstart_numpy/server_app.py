@@ -17,7 +17,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run the rounds and save the final model."""
     num_rounds = int(context.run_config["num-server-rounds"])
-    strategy = FedAvg(fraction_train=float(context.run_config["fraction-train"]))
+    strategy = FedAvg(fraction_train=float(context.run_config["fraction-train"]),
+                      min_available_nodes=int(context.run_config["min-available-nodes"]))
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(initial_model()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fedsilo import __version__
-from fedsilo.cli import certs, demo, federate, run, server, simulate, site
+from fedsilo.cli import certs, client, demo, federate, run, server, simulate, site
 
 app = typer.Typer(
     name="fedsilo",
@@ -20,6 +20,7 @@ app.command(name="federate")(federate.federate)
 app.command(name="server")(server.server)
 app.command(name="simulate")(simulate.simulate)
 app.command(name="run")(run.run)
+app.command(name="client")(client.client)
 
 
 @app.command()

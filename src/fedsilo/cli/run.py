@@ -22,7 +22,7 @@ def run(
         help="A federation of [tool.flwr.federations] (default: the one named default).")
     ] = None,
     run_config: Annotated[str | None, typer.Option(
-        "--run-config", help='Overrides of [tool.flwr.app.config]: "key=value key2=value2" '
+        "--run-config", help='Overrides of the app\'s run config: "key=value key2=value2" '
                              "(TOML values) or a .toml file.")] = None,
     backend: Annotated[str, typer.Option(
         help="local (a process pool, default) or ray.")] = "local",

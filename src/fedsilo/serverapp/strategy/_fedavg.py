@@ -117,6 +117,9 @@ class FedAvg(Strategy):
                   server_round: int) -> list[Message]:
         if fraction == 0.0:
             return []
+        # The share is taken of the nodes there once min_available_nodes have joined, so a
+        # node that joins late still counts (Flower takes it of those there before waiting).
+        sample_nodes(grid, self.min_available_nodes, 0)
         sample_size = max(int(len(list(grid.get_node_ids())) * fraction), minimum)
         node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
         config["server-round"] = server_round
