@@ -79,3 +79,53 @@ def test_a_node_without_tls_settings_is_refused_with_one_line(tmp_path: Path) ->
                           capture_output=True, text=True, timeout=60, env=_environ())
     assert done.returncode == 2
     assert "--root-certificates" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.flwr
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_legacy_flower_clients_join_the_app_server(tmp_path: Path) -> None:
+    """Flower 1.3 and the newest Flower, as legacy NumPyClients, are nodes of the app beside a
+    fedsilo node: they get the train messages as FitIns (arrays and config) and their
+    FitRes come back as replies with num-examples."""
+    from tests.interop.conftest import build_or_fail
+    from tests.interop.flower_envs import FLWR_1_3, FLWR_NEWEST
+
+    envs = [build_or_fail(FLWR_1_3), build_or_fail(FLWR_NEWEST)]
+    script = Path(__file__).resolve().parents[1] / "interop" / "app_checks" / \
+        "legacy_numpy_client.py"
+    tls = tmp_path / "tls"
+    write_server_certificate(tls, write_authority(tls, "test"), "server", ("127.0.0.1",))
+    server = subprocess.Popen(
+        [FEDSILO, "server", str(NUMPY_APP), "--address", "127.0.0.1:0", "--certificates",
+         str(tls), "--run-config", "num-server-rounds=2"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=_environ())
+    nodes: list[subprocess.Popen[str]] = []
+    seen: list[str] = []
+    try:
+        address = f"127.0.0.1:{_port_of(server, seen)}"
+        for partition, env in enumerate(envs):
+            nodes.append(subprocess.Popen(
+                [env.python, str(script), address, str(partition), str(tls / "ca.pem")],
+                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env=env.environ()))
+        nodes.append(subprocess.Popen(
+            [FEDSILO, "client", str(NUMPY_APP), "--server", address, "--root-certificates",
+             str(tls / "ca.pem"), "--node-config", "partition-id=2 num-partitions=3"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=_environ()))
+        rest, _ = server.communicate(timeout=300)
+        server_log = "".join(seen) + rest
+        assert server.returncode == 0, server_log
+        for node in nodes:
+            node_log, _ = node.communicate(timeout=60)
+            assert node.returncode == 0, node_log
+    finally:
+        for process in [server, *nodes]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert "round 2/2" in server_log
+    model = np.load(tmp_path / "final_model.npz")
+    assert np.allclose(model["arr_0"], _fedavg_weight(2, 0.5, 3))
