@@ -20,6 +20,6 @@ def main(grid: Grid, context: Context) -> None:
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_parameters()),
                             num_rounds=int(context.run_config["num-server-rounds"]))
     np.savez("final_model", *result.arrays.to_numpy_ndarrays())
-    rounds = sorted(result.evaluate_metrics_clientapp)
-    if rounds:
-        print(f"final accuracy {result.evaluate_metrics_clientapp[rounds[-1]]['eval_accuracy']:.3f}")
+    if result.evaluate_metrics_clientapp:
+        last = result.evaluate_metrics_clientapp[max(result.evaluate_metrics_clientapp)]
+        print(f"final accuracy {last['eval_accuracy']:.3f}")

@@ -1,7 +1,7 @@
 """Simulated federations: virtual clients on a local process pool or on Ray.
 
-``start_simulation`` and ``run_simulation`` are called like Flower's. Clients that live in the server's
-process (for tests) use ``InProcessClientProxy``.
+``start_simulation`` and ``run_simulation`` are called like Flower's. Clients that live in
+the server's process (for tests) use ``InProcessClientProxy``.
 """
 
 from __future__ import annotations

@@ -23,12 +23,13 @@ class QuickstartClient(fl.client.NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
         lr = float(config["lr"])
-        trained = [m - lr * (m - t) for m, t in zip(parameters, self._target(parameters))]
+        pairs = zip(parameters, self._target(parameters), strict=True)
+        trained = [m - lr * (m - t) for m, t in pairs]
         return trained, 10 * (self.partition_id + 1), {"train_loss": 0.0}
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
-        loss = float(np.mean(np.concatenate([(m - t).ravel() ** 2 for m, t in
-                                             zip(parameters, self._target(parameters))])))
+        pairs = zip(parameters, self._target(parameters), strict=True)
+        loss = float(np.mean(np.concatenate([(m - t).ravel() ** 2 for m, t in pairs])))
         return loss, 10 * (self.partition_id + 1), {"eval_loss": loss}
 
 
