@@ -74,6 +74,15 @@ class Array:
         raise TypeError(_USAGE)
 
     @classmethod
+    def from_npy(cls, dtype: str, shape: tuple[int, ...], data: bytes | memoryview) -> Array:
+        """An Array over ``.npy`` bytes already read, without copying them (a received
+        tensor may be a view of its message's buffer)."""
+        array = cls.__new__(cls)
+        array.dtype, array.shape, array.stype = dtype, shape, NUMPY_STYPE
+        array.data = data  # type: ignore[assignment]
+        return array
+
+    @classmethod
     def from_numpy_ndarray(cls, ndarray: NDArray) -> Array:
         """An Array holding ``ndarray`` as ``.npy`` bytes."""
         return cls(ndarray=ndarray)

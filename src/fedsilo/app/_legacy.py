@@ -64,8 +64,7 @@ def arrays_to_parameters(record: ArrayRecord) -> Parameters:
             raise LegacyIncompatible(
                 f"array {key!r} is serialized as {array.stype!r}; the legacy protocol carries "
                 f"{NUMPY_STYPE!r} only")
-    return Parameters(tensors=[bytes(a.data) if not isinstance(a.data, bytes) else a.data
-                               for a in record.values()], tensor_type=NUMPY_STYPE)
+    return Parameters(tensors=[a.data for a in record.values()], tensor_type=NUMPY_STYPE)
 
 
 def parameters_to_arrays(parameters: Parameters, keys: list[str] | None = None) -> ArrayRecord:
@@ -76,7 +75,7 @@ def parameters_to_arrays(parameters: Parameters, keys: list[str] | None = None) 
     record = ArrayRecord()
     for key, tensor in zip(keys, parameters.tensors, strict=True):
         view = bytes_to_ndarray(tensor)
-        record[key] = Array(str(view.dtype), tuple(view.shape), NUMPY_STYPE, bytes(tensor))
+        record[key] = Array.from_npy(str(view.dtype), tuple(view.shape), tensor)
     return record
 
 
