@@ -63,7 +63,7 @@ class _RecordView(MutableMapping[str, R], Generic[R]):
 
     def __init__(self, records: RecordDict, kind: type[R]) -> None:
         self._records = records
-        self._kind = kind
+        self._kind: type[R] = kind
 
     def __getitem__(self, key: str) -> R:
         value = self._records[key]

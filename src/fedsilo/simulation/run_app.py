@@ -124,8 +124,8 @@ def run_simulation(
         raise ValueError(f"num_supernodes must be a positive int, got {num_supernodes!r}")
     if verbose_logging:
         logging.getLogger("fedsilo").setLevel(logging.DEBUG)
-    if isinstance(server_app, str):
-        server_app = load_app(server_app, ServerApp)
+    app: ServerApp = (load_app(server_app, ServerApp) if isinstance(server_app, str)
+                      else server_app)
     config = dict(backend_config or {})
     unknown = sorted(set(config) - {"client_resources", "init_args"})
     if unknown:
@@ -141,4 +141,4 @@ def run_simulation(
                  engine.num_workers, backend_name)
         context = Context(run_id=SIMULATION_RUN_ID, node_id=0, node_config={},
                           state=RecordDict(), run_config=run_config)
-        return run_server_app(server_app, manager, context)
+        return run_server_app(app, manager, context)

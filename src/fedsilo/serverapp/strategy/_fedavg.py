@@ -46,8 +46,8 @@ def aggregate_metricrecords(records: list[RecordDict], weighting_metric_name: st
                             ) -> MetricRecord:
     """The weighted mean of every metric (lists element-wise), weighted by
     ``weighting_metric_name``, which is left out."""
-    weights = [float(next(iter(r.metric_records.values()))[weighting_metric_name])
-               for r in records]  # type: ignore[arg-type]
+    weights = [float(next(iter(r.metric_records.values()))[weighting_metric_name])  # type: ignore[arg-type]
+               for r in records]
     total = sum(weights)
     out = MetricRecord()
     for record, weight in zip(records, weights, strict=True):
