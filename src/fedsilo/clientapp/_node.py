@@ -3,13 +3,16 @@
 gRPC streams, simulation workers and in-process proxies carry FitIns and
 EvaluateIns (see :mod:`fedsilo.app._legacy`); :class:`ClientAppClient` turns each into a
 train or evaluate Message for the app, with the node's Context, and the app's reply back.
-The Context (and its ``state``) lives as long as this object: one per node.
+The Context (and its ``state``) lives as long as this object: one per node; in a
+simulation, ``get_state``/``set_state`` carry ``context.state`` between rounds.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+
+import numpy as np
 
 from fedsilo.app import Context, Message, MessageType, Metadata, RecordDict
 from fedsilo.app._envelope import ENVELOPE_KEY, close_envelope, open_envelope
@@ -23,7 +26,16 @@ from fedsilo.app._legacy import (
 from fedsilo.app._message import DEFAULT_TTL, SERVER_NODE_ID
 from fedsilo.client.client import Client
 from fedsilo.clientapp._client_app import ClientApp
-from fedsilo.common.typing import Code, EvaluateIns, EvaluateRes, FitIns, FitRes, Status
+from fedsilo.common.typing import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    NDArray,
+    Parameters,
+    Status,
+)
 
 __all__ = ["ClientAppClient", "node_context"]
 
@@ -73,6 +85,21 @@ class ClientAppClient(Client):
             raise RuntimeError(f"the ClientApp replied with error {reply.error.code}: "
                                f"{reply.error.reason}")
         return reply.content
+
+    def get_state(self) -> dict[str, NDArray]:
+        """``context.state`` as arrays, so a simulation can keep it between the rounds this
+        node is sampled in (the envelope's bytes, then each array's ``.npy`` bytes)."""
+        parameters, envelope = close_envelope(self.context.state, "state")
+        state = {"envelope": np.frombuffer(envelope, dtype=np.uint8)}
+        for index, tensor in enumerate(parameters.tensors):
+            state[f"t{index}"] = np.frombuffer(tensor, dtype=np.uint8)
+        return state
+
+    def set_state(self, state: dict[str, NDArray]) -> None:
+        """Restore ``context.state`` from what ``get_state`` returned."""
+        tensors = [state[f"t{i}"].tobytes() for i in range(len(state) - 1)]
+        self.context.state, _ = open_envelope(Parameters(tensors, "numpy.ndarray"),
+                                              state["envelope"].tobytes())
 
     def fit(self, ins: FitIns) -> FitRes:
         message = self._instruction(ins, MessageType.TRAIN)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +50,10 @@ def load_app(reference: str, kind: type) -> Any:
 class ClientAppNodes:
     """The client function of a simulation: node ``cid`` runs the ClientApp.
 
-    It travels to the workers once; a worker keeps each node's Context (and its
-    ``state``) for the nodes it runs again. The app is imported there from ``reference``
-    (``module:attribute``) or, given as an object, unpickled.
+    It travels to the workers once. Each call builds the node's Context afresh; its
+    ``state`` is restored from the simulation's state store (see ``ClientAppClient``), so it
+    does not matter which worker ran the node before. The app is imported in the worker
+    from ``module:attribute`` or, given as an object, unpickled.
 
     Parameters
     ----------
@@ -66,22 +68,14 @@ class ClientAppNodes:
     app: ClientApp | str
     num_partitions: int
     run_config: UserConfig = field(default_factory=dict)
-    contexts_: dict[str, Context] = field(default_factory=dict, repr=False)
 
     def __call__(self, cid: str) -> ClientAppClient:
         if isinstance(self.app, str):
             self.app = load_app(self.app, ClientApp)
-        context = self.contexts_.get(cid)
-        if context is None:
-            context = node_context(int(cid) + 1, {"partition-id": int(cid),
-                                                  "num-partitions": self.num_partitions},
-                                   self.run_config, run_id=SIMULATION_RUN_ID)
-            self.contexts_[cid] = context
+        context = node_context(int(cid) + 1, {"partition-id": int(cid),
+                                              "num-partitions": self.num_partitions},
+                               self.run_config, run_id=SIMULATION_RUN_ID)
         return ClientAppClient(self.app, context)  # type: ignore[arg-type]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"app": self.app, "num_partitions": self.num_partitions,
-                "run_config": self.run_config, "contexts_": {}}
 
 
 def run_simulation(
@@ -134,9 +128,13 @@ def run_simulation(
     run_config = dict(run_config or {})
     nodes = ClientAppNodes(client_app, num_supernodes, run_config)
     manager = VirtualClientManager()
-    with running_engine(nodes, ClientIds(num_supernodes), manager, resources,
-                        backend=backend_name, num_workers=num_workers,
-                        ray_init_args=config.get("init_args")) as engine:
+    # Each node's context.state is kept here between the rounds it is sampled in, whichever
+    # worker runs it.
+    with tempfile.TemporaryDirectory(prefix="fedsilo-node-state-") as state_dir, \
+            running_engine(nodes, ClientIds(num_supernodes), manager, resources,
+                           backend=backend_name, num_workers=num_workers,
+                           client_state_dir=state_dir,
+                           ray_init_args=config.get("init_args")) as engine:
         log.info("run_simulation: %d nodes, %d workers (%s backend)", num_supernodes,
                  engine.num_workers, backend_name)
         context = Context(run_id=SIMULATION_RUN_ID, node_id=0, node_config={},
