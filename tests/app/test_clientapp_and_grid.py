@@ -199,3 +199,33 @@ def test_an_error_reply_from_a_client_app_reaches_the_server(grid: ProxyGrid) ->
     with pytest.raises(RuntimeError, match="error 7: no data"):
         ClientAppClient(app, _context()).evaluate(
             fl.common.EvaluateIns(fl.common.ndarrays_to_parameters([]), {}))
+
+
+class _SeeingEveryReply(FedAvg):
+    """A FedAvg subclass that replaces aggregate_train: it must get every reply at once."""
+
+    def __init__(self) -> None:
+        super().__init__(min_available_nodes=3, fraction_evaluate=0.0)
+        self.seen: list[int] = []
+
+    def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
+        replies = list(replies)
+        self.seen.append(sum(1 for r in replies if r.has_content()))
+        return super().aggregate_train(server_round, replies)
+
+
+def test_streaming_fold_and_aggregate_train_give_the_same_model(grid: ProxyGrid) -> None:
+    initial = ArrayRecord([np.linspace(0, 1, 5, dtype=np.float32),
+                           np.ones((2, 2), dtype=np.float64)])
+    config = ConfigRecord({"fail": "no"})
+    streamed = FedAvg(min_available_nodes=3, fraction_evaluate=0.0).start(
+        grid=grid, initial_arrays=initial, num_rounds=2, train_config=config)
+    whole = _SeeingEveryReply()
+    at_once = whole.start(grid=grid, initial_arrays=initial, num_rounds=2, train_config=config)
+    assert whole.seen == [3, 3]
+    for key in ("0", "1"):
+        assert streamed.arrays[key].numpy().dtype == at_once.arrays[key].numpy().dtype
+        assert np.allclose(streamed.arrays[key].numpy(), at_once.arrays[key].numpy(),
+                           rtol=1e-6)
+    assert dict(streamed.train_metrics_clientapp[2]) == pytest.approx(
+        dict(at_once.train_metrics_clientapp[2]))

@@ -58,6 +58,29 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: s
     assert not (tmp_path / "final_model.npz").exists()
 
 
+def test_an_error_in_the_server_app_is_one_clear_line(tmp_path: Path) -> None:
+    app = tmp_path / "broken"
+    (app / "broken_app").mkdir(parents=True)
+    (app / "broken_app" / "__init__.py").write_text("")
+    (app / "broken_app" / "apps.py").write_text(
+        "from fedsilo.clientapp import ClientApp\n"
+        "from fedsilo.serverapp import ServerApp\n"
+        "client = ClientApp()\n"
+        "server = ServerApp()\n"
+        "@server.main()\n"
+        "def main(grid, context):\n"
+        "    raise KeyError('learning-rate')\n")
+    (app / "pyproject.toml").write_text(
+        '[tool.flwr.app.components]\nserverapp = "broken_app.apps:server"\n'
+        'clientapp = "broken_app.apps:client"\n'
+        '[tool.flwr.federations]\ndefault = "sim"\n[tool.flwr.federations.sim]\n'
+        "options.num-supernodes = 1\n")
+    done = _run(str(app), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "fedsilo run: KeyError: 'learning-rate'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_an_app_directory_is_read_as_flower_lays_it_out(tmp_path: Path) -> None:
     project = load_app_project(NUMPY_APP)
     assert project.serverapp == "quickstart_numpy.server_app:app"

@@ -28,12 +28,14 @@ def run(
         help="local (a process pool, default) or ray.")] = "local",
     num_workers: Annotated[int | None, typer.Option(
         min=1, help="Nodes running at once (default: one per core).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the app in simulation; the ServerApp runs in the current directory."""
     from fedsilo.app.project import AppProjectError, load_app_project, parse_run_config
     from fedsilo.simulation.run_app import run_simulation
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
     if backend not in ("local", "ray"):
         raise typer.BadParameter("choose local or ray", param_hint="--backend")
     try:
@@ -56,6 +58,8 @@ def run(
     try:
         run_simulation(project.serverapp, project.clientapp, nodes, backend_name=backend,  # type: ignore[arg-type]
                        run_config=config, num_workers=num_workers)
-    except (ImportError, ValueError, TypeError) as exc:
-        typer.echo(f"fedsilo run: {type(exc).__name__}: {exc}", err=True)
+    except Exception as exc:  # the app's own error: one line, the traceback in the log
+        log.debug("the run failed", exc_info=True)
+        typer.echo(f"fedsilo run: {type(exc).__name__}: {exc} (--verbose shows where)",
+                   err=True)
         raise typer.Exit(code=1) from exc
