@@ -229,3 +229,11 @@ def test_streaming_fold_and_aggregate_train_give_the_same_model(grid: ProxyGrid)
                            rtol=1e-6)
     assert dict(streamed.train_metrics_clientapp[2]) == pytest.approx(
         dict(at_once.train_metrics_clientapp[2]))
+
+
+def test_two_messages_for_one_node_get_two_replies(grid: ProxyGrid) -> None:
+    contents = [RecordDict({"arrays": ArrayRecord([np.full(1, float(v))]),
+                            "config": ConfigRecord({"fail": "no"})}) for v in (10, 20)]
+    replies = grid.send_and_receive([Message(c, 2, "train") for c in contents], timeout=30)
+    values = sorted(float(r.content["arrays"]["0"].numpy()[0]) for r in replies)
+    assert values == [11.0, 21.0]  # node 2 is partition 1: it adds 1

@@ -134,8 +134,10 @@ class ProxyGrid(Grid):
         round holds one model at a time, not one per node.
         """
         messages = list(messages)
-        instructions: list[tuple[ClientProxy, FitIns | EvaluateIns]] = []
-        sent: list[Message] = []
+        # A node gets one instruction per call of the round loop: messages for a node that
+        # already has one in a batch go into the next batch; fits and evaluations apart.
+        batches: list[tuple[str, dict[str, tuple[ClientProxy, FitIns | EvaluateIns,
+                                                  Message]]]] = []
         encoded: dict[int, FitIns | EvaluateIns] = {}
         proxies = self.client_manager.all()
         if any(m.metadata.dst_node_id not in self._cids for m in messages):
@@ -157,13 +159,20 @@ class ProxyGrid(Grid):
             except LegacyIncompatible as exc:
                 fold(_error_reply(message, ErrorCode.MESSAGE_UNAVAILABLE, str(exc)), None)
                 continue
-            instructions.append((proxy, ins))
-            sent.append(message)
-        by_proxy = {id(proxy): message for (proxy, _), message in zip(instructions, sent,
-                                                                     strict=True)}
+            method = "fit" if isinstance(ins, FitIns) else "evaluate"
+            batch = next((b for m, b in batches if m == method and proxy.cid not in b), None)
+            if batch is None:
+                batch = {}
+                batches.append((method, batch))
+            batch[proxy.cid] = (proxy, ins, message)
+        for method, batch in batches:
+            self._send_batch(method, batch, fold, timeout, keep_arrays)
 
+    def _send_batch(self, method: str,
+                    batch: dict[str, tuple[ClientProxy, FitIns | EvaluateIns, Message]],
+                    fold: ReplyFold, timeout: float | None, keep_arrays: bool) -> None:
         def process(proxy: ClientProxy, res: FitRes | EvaluateRes) -> None:
-            message = by_proxy[id(proxy)]
+            message = batch[proxy.cid][2]
             try:
                 reply, arrays = self._reply(proxy, message, res)
                 fold(reply, arrays)
@@ -173,20 +182,14 @@ class ProxyGrid(Grid):
             finally:
                 proxy.release_reply()
 
-        fits = [(p, i) for p, i in instructions if isinstance(i, FitIns)]
-        evaluations = [(p, i) for p, i in instructions if isinstance(i, EvaluateIns)]
-        for method, group in (("fit", fits), ("evaluate", evaluations)):
-            if not group:
-                continue
-            _, failures = self._server._run_parallel(group, method, process, timeout,
-                                                     _round_of(sent))
-            failed = {failure.cid for failure in failures}  # type: ignore[attr-defined]
-            for proxy, _ in group:
-                if proxy.cid in failed:
-                    failure = next(f for f in failures
-                                   if getattr(f, "cid", None) == proxy.cid)
-                    fold(_error_reply(by_proxy[id(proxy)], ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                                      str(failure)), None)
+        group = [(proxy, ins) for proxy, ins, _ in batch.values()]
+        server_round = _round_of([message for _, _, message in batch.values()])
+        _, failures = self._server._run_parallel(group, method, process, timeout, server_round)
+        for failure in failures:
+            cid = getattr(failure, "cid", None)
+            if cid in batch:
+                fold(_error_reply(batch[cid][2], ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                  str(failure)), None)
 
     def _stamp(self, message: Message) -> None:
         metadata = message.metadata
