@@ -35,6 +35,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "FedTrimmedAvg": {"beta": 0.2},
     "Krum": {"num_malicious_nodes": 1},
     "MultiKrum": {"num_malicious_nodes": 1, "num_nodes_to_select": 3},
+    "QFedAvg": {"client_learning_rate": 0.5, "q": 0.2},
 }
 
 

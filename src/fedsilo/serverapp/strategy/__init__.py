@@ -18,6 +18,7 @@ from fedsilo.serverapp.strategy._rules import (
     FedYogi,
     Krum,
     MultiKrum,
+    QFedAvg,
 )
 from fedsilo.serverapp.strategy._strategy import Result, Strategy, sample_nodes
 
@@ -33,6 +34,7 @@ __all__ = [
     "FedYogi",
     "Krum",
     "MultiKrum",
+    "QFedAvg",
     "Result",
     "Strategy",
     "aggregate_metricrecords",

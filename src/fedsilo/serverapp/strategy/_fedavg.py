@@ -103,6 +103,7 @@ class FedAvg(Strategy):
         self.configrecord_key = configrecord_key
         self.train_metrics_aggr_fn = train_metrics_aggr_fn or aggregate_metricrecords
         self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn or aggregate_metricrecords
+        self._current: ArrayRecord | None = None  # the arrays this round's nodes got
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(fraction_train={self.fraction_train}, "
@@ -203,8 +204,6 @@ class FedAvg(Strategy):
         log.warning("reply from node %d has %d ArrayRecords, expected one; skipped",
                     reply.metadata.src_node_id, len(reply.content.array_records))
         return False
-
-    _current: ArrayRecord | None = None
 
     def train_round(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                     grid: Grid, timeout: float | None

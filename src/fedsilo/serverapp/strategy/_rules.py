@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.app import ArrayRecord, ConfigRecord, Message
+from fedsilo.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from fedsilo.common.typing import NDArrays
 from fedsilo.server.strategy.aggregate import (
     aggregate_median,
+    aggregate_qffl,
     aggregate_trimmed_mean,
     fedadagrad_step,
     fedadam_step,
@@ -24,10 +25,10 @@ from fedsilo.server.strategy.aggregate import (
     pairwise_squared_distances,
 )
 from fedsilo.serverapp._grid import Grid
-from fedsilo.serverapp.strategy._fedavg import FedAvg
+from fedsilo.serverapp.strategy._fedavg import FedAvg, _record
 
 __all__ = ["FedAdagrad", "FedAdam", "FedAvgM", "FedMedian", "FedOpt", "FedProx",
-           "FedTrimmedAvg", "FedYogi", "Krum", "MultiKrum"]
+           "FedTrimmedAvg", "FedYogi", "Krum", "MultiKrum", "QFedAvg"]
 
 
 class FedProx(FedAvg):
@@ -231,3 +232,58 @@ class FedYogi(FedOpt):
              ) -> tuple[NDArrays, NDArrays, NDArrays]:
         return fedyogi_step(current, averaged, self.m_t_, self.v_t_, eta=self.eta,
                             beta_1=self.beta_1, beta_2=self.beta_2, tau=self.tau)
+
+
+class QFedAvg(FedAvg):
+    """q-FedAvg (Li et al., 2020): nodes with a higher training loss weigh more, by ``q``.
+
+    Parameters
+    ----------
+    client_learning_rate:
+        The nodes' learning rate (its inverse is the Lipschitz constant of the step).
+    q:
+        Fairness: 0 is FedAvg's step; larger values favour the nodes that fit worst.
+    train_loss_key:
+        The reply metric holding the node's training loss. FedAvg's parameters apply.
+    """
+
+    streams = False
+
+    def __init__(self, client_learning_rate: float, q: float = 0.1,
+                 train_loss_key: str = "train_loss", *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.client_learning_rate = client_learning_rate
+        self.q = q
+        self.train_loss_key = train_loss_key
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        current = self._current
+        if current is None:
+            raise RuntimeError("QFedAvg aggregates against the arrays it sent: run it with "
+                               "start(), or call configure_train first")
+        models, losses, contents = [], [], []
+        for reply in replies:
+            if self._weight(reply) is None or not self._one_array_record(reply):
+                continue
+            metrics = next(iter(reply.content.metric_records.values()))
+            loss = metrics.get(self.train_loss_key)
+            if isinstance(loss, bool) or not isinstance(loss, int | float):
+                raise ValueError(f"QFedAvg needs the training loss under {self.train_loss_key!r}"
+                                 f" in every train reply; node {reply.metadata.src_node_id} "
+                                 f"sent {loss!r}")
+            record = next(iter(reply.content.array_records.values()))
+            models.append([a.numpy() for a in record.values()])
+            losses.append(float(loss))
+            contents.append(reply.content)
+        if not models:
+            return None, None
+        new = aggregate_qffl([a.numpy() for a in current.values()], models, losses, self.q,
+                             self.client_learning_rate)
+        return (_record(list(current.keys()), new),
+                self.train_metrics_aggr_fn(contents, self.weighted_by_key))
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._current = arrays
+        return super().configure_train(server_round, arrays, config, grid)
