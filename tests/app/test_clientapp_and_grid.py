@@ -237,3 +237,38 @@ def test_two_messages_for_one_node_get_two_replies(grid: ProxyGrid) -> None:
     replies = grid.send_and_receive([Message(c, 2, "train") for c in contents], timeout=30)
     values = sorted(float(r.content["arrays"]["0"].numpy()[0]) for r in replies)
     assert values == [11.0, 21.0]  # node 2 is partition 1: it adds 1
+
+
+def test_client_side_clipping_wrapper_and_mod_clip_every_update() -> None:
+    from fedsilo.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
+
+    app = ClientApp(mods=[fixedclipping_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        received = msg.content["arrays"].to_numpy_ndarrays()
+        step = np.array([3.0, 4.0]) * (1 + int(context.node_config["partition-id"]))
+        return _reply(msg, [received[0] + step], **{"num-examples": 1})
+
+    manager = SimpleClientManager()
+    for p in range(2):
+        manager.register(InProcessClientProxy(str(p), ClientAppClient(
+            app, node_context(p + 1, {"partition-id": p, "num-partitions": 2}))))
+    grid = ProxyGrid(manager)
+    try:
+        noiseless = DifferentialPrivacyClientSideFixedClipping(
+            FedAvg(fraction_evaluate=0.0), noise_multiplier=0.0, clipping_norm=1.0,
+            num_sampled_clients=2)
+        result = noiseless.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(2)]),
+                                 num_rounds=2)
+        # Each round every update, (3, 4) or (6, 8), is clipped to (0.6, 0.8).
+        assert np.allclose(result.arrays["0"].numpy(), [1.2, 1.6])
+        noisy = DifferentialPrivacyClientSideFixedClipping(
+            FedAvg(fraction_evaluate=0.0), noise_multiplier=1.0, clipping_norm=1.0,
+            num_sampled_clients=2, seed=3)
+        noised = noisy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(2)]),
+                             num_rounds=1).arrays["0"].numpy()
+        expected = [0.6, 0.8] + np.random.default_rng(3).normal(0.0, 0.5, size=2)
+        assert np.allclose(noised, expected)
+    finally:
+        grid.close()

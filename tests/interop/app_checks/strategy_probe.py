@@ -36,7 +36,12 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "Krum": {"num_malicious_nodes": 1},
     "MultiKrum": {"num_malicious_nodes": 1, "num_nodes_to_select": 3},
     "QFedAvg": {"client_learning_rate": 0.5, "q": 0.2},
+    # Without noise the server-side clipping is deterministic.
+    "DifferentialPrivacyServerSideFixedClipping": {"noise_multiplier": 0.0,
+                                                   "clipping_norm": 1.5,
+                                                   "num_sampled_clients": NUM_NODES},
 }
+WRAPPERS = {"DifferentialPrivacyServerSideFixedClipping"}
 
 
 def target(partition_id: int) -> list[np.ndarray]:
@@ -71,7 +76,11 @@ def evaluate(msg: Any, context: Any) -> Any:
 
 
 def run_strategy(name: str, grid: Any) -> dict[str, Any]:
-    strategy = getattr(strategies, name)(min_available_nodes=NUM_NODES, **STRATEGIES[name])
+    if name in WRAPPERS:
+        strategy = getattr(strategies, name)(
+            strategies.FedAvg(min_available_nodes=NUM_NODES), **STRATEGIES[name])
+    else:
+        strategy = getattr(strategies, name)(min_available_nodes=NUM_NODES, **STRATEGIES[name])
     initial = app_api.ArrayRecord([np.full(s, 0.5, dtype=np.float32) for s in SHAPES])
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=NUM_ROUNDS,
                             train_config=app_api.ConfigRecord({"lr": 0.5}))

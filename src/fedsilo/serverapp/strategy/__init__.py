@@ -6,6 +6,10 @@ on its mean fold replies into the aggregate as they arrive.
 
 from __future__ import annotations
 
+from fedsilo.serverapp.strategy._dp import (
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+)
 from fedsilo.serverapp.strategy._fedavg import FedAvg, aggregate_metricrecords
 from fedsilo.serverapp.strategy._rules import (
     FedAdagrad,
@@ -23,6 +27,8 @@ from fedsilo.serverapp.strategy._rules import (
 from fedsilo.serverapp.strategy._strategy import Result, Strategy, sample_nodes
 
 __all__ = [
+    "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
