@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -156,8 +157,12 @@ def test_unknown_nodes_and_query_messages(grid: ProxyGrid) -> None:
     assert missing.has_error() and "not connected" in (missing.error.reason or "")
     ids = list(grid.push_messages([Message(RecordDict(), 1, "query")]))
     replies: list[Message] = []
-    while not replies:  # pull until the reply is in
+    deadline = time.monotonic() + 30
+    while not replies and time.monotonic() < deadline:  # pull until the reply is in
         replies = list(grid.pull_messages(ids))
+        time.sleep(0.01)
+    assert replies, "no reply to the pushed query within 30 s"
+    assert list(grid.pull_messages(ids)) == []  # each reply is pulled once
     assert replies[0].content["m"]["hist"] == [1, 2, 3]
     assert replies[0].content["state"]["name"] == b"node"
 

@@ -98,7 +98,7 @@ class ProxyGrid(Grid):
         self._cids: dict[int, str] = {}
         self._next_id = itertools.count(1)
         self._lock = threading.Lock()
-        self._pushed: dict[str, concurrent.futures.Future[Message]] = {}
+        self._pulled: dict[str, Message] = {}  # replies to pushed messages, by message id
         self._push_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # Nodes -------------------------------------------------------------------------------
@@ -224,30 +224,29 @@ class ProxyGrid(Grid):
     # Push and pull -----------------------------------------------------------------------
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
+        """Send in the background (one push after another); replies wait for ``pull``."""
+        messages = list(messages)
+        for message in messages:
+            self._stamp(message)
         with self._lock:
             if self._push_pool is None:
                 self._push_pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=32, thread_name_prefix="fedsilo-grid")
+                    max_workers=1, thread_name_prefix="fedsilo-grid-push")
             pool = self._push_pool
-        for message in messages:
-            self._stamp(message)
-            ids.append(message.metadata.message_id)
-            self._pushed[message.metadata.message_id] = pool.submit(self._send_one, message)
-        return ids
 
-    def _send_one(self, message: Message) -> Message:
-        replies = self.send_and_receive([message], timeout=message.metadata.ttl)
-        return replies[0]
+        def deliver(reply: Message, _: NDArrays | None) -> None:
+            with self._lock:
+                self._pulled[reply.metadata.reply_to_message_id] = reply
+
+        if messages:
+            timeout = min(m.metadata.ttl for m in messages)
+            pool.submit(self.send_and_fold, messages, deliver, timeout=timeout,
+                        keep_arrays=True)
+        return [m.metadata.message_id for m in messages]
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        replies = []
-        for message_id in message_ids:
-            future = self._pushed.get(message_id)
-            if future is not None and future.done():
-                del self._pushed[message_id]
-                replies.append(future.result())
-        return replies
+        with self._lock:
+            return [self._pulled.pop(i) for i in message_ids if i in self._pulled]
 
     def close(self) -> None:
         """Stop the threads that carry pushed messages."""
