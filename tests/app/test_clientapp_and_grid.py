@@ -277,3 +277,37 @@ def test_client_side_clipping_wrapper_and_mod_clip_every_update() -> None:
         assert np.allclose(noised, expected)
     finally:
         grid.close()
+
+
+def test_lifespans_wrap_each_message_and_the_server_app(grid: ProxyGrid) -> None:
+    events: list[str] = []
+    app = ClientApp()
+
+    @app.lifespan()
+    def around(context: Context) -> Iterator[None]:
+        events.append("setup")
+        yield
+        events.append("cleanup")
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        events.append("query")
+        return Message(RecordDict(), reply_to=msg)
+
+    app(Message(RecordDict(), 1, "query"), _context())
+    assert events == ["setup", "query", "cleanup"]
+
+    server = ServerApp()
+
+    @server.lifespan()
+    def twice(context: Context) -> Iterator[None]:
+        yield
+        yield
+
+    @server.main()
+    def main(grid: ProxyGrid, context: Context) -> None:
+        events.append("main")
+
+    with pytest.raises(RuntimeError, match="only yield once"):
+        server(grid, _context())
+    assert events[-1] == "main"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from fedsilo.app import Context, Message, MessageType
@@ -19,6 +20,7 @@ from fedsilo.app._legacy import (
     fitres_to_content,
     split_instruction,
 )
+from fedsilo.app._lifespan import LifespanFn, as_lifespan, no_lifespan
 from fedsilo.client.client import Client
 from fedsilo.client.numpy_client import NumPyClient
 from fedsilo.common.exceptions import ClientReturnError
@@ -65,6 +67,7 @@ class ClientApp:
         self._handlers: dict[str, ClientAppCallable] = {}
         self._client_fn = client_fn
         self._call: ClientAppCallable | None = None
+        self._lifespan: Callable[[Context], AbstractContextManager[None]] = no_lifespan
         if client_fn is not None:
             if len(inspect.signature(client_fn).parameters) != 1:
                 raise TypeError("client_fn must take one argument, the Context: "
@@ -72,7 +75,19 @@ class ClientApp:
             self._call = _wrap(self._legacy_handler, self._mods)
 
     def __call__(self, message: Message, context: Context) -> Message:
-        """Handle ``message`` and return the reply."""
+        """Handle ``message`` and return the reply, inside the lifespan function."""
+        with self._lifespan(context):
+            return self._handle(message, context)
+
+    def lifespan(self) -> Callable[[LifespanFn], LifespanFn]:
+        """Register ``fn(context)``, a generator that yields once: its code before the
+        ``yield`` runs before each message is handled, the code after it afterwards."""
+        def decorator(fn: LifespanFn) -> LifespanFn:
+            self._lifespan = as_lifespan(fn)
+            return fn
+        return decorator
+
+    def _handle(self, message: Message, context: Context) -> Message:
         if self._call is not None:
             return self._call(message, context)
         message_type = message.metadata.message_type

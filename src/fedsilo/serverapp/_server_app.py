@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from fedsilo.app import Context
+from fedsilo.app._lifespan import LifespanFn, as_lifespan, no_lifespan
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.history import History
 from fedsilo.server.server import Server
@@ -62,6 +64,15 @@ class ServerApp:
                  ) -> None:
         self._server_fn = server_fn
         self._main: MainFn | None = None
+        self._lifespan: Callable[[Context], AbstractContextManager[None]] = no_lifespan
+
+    def lifespan(self) -> Callable[[LifespanFn], LifespanFn]:
+        """Register ``fn(context)``, a generator that yields once: its code before the
+        ``yield`` runs before the app, the code after it once the app has ended."""
+        def decorator(fn: LifespanFn) -> LifespanFn:
+            self._lifespan = as_lifespan(fn)
+            return fn
+        return decorator
 
     def main(self) -> Callable[[MainFn], MainFn]:
         """Register the function that runs the federation: ``main(grid, context)``."""
@@ -76,7 +87,12 @@ class ServerApp:
         return decorator
 
     def __call__(self, grid: Grid, context: Context) -> History | None:
-        """Run the app on ``grid``; the older form returns its History."""
+        """Run the app on ``grid``, inside the lifespan function; the older form returns its
+        History."""
+        with self._lifespan(context):
+            return self._run(grid, context)
+
+    def _run(self, grid: Grid, context: Context) -> History | None:
         if self._main is not None:
             self._main(grid, context)
             return None
