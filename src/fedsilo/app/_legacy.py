@@ -29,6 +29,7 @@ from fedsilo.common.typing import (
     EvaluateRes,
     FitIns,
     FitRes,
+    NDArrays,
     Parameters,
     Scalar,
     Status,
@@ -67,14 +68,17 @@ def arrays_to_parameters(record: ArrayRecord) -> Parameters:
     return Parameters(tensors=[a.data for a in record.values()], tensor_type=NUMPY_STYPE)
 
 
-def parameters_to_arrays(parameters: Parameters, keys: list[str] | None = None) -> ArrayRecord:
+def parameters_to_arrays(parameters: Parameters, keys: list[str] | None = None,
+                         decoded: NDArrays | None = None) -> ArrayRecord:
     """Parameters as an ArrayRecord (keys ``"0"``, ``"1"``, ... unless given); the bytes
-    are shared, each header read once for the dtype and shape."""
+    are shared. Each header is read for the dtype and shape, unless the tensors were
+    ``decoded`` already."""
     if keys is None or len(keys) != len(parameters.tensors):
         keys = [str(i) for i in range(len(parameters.tensors))]
+    if decoded is None or len(decoded) != len(parameters.tensors):
+        decoded = [bytes_to_ndarray(tensor) for tensor in parameters.tensors]
     record = ArrayRecord()
-    for key, tensor in zip(keys, parameters.tensors, strict=True):
-        view = bytes_to_ndarray(tensor)
+    for key, tensor, view in zip(keys, parameters.tensors, decoded, strict=True):
         record[key] = Array.from_npy(str(view.dtype), tuple(view.shape), tensor)
     return record
 
@@ -127,11 +131,12 @@ def _metrics(metrics: dict[str, Scalar]) -> tuple[MetricRecord, ConfigRecord]:
     return numbers, others
 
 
-def fitres_to_content(res: FitRes, keys: list[str] | None = None) -> RecordDict:
+def fitres_to_content(res: FitRes, keys: list[str] | None = None,
+                      decoded: NDArrays | None = None) -> RecordDict:
     """A legacy training result as a train reply's content."""
     numbers, others = _metrics(res.metrics)
     numbers[NUM_EXAMPLES_KEY] = res.num_examples
-    content = RecordDict({"arrays": parameters_to_arrays(res.parameters, keys),
+    content = RecordDict({"arrays": parameters_to_arrays(res.parameters, keys, decoded),
                           "metrics": numbers})
     if others:
         content["config"] = others

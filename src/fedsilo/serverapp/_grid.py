@@ -214,7 +214,7 @@ class ProxyGrid(Grid):
                 raise InvalidUpdate(proxy.cid, str(exc)) from exc
         elif isinstance(res, FitRes):
             keys = list(message.content.array_records.get(_first_key(message), {}).keys())
-            content = fitres_to_content(res, keys)
+            content = fitres_to_content(res, keys, arrays)
         else:
             content = evaluateres_to_content(res)
         reply = Message(content, reply_to=message)
