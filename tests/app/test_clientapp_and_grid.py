@@ -109,6 +109,8 @@ def grid() -> Iterator[ProxyGrid]:
         arrays = msg.content["arrays"].to_numpy_ndarrays()
         if p == 2 and msg.content["config"].get("fail") == "raise":
             raise RuntimeError("disk full")
+        if p == 2 and msg.content["config"].get("fail") == "shape":
+            return _reply(msg, [np.zeros(3, dtype=arrays[0].dtype)], **{"num-examples": 1})
         if p == 2 and msg.content["config"].get("fail") == "nan":
             return _reply(msg, [a * np.nan for a in arrays], **{"num-examples": 1})
         return _reply(msg, [a + p for a in arrays], **{"num-examples": p + 1, "p": float(p)})
@@ -311,3 +313,13 @@ def test_lifespans_wrap_each_message_and_the_server_app(grid: ProxyGrid) -> None
     with pytest.raises(RuntimeError, match="only yield once"):
         server(grid, _context())
     assert events[-1] == "main"
+
+
+@pytest.mark.parametrize("strategy", [FedAvg, _SeeingEveryReply], ids=["streaming", "at-once"])
+def test_a_reply_shaped_unlike_the_others_is_left_out(grid: ProxyGrid, strategy: type) -> None:
+    chosen = strategy() if strategy is _SeeingEveryReply else strategy(
+        min_available_nodes=3, fraction_evaluate=0.0)
+    result = chosen.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(2, np.float32)]),
+                          num_rounds=1, train_config=ConfigRecord({"fail": "shape"}))
+    # Node 3 (partition 2) sent three numbers: only partitions 0 and 1 count, 1 * 2 / 3.
+    assert np.allclose(result.arrays["0"].numpy(), 2 / 3)

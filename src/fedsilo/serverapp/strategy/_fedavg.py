@@ -175,17 +175,18 @@ class FedAvg(Strategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         results: list[tuple[NDArrays, int]] = []
         contents: list[RecordDict] = []
-        keys: list[str] | None = None
+        keys, first_layout = self._sent_layout()
         for reply in replies:
             weight = self._weight(reply)
             if weight is None or not self._one_array_record(reply):
                 continue
             record = next(iter(reply.content.array_records.values()))
+            layout = [(k, a.shape, a.dtype) for k, a in record.items()]
             if keys is None:
-                keys = list(record.keys())
-            elif list(record.keys()) != keys:
-                log.warning("reply from node %d names its arrays differently; skipped",
-                            reply.metadata.src_node_id)
+                keys, first_layout = list(record.keys()), layout
+            elif layout != first_layout:
+                log.warning("reply from node %d has arrays named, shaped or typed unlike the "
+                            "arrays sent; skipped", reply.metadata.src_node_id)
                 continue
             results.append(([a.numpy() for a in record.values()], weight))  # type: ignore
             contents.append(reply.content)
@@ -197,6 +198,14 @@ class FedAvg(Strategy):
         aggregate = self.conclude_train(server_round, self.rule(results), self._current)
         return (_record(keys, aggregate),
                 self.train_metrics_aggr_fn(contents, self.weighted_by_key))
+
+    def _sent_layout(self) -> tuple[list[str] | None, list[tuple[str, tuple[int, ...], str]]]:
+        """Names, shapes and dtypes the replies' arrays must have: those of the arrays sent
+        this round (unknown when none were sent: then the first reply's)."""
+        if not self._current:
+            return None, []
+        return (list(self._current.keys()),
+                [(k, a.shape, a.dtype) for k, a in self._current.items()])
 
     def _one_array_record(self, reply: Message) -> bool:
         if len(reply.content.array_records) == 1:
@@ -240,21 +249,26 @@ class _WeightedMeanFold:
         self.like_: NDArrays = []
         self.total_ = 0.0
         self.keys_: list[str] | None = None
+        # What every reply's arrays must look like: the arrays sent, else the first reply's.
+        self.layout_ = strategy._sent_layout()[1]
         self.contents_: list[RecordDict] = []
 
     def add(self, reply: Message, arrays: NDArrays | None) -> None:
         weight = self.strategy._weight(reply)
         if weight is None or arrays is None or not self.strategy._one_array_record(reply):
             return
-        keys = list(next(iter(reply.content.array_records.values())).keys())
+        record = next(iter(reply.content.array_records.values()))
+        layout = [(k, a.shape, a.dtype) for k, a in record.items()]
+        if not self.layout_:
+            self.layout_ = layout
+        if layout != self.layout_:
+            log.warning("reply from node %d has arrays named, shaped or typed unlike the "
+                        "arrays sent; skipped", reply.metadata.src_node_id)
+            return
         if self.keys_ is None:
-            self.keys_ = keys
+            self.keys_ = list(record.keys())
             self.sums_ = start_weighted(arrays, weight)
             self.like_ = [np.empty(0, dtype=a.dtype) for a in arrays]
-        elif keys != self.keys_ or len(arrays) != len(self.sums_):
-            log.warning("reply from node %d names its arrays differently; skipped",
-                        reply.metadata.src_node_id)
-            return
         else:
             self.sums_ = add_weighted(self.sums_, arrays, weight)
         self.total_ += weight
