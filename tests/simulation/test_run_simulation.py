@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from fedsilo.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from fedsilo.clientapp import ClientApp
@@ -53,3 +56,22 @@ def test_nodes_keep_their_state_across_rounds_and_workers() -> None:
     assert train[1]["partitions"] == NUM_NODES and train[1]["scale"] == 2.5
     # Rounds 1 and 3 average the partitions 0, 1, 2; round 2 only 0 and 1 (node 2 failed).
     assert np.allclose(result.arrays["0"].numpy(), 1.0 + 0.5 + 1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_workers_import_the_app_from_the_callers_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's actors do not start with the driver's sys.path: the app directory the caller
+    made importable must be importable in them too."""
+    from tests.cli.test_run import NUMPY_APP, _fedavg_weight
+
+    monkeypatch.syspath_prepend(str(NUMPY_APP))
+    monkeypatch.chdir(tmp_path)
+    run_simulation("quickstart_numpy.server_app:app", "quickstart_numpy.client_app:app", 3,
+                   backend_name="ray",
+                   backend_config={"init_args": {"num_cpus": 2, "include_dashboard": False}},
+                   run_config={"num-server-rounds": 2, "fraction-train": 1.0,
+                               "min-available-nodes": 3, "lr": 0.5})
+    model = np.load(tmp_path / "final_model.npz")
+    assert np.allclose(model["arr_0"], _fedavg_weight(2, 0.5, 3))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,14 +64,20 @@ class ClientAppNodes:
         The ``num-partitions`` of every node.
     run_config:
         The run's config.
+    import_paths:
+        Where the workers import the app from (default: this process's ``sys.path``).
     """
 
     app: ClientApp | str
     num_partitions: int
     run_config: UserConfig = field(default_factory=dict)
+    import_paths: tuple[str, ...] = field(default_factory=lambda: tuple(sys.path))
 
     def __call__(self, cid: str) -> ClientAppClient:
         if isinstance(self.app, str):
+            # A Ray actor does not start with the driver's sys.path (a spawned process
+            # does): the app's directory must be importable there too.
+            sys.path[:0] = [p for p in self.import_paths if p not in sys.path]
             self.app = load_app(self.app, ClientApp)
         context = node_context(int(cid) + 1, {"partition-id": int(cid),
                                               "num-partitions": self.num_partitions},
