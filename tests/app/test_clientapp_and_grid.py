@@ -323,3 +323,22 @@ def test_a_reply_shaped_unlike_the_others_is_left_out(grid: ProxyGrid, strategy:
                           num_rounds=1, train_config=ConfigRecord({"fail": "shape"}))
     # Node 3 (partition 2) sent three numbers: only partitions 0 and 1 count, 1 * 2 / 3.
     assert np.allclose(result.arrays["0"].numpy(), 2 / 3)
+
+
+def test_a_legacy_client_is_told_apart_and_refused_what_it_cannot_read(grid: ProxyGrid) -> None:
+    class Legacy(fl.client.NumPyClient):
+        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+            return [p + 1 for p in parameters], 1, {}
+
+    grid.client_manager.register(InProcessClientProxy("legacy", Legacy().to_client()))
+    legacy_node = grid.get_node_ids()[-1]
+    queries = grid.send_and_receive([Message(RecordDict(), node, "query")
+                                     for node in (1, legacy_node)], timeout=30)
+    by_node = {r.metadata.src_node_id: r for r in queries}
+    assert by_node[1].has_content()
+    refused = by_node[legacy_node]
+    assert refused.has_error() and "is a legacy client" in (refused.error.reason or "")
+    # What a legacy client can read still reaches it.
+    content = RecordDict({"arrays": ArrayRecord([np.zeros(2)]), "config": ConfigRecord()})
+    [trained] = grid.send_and_receive([Message(content, legacy_node, "train")], timeout=30)
+    assert np.array_equal(trained.content["arrays"]["0"].numpy(), [1.0, 1.0])

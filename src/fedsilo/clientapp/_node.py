@@ -32,6 +32,8 @@ from fedsilo.common.typing import (
     EvaluateRes,
     FitIns,
     FitRes,
+    GetPropertiesIns,
+    GetPropertiesRes,
     NDArray,
     Parameters,
     Status,
@@ -85,6 +87,10 @@ class ClientAppClient(Client):
             raise RuntimeError(f"the ClientApp replied with error {reply.error.code}: "
                                f"{reply.error.reason}")
         return reply.content
+
+    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
+        """Tells the server that this node reads any RecordDict (in an envelope)."""
+        return GetPropertiesRes(Status(Code.OK, "Success"), {ENVELOPE_KEY: True})
 
     def get_state(self) -> dict[str, NDArray]:
         """``context.state`` as arrays, so a simulation can keep it between the rounds this

@@ -35,6 +35,7 @@ from fedsilo.common.typing import (
     EvaluateRes,
     FitIns,
     FitRes,
+    GetPropertiesIns,
     NDArrays,
     Parameters,
 )
@@ -99,6 +100,7 @@ class ProxyGrid(Grid):
         self._next_id = itertools.count(1)
         self._lock = threading.Lock()
         self._pulled: dict[str, Message] = {}  # replies to pushed messages, by message id
+        self._reads_envelopes: dict[str, bool] = {}  # by client id, once asked
         self._push_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # Nodes -------------------------------------------------------------------------------
@@ -165,8 +167,41 @@ class ProxyGrid(Grid):
                 batch = {}
                 batches.append((method, batch))
             batch[proxy.cid] = (proxy, ins, message)
+        self._drop_for_legacy_peers(batches, fold, timeout)
         for method, batch in batches:
-            self._send_batch(method, batch, fold, timeout, keep_arrays)
+            if batch:
+                self._send_batch(method, batch, fold, timeout, keep_arrays)
+
+    def _drop_for_legacy_peers(
+            self, batches: list[tuple[str, dict[str, tuple[ClientProxy, FitIns | EvaluateIns,
+                                                          Message]]]],
+            fold: ReplyFold, timeout: float | None) -> None:
+        """A message in an envelope goes only to nodes that read envelopes (fedsilo nodes
+        say so in their properties, asked once per node); any other node gets an Error reply
+        that says why, instead of a legacy instruction it would misread."""
+        enveloped = {cid: proxy for _, batch in batches
+                     for cid, (proxy, ins, _) in batch.items() if ENVELOPE_KEY in ins.config}
+        unknown = [(proxy, GetPropertiesIns({})) for cid, proxy in enveloped.items()
+                   if cid not in self._reads_envelopes]
+        if unknown:
+            results, failures = self._server._run_parallel(
+                unknown, "get_properties", lambda proxy, res: res, timeout, 0)
+            for proxy, res in results:
+                self._reads_envelopes[proxy.cid] = (
+                    res.status.code == Code.OK and res.properties.get(ENVELOPE_KEY) is True)
+        for _, batch in batches:
+            for cid in [c for c in batch if c in enveloped]:
+                if self._reads_envelopes.get(cid):
+                    continue
+                message = batch.pop(cid)[2]
+                known = cid in self._reads_envelopes
+                fold(_error_reply(message, ErrorCode.MESSAGE_UNAVAILABLE,
+                                  f"node {message.metadata.dst_node_id} is a legacy client: "
+                                  f"this {message.metadata.message_type!r} message does not "
+                                  "fit a plain FitIns/EvaluateIns (one ArrayRecord, one "
+                                  "ConfigRecord of scalars)" if known else
+                                  f"node {message.metadata.dst_node_id} did not say which "
+                                  "messages it reads"), None)
 
     def _send_batch(self, method: str,
                     batch: dict[str, tuple[ClientProxy, FitIns | EvaluateIns, Message]],
