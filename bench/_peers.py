@@ -183,6 +183,40 @@ def run_floor_client(port: int, cpu_out: str | None = None) -> None:
         write_cpu_marks(cpu_out, marks)
 
 
+def run_app_server(port: int, n_clients: int, n_params: int, rounds: int, out: str) -> None:
+    """fedsilo's ServerApp with the Message-API FedAvg, fit-only, on its gRPC server."""
+    import numpy as np
+
+    from fedsilo.app import ArrayRecord, Context, RecordDict
+    from fedsilo.serverapp import ServerApp, serve_server_app
+    from fedsilo.serverapp.strategy import FedAvg
+
+    times: list[float] = []  # before round 1, then after every round
+    cpu_marks: list[float] = []
+    final: list[np.ndarray] = []
+    app = ServerApp()
+
+    def mark(server_round: int, arrays: ArrayRecord) -> None:
+        times.append(time.perf_counter())
+        cpu_marks.append(time.process_time())
+        if server_round == rounds:
+            final.append(np.array(arrays["0"].numpy()))
+
+    @app.main()
+    def main(grid, context):  # type: ignore[no-untyped-def]
+        FedAvg(fraction_evaluate=0.0, min_train_nodes=n_clients,
+               min_available_nodes=n_clients).start(
+            grid=grid, initial_arrays=ArrayRecord(initial_model(n_params)), num_rounds=rounds,
+            evaluate_fn=mark)
+
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    serve_server_app(app, context, server_address=f"127.0.0.1:{port}")
+    np.save(out + ".npy", final[0])
+    with open(out, "w") as handle:
+        json.dump({"round_seconds": [b - a for a, b in zip(times, times[1:], strict=False)],
+                   "peak_rss_mb": peak_rss_kib() / 1024, "cpu_marks": cpu_marks}, handle)
+
+
 def run_client(impl: str, port: int, index: int, offset: bool,
                cpu_out: str | None = None) -> None:
     fl = import_impl(impl)
@@ -215,6 +249,8 @@ if __name__ == "__main__":
         run_floor_server(port, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
     elif impl == "grpc":
         run_floor_client(port, sys.argv[6] if len(sys.argv) > 6 else None)
+    elif impl == "fedsilo-app":
+        run_app_server(port, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
     elif role == "server":
         run_server(impl, port, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
     else:

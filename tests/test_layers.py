@@ -14,6 +14,14 @@ FORBIDDEN = {
                "fedsilo.cli", "fedsilo.examples"),
     "server": ("fedsilo.client", "fedsilo.deploy", "fedsilo.cli", "fedsilo.examples"),
     "client": ("fedsilo.server", "fedsilo.deploy", "fedsilo.cli", "fedsilo.examples"),
+    # The app API: records and messages know only common/; a ClientApp runs on the client
+    # side, a ServerApp on the server side, and neither knows the other.
+    "app": ("fedsilo.client", "fedsilo.server", "fedsilo.simulation", "fedsilo.clientapp",
+            "fedsilo.serverapp", "fedsilo.deploy", "fedsilo.cli", "fedsilo.examples"),
+    "clientapp": ("fedsilo.server", "fedsilo.serverapp", "fedsilo.simulation", "fedsilo.deploy",
+                  "fedsilo.cli", "fedsilo.examples"),
+    "serverapp": ("fedsilo.client", "fedsilo.clientapp", "fedsilo.simulation", "fedsilo.deploy",
+                  "fedsilo.cli", "fedsilo.examples"),
 }
 
 

@@ -57,3 +57,27 @@ def test_common_exports_the_flower_names() -> None:
                  "FitRes", "FitIns", "EvaluateRes", "EvaluateIns", "Parameters", "Status",
                  "Code", "GetParametersIns", "GetParametersRes", "Metrics", "Config"):
         assert name in fl.common.__all__ and hasattr(fl.common, name)
+
+
+def test_app_api_exports_flowers_names() -> None:
+    import fedsilo.app
+    import fedsilo.clientapp
+    import fedsilo.serverapp
+    import fedsilo.serverapp.strategy
+
+    assert {"Array", "ArrayRecord", "ConfigRecord", "Context", "Error", "Message",
+            "MessageType", "Metadata", "MetricRecord", "RecordDict", "DEFAULT_TTL",
+            "UserConfig"} <= set(fedsilo.app.__all__)
+    assert {"ClientApp", "mod"} <= set(fedsilo.clientapp.__all__)
+    assert {"Grid", "ServerApp", "ServerAppComponents", "strategy"} <= set(
+        fedsilo.serverapp.__all__)
+    assert {"FedAvg", "FedProx", "FedAvgM", "FedAdagrad", "FedAdam", "FedYogi", "FedMedian",
+            "FedTrimmedAvg", "Krum", "MultiKrum", "Result", "Strategy"} <= set(
+        fedsilo.serverapp.strategy.__all__)
+    assert callable(fl.simulation.run_simulation)
+    params = inspect.signature(fedsilo.serverapp.strategy.FedAvg).parameters
+    assert {name: p.default for name, p in params.items()} == {
+        "fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": 2,
+        "min_evaluate_nodes": 2, "min_available_nodes": 2, "weighted_by_key": "num-examples",
+        "arrayrecord_key": "arrays", "configrecord_key": "config",
+        "train_metrics_aggr_fn": None, "evaluate_metrics_aggr_fn": None}

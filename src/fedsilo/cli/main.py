@@ -14,7 +14,18 @@ from typing import Annotated
 import typer
 
 from fedsilo import __version__
-from fedsilo.cli import aws, certs, demo, federate, fraud_data, server, simulate, site
+from fedsilo.cli import (
+    aws,
+    certs,
+    client,
+    demo,
+    federate,
+    fraud_data,
+    run,
+    server,
+    simulate,
+    site,
+)
 from fedsilo.cli._output import COMMAND, INTERRUPTED, error_line
 
 app = typer.Typer(
@@ -31,6 +42,8 @@ app.add_typer(aws.app, name="aws")
 app.command(name="federate")(federate.federate)
 app.command(name="server")(server.server)
 app.command(name="simulate")(simulate.simulate)
+app.command(name="run")(run.run)
+app.command(name="client")(client.client)
 app.command(name="fraud-data")(fraud_data.fraud_data)
 
 

@@ -35,6 +35,13 @@ DEFAULTS: dict[str, Any] = {
 
 
 def server(
+    app_dir: Annotated[Path | None, typer.Argument(
+        help="An app directory: serve its ServerApp (nodes join with `fedsilo client`).")
+    ] = None,
+    certificates: Annotated[Path | None, typer.Option(
+        help="With APP_DIR: directory with ca.pem, server.pem, server.key (TLS).")] = None,
+    run_config: Annotated[str | None, typer.Option(
+        help='With APP_DIR: overrides of the app\'s run config, "key=value ...".')] = None,
     address: Annotated[str | None, typer.Option(
         help="host:port to listen on (default [::]:8080).")] = None,
     rounds: Annotated[int | None, typer.Option(
@@ -74,6 +81,10 @@ def server(
     setup_logging(True)
     if verbose:
         logging.getLogger("fedsilo").setLevel(logging.DEBUG)
+    if app_dir is not None:
+        from fedsilo.cli.app_server import serve_app
+
+        return serve_app(app_dir, address or str(DEFAULTS["address"]), certificates, run_config)
     given = {"address": address, "rounds": rounds, "round_timeout": round_timeout,
              "min_clients": min_clients, "fraction_fit": fraction_fit,
              "fraction_evaluate": fraction_evaluate, "seed": seed, "strategy": strategy,

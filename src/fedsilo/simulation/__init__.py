@@ -1,7 +1,7 @@
 """Simulated federations: virtual clients on a local process pool or on Ray.
 
-``start_simulation`` is called like Flower's. Clients that live in the server's
-process (for tests) use ``InProcessClientProxy``.
+``start_simulation`` and ``run_simulation`` are called like Flower's. Clients that live in
+the server's process (for tests) use ``InProcessClientProxy``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from fedsilo.simulation.app import start_simulation
 from fedsilo.simulation.client_manager import VirtualClientManager
 from fedsilo.simulation.inprocess import InProcessClientProxy
+from fedsilo.simulation.run_app import run_simulation
 from fedsilo.simulation.state import ClientStateStore, StatefulClient
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "InProcessClientProxy",
     "StatefulClient",
     "VirtualClientManager",
+    "run_simulation",
     "start_simulation",
 ]

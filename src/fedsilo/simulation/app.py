@@ -9,9 +9,10 @@ into the strategy as clients finish.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +91,36 @@ def start_simulation(
         log.warning("start_simulation got a server; its own strategy and client manager are used")
 
     started = time.monotonic()
+    with running_engine(client_fn, ids, server.client_manager(), resources, backend=backend,
+                        num_workers=num_workers, client_state_dir=client_state_dir,
+                        ray_init_args=ray_init_args, ray_address=ray_address,
+                        keep_initialised=keep_initialised,
+                        actor_scheduling=actor_scheduling) as engine:
+        log.info("simulation: %d clients, %d workers (%s backend), %d rounds", len(ids),
+                 engine.num_workers, backend, config.num_rounds)
+        history, elapsed = server.fit(num_rounds=config.num_rounds, timeout=config.round_timeout)
+        log.info("simulation finished in %.2f s (%.2f s with start-up)", elapsed,
+                 time.monotonic() - started)
+    return history
+
+
+@contextlib.contextmanager
+def running_engine(
+    client_fn: ClientFn,
+    ids: Sequence[str],
+    manager: ClientManager,
+    resources: dict[str, float],
+    *,
+    backend: Backend = "local",
+    num_workers: int | None = None,
+    client_state_dir: str | Path | None = None,
+    ray_init_args: dict[str, Any] | None = None,
+    ray_address: str | None = None,
+    keep_initialised: bool = False,
+    actor_scheduling: str | Any = "DEFAULT",
+) -> Iterator[Engine]:
+    """Start the workers that run ``client_fn``'s clients, attach the clients ``ids`` to
+    ``manager``, and stop the workers (and a Ray this started) on leaving."""
     ray_started = False
     if backend == "local":
         if resources.get("num_gpus", 0.0) > 0:
@@ -113,17 +144,12 @@ def start_simulation(
                             state_dir=client_state_dir, actor_scheduling=actor_scheduling)
     try:
         engine.wait_ready()
-        _attach(server.client_manager(), ids, engine)
-        log.info("simulation: %d clients, %d workers (%s backend), %d rounds", len(ids),
-                 engine.num_workers, backend, config.num_rounds)
-        history, elapsed = server.fit(num_rounds=config.num_rounds, timeout=config.round_timeout)
-        log.info("simulation finished in %.2f s (%.2f s with start-up)", elapsed,
-                 time.monotonic() - started)
+        _attach(manager, ids, engine)
+        yield engine
     finally:
         engine.close()
         if ray_started and not keep_initialised:
             import_ray().shutdown()
-    return history
 
 
 def _client_ids(num_clients: int | None, clients_ids: Sequence[str] | None) -> Sequence[str]:

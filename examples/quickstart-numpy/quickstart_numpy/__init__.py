@@ -1,0 +1,1 @@
+"""quickstart-numpy: a fedsilo app with NumPy."""

@@ -1,0 +1,1 @@
+"""quickstart-sklearn: a fedsilo app with scikit-learn."""

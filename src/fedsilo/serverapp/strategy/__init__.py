@@ -1,0 +1,48 @@
+"""Message-API strategies with ``start()``: Flower's ``flwr.serverapp.strategy``.
+
+They reuse the legacy strategies' aggregation functions; FedAvg and the strategies built
+on its mean fold replies into the aggregate as they arrive.
+"""
+
+from __future__ import annotations
+
+from fedsilo.serverapp.strategy._dp import (
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+)
+from fedsilo.serverapp.strategy._fedavg import FedAvg, aggregate_metricrecords
+from fedsilo.serverapp.strategy._rules import (
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedMedian,
+    FedOpt,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    QFedAvg,
+)
+from fedsilo.serverapp.strategy._strategy import Result, Strategy, sample_nodes
+
+__all__ = [
+    "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideFixedClipping",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedAvgM",
+    "FedMedian",
+    "FedOpt",
+    "FedProx",
+    "FedTrimmedAvg",
+    "FedYogi",
+    "Krum",
+    "MultiKrum",
+    "QFedAvg",
+    "Result",
+    "Strategy",
+    "aggregate_metricrecords",
+    "sample_nodes",
+]

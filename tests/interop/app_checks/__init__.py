@@ -1,0 +1,1 @@
+"""Scripts that run the same app code against Flower and against fedsilo."""

@@ -1,0 +1,88 @@
+"""fedsilo's app API against the newest Flower's, on the same inputs.
+
+* The record and message checks: the same misuse raises the same exception class in both,
+  with the same text (or, where Flower's names PyTorch, which fedsilo does not take, the
+  same first sentence).
+* The Message-API strategies: one deterministic app (the same code, only the package name
+  changed) run with every strategy both have; Flower's through an in-process Grid in its
+  own venv, fedsilo's with ``run_simulation`` on its process pool. Final arrays and every
+  round's aggregated train and evaluate metrics agree to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.interop.flower_envs import REPO_ROOT, FlowerEnv
+
+CHECKS = Path(__file__).resolve().parent / "app_checks"
+# Flower's texts that name PyTorch: fedsilo takes numpy arrays only, so its text differs
+# after the first sentence.
+FIRST_SENTENCE_ONLY = {"array_value_not_array", "array_int_key", "array_numpy_other_stype",
+                       "message_no_destination", "message_str_node",
+                       "message_content_and_error", "message_reply_with_type"}
+
+
+def _probe(python: str, script: str, lib: str, env: dict[str, str] | None,
+           timeout: float) -> dict[str, Any]:
+    done = subprocess.run([python, str(CHECKS / script), lib], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+    assert done.returncode == 0, f"{script} {lib} failed:\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.flwr
+@pytest.mark.timeout(120, func_only=True)
+def test_record_and_message_checks_raise_what_flower_raises(flwr_newest_env: FlowerEnv) -> None:
+    flower = _probe(flwr_newest_env.python, "records_probe.py", "flwr",
+                    flwr_newest_env.environ(), 60)
+    ours = _probe(flwr_newest_env.python, "records_probe.py", "fedsilo",
+                  flwr_newest_env.environ(), 60)
+    assert flower.keys() == ours.keys()
+    assert flower["valid_records"] is None and ours["valid_records"] is None
+    for case, raised in flower.items():
+        if raised is None:
+            continue
+        got = ours[case]
+        assert got is not None, f"{case}: Flower raises {raised}, fedsilo raises nothing"
+        assert got[0] == raised[0], f"{case}: exception classes differ: {got[0]} {raised[0]}"
+        if case in FIRST_SENTENCE_ONLY:
+            assert got[1].split(". ")[0] == raised[1].split(". ")[0], case
+        else:
+            assert got[1] == raised[1], case
+
+
+def _close(case: str, flower: Any, ours: Any) -> None:
+    assert np.allclose(np.asarray(ours, dtype=float), np.asarray(flower, dtype=float),
+                       rtol=2e-5, atol=1e-6), f"{case}: {ours} != {flower}"
+
+
+@pytest.mark.flwr
+@pytest.mark.slow
+@pytest.mark.timeout(600, func_only=True)
+def test_message_api_strategies_match_flower(flwr_newest_env: FlowerEnv) -> None:
+    flower = _probe(flwr_newest_env.python, "strategy_probe.py", "flwr",
+                    flwr_newest_env.environ(), 300)
+    ours = _probe(sys.executable, "strategy_probe.py", "fedsilo", None, 400)
+    assert set(ours) == set(flower) and len(flower) == 12
+    for name, theirs in flower.items():
+        mine = ours[name]
+        assert mine["arrays"].keys() == theirs["arrays"].keys(), name
+        for key in theirs["arrays"]:
+            _close(f"{name} arrays {key}", theirs["arrays"][key], mine["arrays"][key])
+        for phase in ("train", "evaluate"):
+            assert mine[phase].keys() == theirs[phase].keys() == {"1", "2", "3"}, name
+            for server_round, metrics in theirs[phase].items():
+                assert mine[phase][server_round].keys() == metrics.keys(), (name, phase)
+                for key, value in metrics.items():
+                    _close(f"{name} {phase} round {server_round} {key}", value,
+                           mine[phase][server_round][key])
+    # The app moves the model: a comparison of untouched arrays would prove nothing.
+    assert not np.allclose(np.asarray(flower["FedAvg"]["arrays"]["1"]), 0.5)
