@@ -83,8 +83,8 @@ def inline_references() -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for path in DOCS:
         for span in re.findall(r"`(fedsilo [^`]+)`", FENCE.sub("", path.read_text())):
-            if not re.match(r"fedsilo [a-z-]", span):
-                continue  # a path or module name, not a command
+            if not re.match(r"fedsilo [a-z-]", span) or re.match(r"fedsilo [a-z-]+:", span):
+                continue  # a path or module name, or a message fedsilo prints
             found.append((path.name, re.sub(r"[\[\]]", "", span)))  # `[--x N]`: a synopsis
     return found
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from fedsilo.cli._output import absolute, fail, setup_logging
+
 
 def client(
     app_dir: Annotated[Path, typer.Argument(help="The app directory.")] = Path("."),
@@ -18,7 +20,7 @@ def client(
         "--node-config", help='This node\'s settings, e.g. "partition-id=0 num-partitions=3".')
     ] = "",
     root_certificates: Annotated[Path | None, typer.Option(
-        "--root-certificates", exists=True, dir_okay=False,
+        "--root-certificates", dir_okay=False,
         help="The CA certificate (PEM) the server's certificate is checked against.")] = None,
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Connect without TLS (the server must serve plain text).")] = False,
@@ -30,23 +32,26 @@ def client(
     from fedsilo.clientapp import ClientApp, ClientAppClient, node_context
     from fedsilo.simulation.run_app import load_app
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging(True)
+    if verbose:
+        logging.getLogger("fedsilo").setLevel(logging.DEBUG)
     if root_certificates is None and not insecure:
-        typer.echo("fedsilo client: give --root-certificates CA.pem, or --insecure to connect "
-                   "without TLS", err=True)
-        raise typer.Exit(code=2)
+        fail("give --root-certificates CA.pem, or --insecure to connect without TLS", code=2)
+    ca_pem = None
+    if root_certificates is not None:
+        try:
+            ca_pem = absolute(root_certificates).read_bytes()
+        except OSError as exc:
+            fail(f"cannot read --root-certificates {absolute(root_certificates)}: "
+                 f"{exc.strerror or exc}", code=2)
     try:
-        project = load_app_project(app_dir)
+        project = load_app_project(absolute(app_dir))
         config = parse_run_config(node_config)
         sys.path.insert(0, str(project.root))  # the app's packages, as they are
         app = load_app(project.clientapp, ClientApp)
     except (AppProjectError, ValueError, TypeError) as exc:
-        typer.echo(f"fedsilo client: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        fail(str(exc), code=2)
     node_id = int(config.get("partition-id", 0)) + 1  # type: ignore[arg-type]
     context = node_context(node_id, config, project.run_config, run_id=1)
     start_client(server_address=server, client=ClientAppClient(app, context),
-                 root_certificates=None if root_certificates is None
-                 else root_certificates.read_bytes(),
-                 insecure=insecure)
+                 root_certificates=ca_pem, insecure=insecure)
