@@ -25,6 +25,12 @@ from fedsilo.serverapp.strategy._rules import (
     QFedAvg,
 )
 from fedsilo.serverapp.strategy._strategy import Result, Strategy, sample_nodes
+from fedsilo.serverapp.strategy._xgb import (
+    FedXgbBagging,
+    FedXgbCyclic,
+    booster_bytes,
+    booster_record,
+)
 
 __all__ = [
     "DifferentialPrivacyClientSideFixedClipping",
@@ -37,6 +43,8 @@ __all__ = [
     "FedOpt",
     "FedProx",
     "FedTrimmedAvg",
+    "FedXgbBagging",
+    "FedXgbCyclic",
     "FedYogi",
     "Krum",
     "MultiKrum",
@@ -44,5 +52,7 @@ __all__ = [
     "Result",
     "Strategy",
     "aggregate_metricrecords",
+    "booster_bytes",
+    "booster_record",
     "sample_nodes",
 ]

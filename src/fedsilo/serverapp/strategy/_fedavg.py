@@ -123,6 +123,11 @@ class FedAvg(Strategy):
         sample_nodes(grid, self.min_available_nodes, 0)
         sample_size = max(int(len(list(grid.get_node_ids())) * fraction), minimum)
         node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
+        return self._to_nodes(server_round, arrays, config, node_ids, message_type)
+
+    def _to_nodes(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                  node_ids: list[int], message_type: str) -> list[Message]:
+        """One message per node with the arrays and the config (``server-round`` added)."""
         config["server-round"] = server_round
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return [Message(content, node_id, message_type, group_id=str(server_round))

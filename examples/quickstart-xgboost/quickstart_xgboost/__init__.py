@@ -1,0 +1,1 @@
+"""quickstart-xgboost: a fedsilo app with XGBoost."""
