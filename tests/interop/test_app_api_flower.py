@@ -31,8 +31,8 @@ FIRST_SENTENCE_ONLY = {"array_value_not_array", "array_int_key", "array_numpy_ot
 
 
 def _probe(python: str, script: str, lib: str, env: dict[str, str] | None,
-           timeout: float) -> dict[str, Any]:
-    done = subprocess.run([python, str(CHECKS / script), lib], capture_output=True,
+           timeout: float, *args: str) -> dict[str, Any]:
+    done = subprocess.run([python, str(CHECKS / script), lib, *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
     assert done.returncode == 0, f"{script} {lib} failed:\n{done.stderr[-4000:]}"
     return json.loads(done.stdout)  # type: ignore[no-any-return]
@@ -86,3 +86,52 @@ def test_message_api_strategies_match_flower(flwr_newest_env: FlowerEnv) -> None
                            mine[phase][server_round][key])
     # The app moves the model: a comparison of untouched arrays would prove nothing.
     assert not np.allclose(np.asarray(flower["FedAvg"]["arrays"]["1"]), 0.5)
+
+
+def _write_boosters(path: Path) -> dict[str, dict[str, str]]:
+    """Boosters of 2 boosting rounds of 2 parallel trees, one per round and node, as hex of
+    their JSON: the strategies must take each node's first boosting round only."""
+    xgb = pytest.importorskip("xgboost")
+    models: dict[str, dict[str, str]] = {}
+    for server_round in range(1, 4):
+        models[str(server_round)] = {}
+        for node in range(3):
+            rng = np.random.default_rng(10 * server_round + node)
+            x = rng.normal(size=(120, 4))
+            booster = xgb.train({"max_depth": 2, "num_parallel_tree": 2, "subsample": 0.8,
+                                 "seed": 0, "nthread": 1},
+                                xgb.DMatrix(x, label=(x[:, node] > 0).astype(float)),
+                                num_boost_round=2)
+            models[str(server_round)][str(node)] = bytes(booster.save_raw("json")).hex()
+    path.write_text(json.dumps(models))
+    return models
+
+
+@pytest.mark.flwr
+@pytest.mark.timeout(180, func_only=True)
+def test_xgboost_strategies_give_flowers_model_bytes(flwr_newest_env: FlowerEnv,
+                                                     tmp_path: Path) -> None:
+    """FedXgbBagging and FedXgbCyclic on the same boosters: the same final booster, byte for
+    byte, and the same per-round metrics, which fingerprint the model each node received
+    and which node took part."""
+    models = _write_boosters(tmp_path / "models.json")
+    probe = str(tmp_path / "models.json")
+    flower = _probe(flwr_newest_env.python, "xgb_probe.py", "flwr",
+                    flwr_newest_env.environ(), 120, probe)
+    ours = _probe(sys.executable, "xgb_probe.py", "fedsilo", None, 120, probe)
+    assert set(flower) == set(ours) == {"FedXgbBagging", "FedXgbCyclic"}
+    for name, theirs in flower.items():
+        assert ours[name]["arrays"] == theirs["arrays"], name
+        for phase in ("train", "evaluate"):
+            assert ours[name][phase].keys() == {"1", "2", "3"}, name
+            for server_round, metrics in theirs[phase].items():
+                assert ours[name][phase][server_round].keys() == metrics.keys(), (name, phase)
+                for key, value in metrics.items():
+                    _close(f"{name} {phase} round {server_round} {key}", value,
+                           ours[name][phase][server_round][key])
+    bagged = json.loads(bytes.fromhex(flower["FedXgbBagging"]["arrays"]["0"]))
+    # The first reply is the start, whole (2 rounds of 2 trees); each of the 8 later
+    # replies adds its first round of 2 parallel trees.
+    assert len(bagged["learner"]["gradient_booster"]["model"]["trees"]) == 4 + 8 * 2
+    last_turn = int(flower["FedXgbCyclic"]["train"]["3"]["node"])
+    assert flower["FedXgbCyclic"]["arrays"]["0"] == models["3"][str(last_turn)]
