@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import numpy as np
+from local_grid import local_grid
 
 LIB = sys.argv[1] if len(sys.argv) > 1 else "fedsilo"
 app_api = importlib.import_module(f"{LIB}.app")
@@ -92,50 +93,8 @@ def run_strategy(name: str, grid: Any) -> dict[str, Any]:
 
 
 def run_with_flower() -> dict[str, Any]:
-    from flwr.serverapp import Grid
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
-
-    class LocalGrid(Grid):  # type: ignore[misc]
-        """Delivers each message to the ClientApp in this process."""
-
-        def __init__(self) -> None:
-            self.contexts = {n: app_api.Context(run_id=1, node_id=n, node_config={
-                "partition-id": n - 1, "num-partitions": NUM_NODES}, state=app_api.RecordDict(),
-                run_config={}) for n in range(1, NUM_NODES + 1)}
-            self.replies: dict[str, Any] = {}
-
-        @property
-        def run(self) -> Any:
-            return None
-
-        def set_run(self, run_id: int) -> None:
-            return None
-
-        def create_message(self, *args: Any, **kwargs: Any) -> Any:
-            raise NotImplementedError
-
-        def get_node_ids(self) -> list[int]:
-            return list(self.contexts)
-
-        def push_messages(self, messages: Any) -> list[str]:
-            ids = []
-            for index, message in enumerate(messages):
-                message.metadata.__dict__["_message_id"] = f"m{len(self.replies)}-{index}"
-                node = message.metadata.dst_node_id
-                self.replies[message.metadata.message_id] = client_app(message,
-                                                                        self.contexts[node])
-                ids.append(message.metadata.message_id)
-            return ids
-
-        def pull_messages(self, message_ids: Any) -> list[Any]:
-            return [self.replies.pop(i) for i in message_ids]
-
-        def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
-            return self.pull_messages(self.push_messages(messages))
-
-    return {name: run_strategy(name, LocalGrid()) for name in STRATEGIES}
+    return {name: run_strategy(name, local_grid("flwr", client_app, NUM_NODES))
+            for name in STRATEGIES}
 
 
 server_app: Any = None

@@ -18,12 +18,12 @@ import sys
 from typing import Any
 
 import numpy as np
+from local_grid import local_grid
 
 LIB = sys.argv[1]
 MODELS: dict[str, dict[str, str]] = json.loads(open(sys.argv[2]).read())  # noqa: SIM115
 app_api = importlib.import_module(f"{LIB}.app")
 clientapp_api = importlib.import_module(f"{LIB}.clientapp")
-serverapp_api = importlib.import_module(f"{LIB}.serverapp")
 strategies = importlib.import_module(f"{LIB}.serverapp.strategy")
 
 NUM_NODES = 3
@@ -57,56 +57,10 @@ def evaluate(msg: Any, context: Any) -> Any:
     return app_api.Message(app_api.RecordDict({"metrics": metrics}), reply_to=msg)
 
 
-class LocalGrid(serverapp_api.Grid):  # type: ignore[misc,name-defined]
-    """Delivers each message to the ClientApp in this process, in the order sent."""
-
-    def __init__(self) -> None:
-        self.contexts = {n: app_api.Context(run_id=1, node_id=n, node_config={
-            "partition-id": n - 1, "num-partitions": NUM_NODES}, state=app_api.RecordDict(),
-            run_config={}) for n in range(1, NUM_NODES + 1)}
-        self.replies: dict[str, Any] = {}
-
-    @property
-    def run(self) -> Any:
-        return None
-
-    def set_run(self, run_id: int) -> None:
-        return None
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
-
-    def push_messages(self, messages: Any) -> list[str]:
-        ids = []
-        for message in messages:
-            message_id = f"m{len(self.replies)}-{len(ids)}"
-            if LIB == "flwr":
-                message.metadata.__dict__["_message_id"] = message_id
-            else:
-                message.metadata.message_id = message_id
-            self.replies[message_id] = client_app(message,
-                                                  self.contexts[message.metadata.dst_node_id])
-            ids.append(message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Any) -> list[Any]:
-        return [self.replies.pop(i) for i in message_ids]
-
-    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
-        return self.pull_messages(self.push_messages(messages))
-
-
 def run_strategy(name: str) -> dict[str, Any]:
-    if LIB == "flwr":
-        from flwr.supercore.task_identity import TaskIdentity
-
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
     random.seed(7)
     strategy = getattr(strategies, name)(min_available_nodes=NUM_NODES)
-    result = strategy.start(grid=LocalGrid(), num_rounds=NUM_ROUNDS,
+    result = strategy.start(grid=local_grid(LIB, client_app, NUM_NODES), num_rounds=NUM_ROUNDS,
                             initial_arrays=app_api.ArrayRecord([np.frombuffer(b"", np.uint8)]))
     return {
         "arrays": {k: a.numpy().tobytes().hex() for k, a in result.arrays.items()},
