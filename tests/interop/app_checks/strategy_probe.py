@@ -36,6 +36,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "FedTrimmedAvg": {"beta": 0.2},
     "Krum": {"num_malicious_nodes": 1},
     "MultiKrum": {"num_malicious_nodes": 1, "num_nodes_to_select": 3},
+    # 5 nodes tolerate no malicious one (Bulyan needs 4f + 3): the unweighted mean.
+    "Bulyan": {"num_malicious_nodes": 0},
     "QFedAvg": {"client_learning_rate": 0.5, "q": 0.2},
     # Without noise the server-side clipping is deterministic.
     "DifferentialPrivacyServerSideFixedClipping": {"noise_multiplier": 0.0,

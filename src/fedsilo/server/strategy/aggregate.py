@@ -39,6 +39,7 @@ __all__ = [
     "gaussian_noise_stddev",
     "krum_scores",
     "l2_norm",
+    "mean_closest_to_median",
     "pairwise_squared_distances",
     "qffl_client_step",
     "start_weighted",
@@ -421,8 +422,14 @@ def aggregate_bulyan(
                                   **aggregation_rule_kwargs)
         index = _index_of_model(chosen, remaining)
         selected.append(remaining.pop(index))
+    return mean_closest_to_median(selected, beta)
+
+
+def mean_closest_to_median(results: list[tuple[NDArrays, int]], beta: int) -> NDArrays:
+    """Bulyan's second step: each coordinate is the mean of the ``beta`` values closest to
+    the coordinate-wise median of ``results`` (example counts are not used)."""
     aggregated: NDArrays = []
-    for stacked in _stack_layers(selected):
+    for stacked in _stack_layers(results):
         median = np.median(stacked, axis=0)
         order = np.argsort(np.abs(stacked - median), axis=0, kind="stable")[:beta]
         aggregated.append(np.mean(np.take_along_axis(stacked, order, axis=0), axis=0))

@@ -12,6 +12,7 @@ from fedsilo.serverapp.strategy._dp import (
 )
 from fedsilo.serverapp.strategy._fedavg import FedAvg, aggregate_metricrecords
 from fedsilo.serverapp.strategy._rules import (
+    Bulyan,
     FedAdagrad,
     FedAdam,
     FedAvgM,
@@ -33,6 +34,7 @@ from fedsilo.serverapp.strategy._xgb import (
 )
 
 __all__ = [
+    "Bulyan",
     "DifferentialPrivacyClientSideFixedClipping",
     "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",

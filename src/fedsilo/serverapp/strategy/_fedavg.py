@@ -198,6 +198,8 @@ class FedAvg(Strategy):
         if not results or keys is None:
             return None, None
         chosen = self.select(results)
+        if not chosen:
+            return None, None
         results = [results[i] for i in chosen]
         contents = [contents[i] for i in chosen]
         aggregate = self.conclude_train(server_round, self.rule(results), self._current)

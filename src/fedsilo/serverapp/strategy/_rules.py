@@ -6,6 +6,7 @@ The rules and steps are the legacy strategies' functions in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,13 +23,16 @@ from fedsilo.server.strategy.aggregate import (
     fedavgm_step,
     fedyogi_step,
     krum_scores,
+    mean_closest_to_median,
     pairwise_squared_distances,
     qffl_client_step,
 )
 from fedsilo.serverapp._grid import Grid
 from fedsilo.serverapp.strategy._fedavg import FedAvg, _record
 
-__all__ = ["FedAdagrad", "FedAdam", "FedAvgM", "FedMedian", "FedOpt", "FedProx",
+log = logging.getLogger("fedsilo.server")
+
+__all__ = ["Bulyan", "FedAdagrad", "FedAdam", "FedAvgM", "FedMedian", "FedOpt", "FedProx",
            "FedTrimmedAvg", "FedYogi", "Krum", "MultiKrum", "QFedAvg"]
 
 
@@ -121,6 +125,32 @@ class MultiKrum(Krum):
         super().__init__(*args, num_malicious_nodes=num_malicious_nodes, **kwargs)
         self.num_nodes_to_select = num_nodes_to_select
         self.num_selected = num_nodes_to_select
+
+
+class Bulyan(Krum):
+    """Bulyan (El Mhamdi et al., 2018) over messages: the ``theta = n - 2f`` replies with the
+    best Krum scores are selected (Multi-Krum), then each coordinate is the mean of the
+    ``beta = theta - 2f`` selected values closest to their median. The round's metrics are
+    those of the selected replies. With fewer than ``4f + 3`` replies the round keeps the
+    global model (a warning says why).
+
+    Parameters
+    ----------
+    num_malicious_nodes:
+        ``f``, the nodes assumed malicious. FedAvg's parameters apply.
+    """
+
+    def select(self, results: list[tuple[NDArrays, int]]) -> list[int]:
+        f = self.num_malicious_nodes
+        if len(results) < 4 * f + 3:
+            log.warning("Bulyan needs at least 4 * num_malicious_nodes + 3 = %d replies, "
+                        "got %d; the round keeps the global model", 4 * f + 3, len(results))
+            return []
+        self.num_selected = len(results) - 2 * f
+        return super().select(results)
+
+    def rule(self, results: list[tuple[NDArrays, int]]) -> NDArrays:
+        return mean_closest_to_median(results, len(results) - 2 * self.num_malicious_nodes)
 
 
 class FedAvgM(FedAvg):
