@@ -4,7 +4,8 @@ the final arrays and the per-round metrics as JSON.
 ``python strategy_probe.py flwr`` drives Flower's strategies through an in-process Grid
 (Flower's simulation needs Ray); ``python strategy_probe.py fedsilo`` runs fedsilo's with
 ``run_simulation`` on its process pool. The app code is the same text for both: only the
-package name differs.
+package name differs. ``python strategy_probe.py LIB 7`` runs the rules that tolerate one
+malicious node among seven (Bulyan needs 4f + 3 nodes) on seven nodes instead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ app_api = importlib.import_module(f"{LIB}.app")
 clientapp_api = importlib.import_module(f"{LIB}.clientapp")
 strategies = importlib.import_module(f"{LIB}.serverapp.strategy")
 
-NUM_NODES = 5
+NUM_NODES = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 NUM_ROUNDS = 3
 SHAPES = [(3, 4), (5,)]
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -44,6 +45,9 @@ STRATEGIES: dict[str, dict[str, Any]] = {
                                                    "clipping_norm": 1.5,
                                                    "num_sampled_clients": NUM_NODES},
 }
+if NUM_NODES >= 7:
+    STRATEGIES = {"Bulyan": {"num_malicious_nodes": 1},
+                  "MultiKrum": {"num_malicious_nodes": 1, "num_nodes_to_select": 4}}
 WRAPPERS = {"DifferentialPrivacyServerSideFixedClipping"}
 
 
