@@ -7,7 +7,9 @@ on its mean fold replies into the aggregate as they arrive.
 from __future__ import annotations
 
 from fedsilo.serverapp.strategy._dp import (
+    DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
 )
 from fedsilo.serverapp.strategy._fedavg import FedAvg, aggregate_metricrecords
@@ -35,7 +37,9 @@ from fedsilo.serverapp.strategy._xgb import (
 
 __all__ = [
     "Bulyan",
+    "DifferentialPrivacyClientSideAdaptiveClipping",
     "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideAdaptiveClipping",
     "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
     "FedAdam",

@@ -1,4 +1,5 @@
-"""Central differential privacy with fixed clipping, wrapped around a Message-API strategy.
+"""Central differential privacy with fixed or adaptive clipping, wrapped around a
+Message-API strategy.
 
 Each node's update (its arrays minus the arrays it was sent) is clipped to ``clipping_norm``
 — on the server (``DifferentialPrivacyServerSideFixedClipping``) or on the node, by
@@ -6,6 +7,11 @@ Each node's update (its arrays minus the arrays it was sent) is clipped to ``cli
 (``DifferentialPrivacyClientSideFixedClipping``) — and Gaussian noise of standard deviation
 ``noise_multiplier * clipping_norm / num_sampled_clients`` is added to the aggregate. The
 clipping and the noise are the legacy wrappers' functions.
+
+The adaptive wrappers start from ``initial_clipping_norm`` and, after each round, move the
+norm by the legacy wrappers' step (Andrew et al., 2021): ``C <- C exp(lr (c - gamma))`` with
+``c`` the noised share of clipped updates and ``gamma`` the ``target_clipped_quantile``. The
+round's noise is calibrated to the norm that round's updates were clipped to.
 """
 
 from __future__ import annotations
@@ -16,14 +22,21 @@ from collections.abc import Iterable
 import numpy as np
 
 from fedsilo.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
-from fedsilo.common.clipping import KEY_CLIPPING_NORM, clip_update
-from fedsilo.server.strategy.aggregate import add_gaussian_noise, gaussian_noise_stddev
+from fedsilo.common.clipping import KEY_CLIPPING_NORM, KEY_NORM_BIT, clip_update
+from fedsilo.server.strategy.aggregate import (
+    adaptive_clip_norm_step,
+    adaptive_noise_split,
+    add_gaussian_noise,
+    gaussian_noise_stddev,
+)
 from fedsilo.serverapp._grid import Grid
 from fedsilo.serverapp.strategy._strategy import Strategy
 
 log = logging.getLogger("fedsilo.server")
 
-__all__ = ["DifferentialPrivacyClientSideFixedClipping",
+__all__ = ["DifferentialPrivacyClientSideAdaptiveClipping",
+           "DifferentialPrivacyClientSideFixedClipping",
+           "DifferentialPrivacyServerSideAdaptiveClipping",
            "DifferentialPrivacyServerSideFixedClipping"]
 
 
@@ -43,6 +56,18 @@ class _FixedClippingBase(Strategy):
         self.clipping_norm = clipping_norm
         self.num_sampled_clients = num_sampled_clients
         self.rng_ = np.random.default_rng(seed)
+        self.current_arrays = ArrayRecord()  # the arrays this round's nodes were sent
+
+    clips_on_server = True
+    """Whether the server clips the updates (else the nodes do, to the norm it sends)."""
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        if self.clips_on_server:
+            self.current_arrays = arrays
+        else:
+            config[KEY_CLIPPING_NORM] = self.clipping_norm
+        return self.strategy.configure_train(server_round, arrays, config, grid)
 
     def _noised(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
         if arrays is None:
@@ -53,6 +78,26 @@ class _FixedClippingBase(Strategy):
         log.info("central DP noise with standard deviation %.4f added", stddev)
         return ArrayRecord({k: Array(np.asarray(v))
                             for k, v in zip(arrays.keys(), noised, strict=True)})
+
+    def _clip_replies(self, replies: Iterable[Message], sent_record: ArrayRecord
+                      ) -> tuple[list[Message], int]:
+        """The replies with each update (arrays minus ``sent_record``) clipped to the
+        clipping norm, and how many updates were clipped."""
+        sent = [a.numpy() for a in sent_record.values()]
+        clipped_replies = list(replies)
+        clipped = 0
+        for reply in clipped_replies:
+            if reply.has_error():
+                continue
+            for name, record in list(reply.content.array_records.items()):
+                trained = [a.numpy() for a in record.values()]
+                update, was_clipped = clip_update(
+                    [t - s for t, s in zip(trained, sent, strict=True)], self.clipping_norm)
+                clipped += int(was_clipped)
+                reply.content[name] = ArrayRecord({
+                    k: Array(np.asarray(s + u).astype(t.dtype, copy=False))
+                    for k, s, u, t in zip(record.keys(), sent, update, trained, strict=True)})
+        return clipped_replies, clipped
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
                            config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -86,31 +131,9 @@ class DifferentialPrivacyServerSideFixedClipping(_FixedClippingBase):
         Seed of the noise (fedsilo's addition; None: fresh).
     """
 
-    def __init__(self, strategy: Strategy, noise_multiplier: float, clipping_norm: float,
-                 num_sampled_clients: int, *, seed: int | None = None) -> None:
-        super().__init__(strategy, noise_multiplier, clipping_norm, num_sampled_clients,
-                         seed=seed)
-        self.current_arrays = ArrayRecord()
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        self.current_arrays = arrays
-        return self.strategy.configure_train(server_round, arrays, config, grid)
-
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        sent = [a.numpy() for a in self.current_arrays.values()]
-        clipped_replies = list(replies)
-        for reply in clipped_replies:
-            if reply.has_error():
-                continue
-            for name, record in list(reply.content.array_records.items()):
-                trained = [a.numpy() for a in record.values()]
-                update, _ = clip_update([t - s for t, s in zip(trained, sent, strict=True)],
-                                        self.clipping_norm)
-                reply.content[name] = ArrayRecord({
-                    k: Array(np.asarray(s + u).astype(t.dtype, copy=False))
-                    for k, s, u, t in zip(record.keys(), sent, update, trained, strict=True)})
+        clipped_replies, _ = self._clip_replies(replies, self.current_arrays)
         arrays, metrics = self.strategy.aggregate_train(server_round, clipped_replies)
         return self._noised(arrays), metrics
 
@@ -119,12 +142,102 @@ class DifferentialPrivacyClientSideFixedClipping(_FixedClippingBase):
     """Ask the nodes to clip their updates (``fixedclipping_mod``), aggregate with
     ``strategy``, add noise. Parameters as ``DifferentialPrivacyServerSideFixedClipping``."""
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        config[KEY_CLIPPING_NORM] = self.clipping_norm
-        return self.strategy.configure_train(server_round, arrays, config, grid)
+    clips_on_server = False
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         return self._noised(arrays), metrics
+
+
+class _AdaptiveClippingBase(_FixedClippingBase):
+    """The fixed wrappers' noise, with a clipping norm that follows a quantile of the
+    update norms."""
+
+    def __init__(self, strategy: Strategy, noise_multiplier: float, num_sampled_clients: int,
+                 initial_clipping_norm: float = 0.1, target_clipped_quantile: float = 0.5,
+                 clip_norm_lr: float = 0.2, clipped_count_stddev: float | None = None, *,
+                 seed: int | None = None) -> None:
+        if initial_clipping_norm <= 0:
+            raise ValueError("The initial clipping norm should be a positive value.")
+        if not 0 <= target_clipped_quantile <= 1:
+            raise ValueError("The target clipped quantile must be in [0, 1].")
+        if clip_norm_lr <= 0:
+            raise ValueError("The learning rate must be positive.")
+        if clipped_count_stddev is not None and clipped_count_stddev < 0:
+            raise ValueError("The `clipped_count_stddev` must be non-negative.")
+        super().__init__(strategy, noise_multiplier, initial_clipping_norm,
+                         num_sampled_clients, seed=seed)
+        self.target_clipped_quantile = target_clipped_quantile
+        self.clip_norm_lr = clip_norm_lr
+        # The count of clipped updates is released too: the noise is split between the two.
+        self.clipped_count_stddev, self.noise_multiplier = adaptive_noise_split(
+            noise_multiplier, num_sampled_clients, clipped_count_stddev)
+
+    def _adapt(self, clipped: int, total: int) -> None:
+        """Move the clipping norm toward the target quantile of the round's update norms."""
+        if total == 0:
+            return
+        noised = float(self.rng_.normal(clipped, self.clipped_count_stddev))
+        self.clipping_norm = adaptive_clip_norm_step(
+            self.clipping_norm, noised / total, self.target_clipped_quantile, self.clip_norm_lr)
+        log.info("clipping norm for the next round: %.4f (%d of %d updates clipped)",
+                 self.clipping_norm, clipped, total)
+
+
+class DifferentialPrivacyServerSideAdaptiveClipping(_AdaptiveClippingBase):
+    """Clip every node's update on the server to the current norm, aggregate with
+    ``strategy``, add noise, then adapt the norm.
+
+    Parameters
+    ----------
+    strategy:
+        The strategy that aggregates the clipped updates.
+    noise_multiplier:
+        Total noise multiplier, split between the model and the count of clipped updates.
+    num_sampled_clients:
+        Nodes sampled per round.
+    initial_clipping_norm, target_clipped_quantile, clip_norm_lr:
+        The norm to start from, the share of updates to clip, and the step size.
+    clipped_count_stddev:
+        Noise on the count of clipped updates (default ``num_sampled_clients / 20``).
+    seed:
+        Seed of the noise (fedsilo's addition; None: fresh).
+    """
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        clipped_replies, clipped = self._clip_replies(replies, self.current_arrays)
+        arrays, metrics = self.strategy.aggregate_train(server_round, clipped_replies)
+        noised = self._noised(arrays)
+        self._adapt(clipped, sum(not r.has_error() for r in clipped_replies))
+        return noised, metrics
+
+
+class DifferentialPrivacyClientSideAdaptiveClipping(_AdaptiveClippingBase):
+    """Send the current norm to the nodes, which clip and report ``norm_bit``
+    (``adaptiveclipping_mod``); aggregate with ``strategy``, add noise, adapt the norm.
+    A reply without ``norm_bit`` is left out with a warning. Parameters as
+    ``DifferentialPrivacyServerSideAdaptiveClipping``."""
+
+    clips_on_server = False
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        kept: list[Message] = []
+        clipped = 0
+        for reply in replies:
+            if not reply.has_error():
+                bits = [m[KEY_NORM_BIT] for m in reply.content.metric_records.values()
+                        if KEY_NORM_BIT in m]
+                if not bits:
+                    log.warning("reply from node %d has no %r metric (clip with "
+                                "adaptiveclipping_mod); skipped", reply.metadata.src_node_id,
+                                KEY_NORM_BIT)
+                    continue
+                clipped += int(bool(bits[0]))
+            kept.append(reply)
+        arrays, metrics = self.strategy.aggregate_train(server_round, kept)
+        noised = self._noised(arrays)
+        self._adapt(clipped, sum(not r.has_error() for r in kept))
+        return noised, metrics
