@@ -13,15 +13,21 @@ import pytest
 from fedsilo.app import (
     ArrayRecord,
     ConfigRecord,
+    Context,
     Message,
     MetricRecord,
     RecordDict,
 )
+from fedsilo.clientapp import ClientApp, ClientAppClient, node_context
+from fedsilo.clientapp.mod import adaptiveclipping_mod
+from fedsilo.server.client_manager import SimpleClientManager
+from fedsilo.serverapp import ProxyGrid
 from fedsilo.serverapp.strategy import (
     DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyServerSideAdaptiveClipping,
     FedAvg,
 )
+from fedsilo.simulation import InProcessClientProxy
 
 # Updates from a zero model with L2 norms 1, 2, 3 and 4.
 UPDATES = [np.array([0.6, 0.8]) * n for n in (1.0, 2.0, 3.0, 4.0)]
@@ -89,3 +95,42 @@ def test_bad_settings_are_refused(kwargs: dict[str, float], message: str) -> Non
     settings = {"noise_multiplier": 0.0, "num_sampled_clients": 4, **kwargs}
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         DifferentialPrivacyServerSideAdaptiveClipping(FedAvg(), **settings)  # type: ignore
+
+
+def test_client_side_wrapper_with_the_nodes_mod_over_rounds() -> None:
+    """Nodes clip with ``adaptiveclipping_mod`` and report ``norm_bit``; the norm the server
+    sends follows the bits round after round."""
+    app = ClientApp(mods=[adaptiveclipping_mod])
+    sent_norms: list[float] = []
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        sent_norms.append(float(msg.content["config"]["clipping_norm"]))
+        received = msg.content["arrays"].to_numpy_ndarrays()
+        update = UPDATES[int(context.node_config["partition-id"])]
+        return Message(RecordDict({"arrays": ArrayRecord([received[0] + update]),
+                                   "metrics": MetricRecord({"num-examples": 1})}),
+                       reply_to=msg)
+
+    manager = SimpleClientManager()
+    for p in range(4):
+        manager.register(InProcessClientProxy(str(p), ClientAppClient(
+            app, node_context(p + 1, {"partition-id": p, "num-partitions": 4}))))
+    grid = ProxyGrid(manager)
+    try:
+        strategy = DifferentialPrivacyClientSideAdaptiveClipping(
+            FedAvg(fraction_evaluate=0.0, min_available_nodes=4), noise_multiplier=0.0,
+            num_sampled_clients=4, initial_clipping_norm=2.5, target_clipped_quantile=0.0,
+            clip_norm_lr=0.5)
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(2)]),
+                                num_rounds=2)
+    finally:
+        grid.close()
+    # Round 1 clips norms 3 and 4 to 2.5 (c = 0.5): the norm becomes 2.5 e^(0.25) ~ 3.21,
+    # and round 2 clips only the update of norm 4 (c = 0.25).
+    first = 2.5 * math.exp(0.5 * 0.5)
+    assert sorted(set(sent_norms)) == [2.5, pytest.approx(first)]
+    assert strategy.clipping_norm == pytest.approx(first * math.exp(0.5 * 0.25))
+    round_1 = np.mean([u * min(1.0, 2.5 / np.linalg.norm(u)) for u in UPDATES], axis=0)
+    round_2 = np.mean([u * min(1.0, first / np.linalg.norm(u)) for u in UPDATES], axis=0)
+    assert np.allclose(result.arrays["0"].numpy(), round_1 + round_2)
