@@ -31,6 +31,16 @@ def _reply(msg: Message, arrays: list[np.ndarray], **metrics: float) -> Message:
                                "metrics": MetricRecord(dict(metrics))}), reply_to=msg)
 
 
+def in_process_grid(app: ClientApp, num_nodes: int) -> ProxyGrid:
+    """A Grid of ``num_nodes`` nodes running ``app`` in this process; node ``p + 1`` is
+    partition ``p``."""
+    manager = SimpleClientManager()
+    for p in range(num_nodes):
+        manager.register(InProcessClientProxy(str(p), ClientAppClient(
+            app, node_context(p + 1, {"partition-id": p, "num-partitions": num_nodes}))))
+    return ProxyGrid(manager)
+
+
 def _train_message(arrays: list[np.ndarray], **config: float) -> Message:
     return Message(RecordDict({"arrays": ArrayRecord(arrays),
                                "config": ConfigRecord(dict(config))}), 1, "train")
@@ -257,11 +267,7 @@ def test_client_side_clipping_wrapper_and_mod_clip_every_update() -> None:
         step = np.array([3.0, 4.0]) * (1 + int(context.node_config["partition-id"]))
         return _reply(msg, [received[0] + step], **{"num-examples": 1})
 
-    manager = SimpleClientManager()
-    for p in range(2):
-        manager.register(InProcessClientProxy(str(p), ClientAppClient(
-            app, node_context(p + 1, {"partition-id": p, "num-partitions": 2}))))
-    grid = ProxyGrid(manager)
+    grid = in_process_grid(app, 2)
     try:
         noiseless = DifferentialPrivacyClientSideFixedClipping(
             FedAvg(fraction_evaluate=0.0), noise_multiplier=0.0, clipping_norm=1.0,

@@ -18,16 +18,14 @@ from fedsilo.app import (
     MetricRecord,
     RecordDict,
 )
-from fedsilo.clientapp import ClientApp, ClientAppClient, node_context
+from fedsilo.clientapp import ClientApp
 from fedsilo.clientapp.mod import adaptiveclipping_mod
-from fedsilo.server.client_manager import SimpleClientManager
-from fedsilo.serverapp import ProxyGrid
 from fedsilo.serverapp.strategy import (
     DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyServerSideAdaptiveClipping,
     FedAvg,
 )
-from fedsilo.simulation import InProcessClientProxy
+from tests.app.test_clientapp_and_grid import in_process_grid
 
 # Updates from a zero model with L2 norms 1, 2, 3 and 4.
 UPDATES = [np.array([0.6, 0.8]) * n for n in (1.0, 2.0, 3.0, 4.0)]
@@ -112,11 +110,7 @@ def test_client_side_wrapper_with_the_nodes_mod_over_rounds() -> None:
                                    "metrics": MetricRecord({"num-examples": 1})}),
                        reply_to=msg)
 
-    manager = SimpleClientManager()
-    for p in range(4):
-        manager.register(InProcessClientProxy(str(p), ClientAppClient(
-            app, node_context(p + 1, {"partition-id": p, "num-partitions": 4}))))
-    grid = ProxyGrid(manager)
+    grid = in_process_grid(app, 4)
     try:
         strategy = DifferentialPrivacyClientSideAdaptiveClipping(
             FedAvg(fraction_evaluate=0.0, min_available_nodes=4), noise_multiplier=0.0,
