@@ -44,14 +44,15 @@ def wait_until_gone(text: str, timeout: float = 30.0) -> list[str]:
 @pytest.mark.slow
 def test_ctrl_c_during_the_demo_stops_everything_and_exits_130(tmp_path: Path) -> None:
     # A terminal's Ctrl-C goes to the whole foreground process group: do the same.
-    demo = subprocess.Popen([str(SCRIPT), "demo", "--rounds", "50"], cwd=tmp_path, text=True,
+    # Unbuffered, so "round 2" is read when it is printed, not with the run's last lines.
+    demo = subprocess.Popen([str(SCRIPT), "demo", "--rounds", "300"], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert demo.stdout is not None
     seen = []
     for line in demo.stdout:
         seen.append(line)
-        if line.startswith("round 2/50"):
+        if line.startswith("round 2/300"):
             os.killpg(demo.pid, signal.SIGINT)
             break
     out, err = demo.communicate(timeout=120)
@@ -66,7 +67,7 @@ def test_ctrl_c_during_the_demo_stops_everything_and_exits_130(tmp_path: Path) -
     assert len(records) == 3
     assert {r["status"] for r in records} == {"Stopped"}, records
     # The rounds the server took after Ctrl-C: none aggregated past the one in progress.
-    assert not any(line.startswith("round 4/50") for line in out.splitlines())
+    assert not any(line.startswith("round 300/300") for line in out.splitlines())
 
 
 @pytest.mark.slow
