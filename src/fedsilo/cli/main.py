@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from fedsilo import __version__
-from fedsilo.cli import certs, demo, federate, fraud_data, server, simulate, site
+from fedsilo.cli import apps, certs, demo, federate, fraud_data, server, simulate, site
 from fedsilo.cli._output import COMMAND, INTERRUPTED, error_line
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app.command(name="demo")(demo.demo)
 app.add_typer(site.app, name="site")
 app.add_typer(certs.app, name="certs")
 app.command(name="federate")(federate.federate)
+app.command(name="status")(federate.status)
+app.add_typer(apps.app, name="app")
 app.command(name="server")(server.server)
 app.command(name="simulate")(simulate.simulate)
 app.command(name="fraud-data")(fraud_data.fraud_data)
@@ -54,7 +56,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-GROUPS = ("site", "certs")  # sub-commands that have sub-commands of their own
+GROUPS = ("site", "certs", "app")  # sub-commands that have sub-commands of their own
 
 
 def main(argv: list[str] | None = None) -> int:

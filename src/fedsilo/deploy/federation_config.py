@@ -1,25 +1,26 @@
-"""``federation.toml``: the server, its strategy and test data, and the sites to launch on.
+"""``federation.toml``: the app to federate, the server, and the sites to launch on.
 
 ::
+
+    [app]                            # the app: code the federation runs, on both sides
+    dir = "app"                      # its directory: packed and sent to every site
+    server = "server:server_fn"      # module:function in dir: the strategy and ServerConfig
+    program = "client.py"            # the site program in dir (script mode)
+    config = { penalty = "l2", max-iter = 10 }   # run_config, sent to every site's job
+    signature = "app.sig"            # optional: `fedsilo app sign`, for sites that trust signers
 
     [server]
     address = "127.0.0.1:0"          # where the FL server listens; port 0: a free one
     public_address = ""              # what the sites dial (default: address, as chosen)
-    rounds = 3
+    rounds = 3                       # overrides the app's ServerConfig.num_rounds
     round_timeout = 60
     connect_timeout = 60             # how long the server waits for the sites' clients
     certificates = "certs"           # ca.pem, server.pem, server.key from `fedsilo certs init`
-    output = "run"                   # model.joblib, history.json, federation.json
+    data = "server"                  # the server's own data (e.g. a test set), for the app
+    output = "run"                   # final_arrays.npz, history.json, federation.json
 
     [strategy]
-    name = "FedAvg"
     min_sites = 3                    # go on while this many sites remain (default: all)
-
-    [evaluation]
-    example = "fraud"                # the server side of the shipped fraud example
-    test_data = "server"             # directory holding test.csv
-    penalty = "l2"
-    max_iter = 10
 
     [identity]                       # the key sites trust, with its certificate if any
     key = "certs/orchestrator.key"
@@ -32,12 +33,12 @@
     ca = "sites/site1/tls/ca.pem"
     role = "arn:fedsilo:iam::site1:role/FL-kickoff-client-job"
     execution_role = "arn:fedsilo:iam::site1:role/service-role/FL-execution"
-    program = "client.py"
-    source = "fraud/source.tar.gz"   # in the site's code store (or s3://... on SageMaker)
+    source = ""                      # default: the app's archive, uploaded to the site;
+                                     # or code the site holds already (s3://... on SageMaker)
     output = "fl"                    # under the site's artifacts (or s3://...)
     max_runtime = 3600
     channels = { train = "train", identity = "identity" }
-    hyperparameters = { penalty = "l2", max-iter = "10" }
+    hyperparameters = { }            # this site's own, on top of the app's config
     client_certificate = "sites/site1/tls/client.pem"   # enrol the site: mutual TLS
     # SageMaker only: region, endpoint_url, training_image, instance_type, vpc_config
 
@@ -55,9 +56,23 @@ from typing import Any
 
 from fedsilo.deploy.errors import ValidationError
 
-__all__ = ["FederationConfig", "SiteConfig", "load_federation_config"]
+__all__ = ["AppConfig", "FederationConfig", "SiteConfig", "load_federation_config"]
 
 LAUNCHERS = ("local", "sagemaker")
+
+
+RunConfig = dict[str, bool | int | float | str]
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The app a federation runs: its directory, server function, site program, run config."""
+
+    directory: Path
+    server: str
+    program: str = "client.py"
+    run_config: RunConfig = field(default_factory=dict)
+    signature: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -89,20 +104,17 @@ class FederationConfig:
     """The whole run; see the module's docstring for the file's shape."""
 
     address: str
-    rounds: int
+    app: AppConfig
     certificates: Path
     output: Path
-    test_data: Path
     identity_key: Path
     sites: tuple[SiteConfig, ...]
+    rounds: int | None = None
+    data: Path | None = None
     public_address: str = ""
     round_timeout: float = 60.0
     connect_timeout: float = 60.0
-    strategy: str = "FedAvg"
     min_sites: int = 0
-    example: str = "fraud"
-    penalty: str = "l2"
-    max_iter: int = 10
     identity_certificate: Path | None = None
 
     @property
@@ -123,11 +135,15 @@ def load_federation_config(path: Path) -> FederationConfig:
         raise ValidationError(f"{path}: {exc}") from exc
     base = Path(path).resolve().parent
     _known(raw, KNOWN_KEYS[""], path.name if isinstance(path, Path) else str(path))
-    for table in ("server", "strategy", "evaluation", "identity"):
+    if "evaluation" in raw:
+        raise ValidationError(f"{path}: the [evaluation] table is gone; name the app to run in "
+                              "an [app] table (dir, server, program, config) and the server's "
+                              "data in server.data (see docs/deployment.md)")
+    for table in ("app", "server", "strategy", "identity"):
         if isinstance(raw.get(table), dict):
             _known(raw[table], KNOWN_KEYS[table], table)
     server, strategy = _table(raw, "server"), raw.get("strategy", {})
-    evaluation, identity = _table(raw, "evaluation"), _table(raw, "identity")
+    identity = _table(raw, "identity")
     sites = tuple(_site(s, base, i) for i, s in enumerate(raw.get("sites", [])))
     if not sites:
         raise ValidationError(f"{path}: add at least one [[sites]] table")
@@ -137,23 +153,20 @@ def load_federation_config(path: Path) -> FederationConfig:
     config = FederationConfig(
         address=str(server.get("address", "127.0.0.1:0")),
         public_address=str(server.get("public_address", "")),
-        rounds=_int(server, "rounds", "server", 3),
+        app=_app(_table(raw, "app"), base),
+        rounds=_int(server, "rounds", "server", None),
         round_timeout=float(server.get("round_timeout", 60.0)),
         connect_timeout=float(server.get("connect_timeout", 60.0)),
         certificates=base / _str(server, "certificates", "server"),
         output=base / str(server.get("output", "run")),
-        strategy=str(strategy.get("name", "FedAvg")),
+        data=(base / _str(server, "data", "server")) if "data" in server else None,
         min_sites=int(strategy.get("min_sites", 0)),
-        example=str(evaluation.get("example", "fraud")),
-        test_data=base / _str(evaluation, "test_data", "evaluation"),
-        penalty=str(evaluation.get("penalty", "l2")),
-        max_iter=int(evaluation.get("max_iter", 10)),
         identity_key=base / _str(identity, "key", "identity"),
         identity_certificate=(base / identity["certificate"]) if "certificate" in identity
         else None,
         sites=sites,
     )
-    if config.rounds < 1:
+    if config.rounds is not None and config.rounds < 1:
         raise ValidationError("server.rounds must be at least 1")
     if not 0 <= config.min_sites <= len(sites):
         raise ValidationError(f"strategy.min_sites must be 0 (all) to {len(sites)}")
@@ -161,10 +174,24 @@ def load_federation_config(path: Path) -> FederationConfig:
     if 0 < enrolled < len(sites):
         raise ValidationError(f"{path}: {enrolled} of {len(sites)} sites name a "
                               "client_certificate; mutual TLS needs one for every site")
-    if config.strategy != "FedAvg" or config.example != "fraud":
-        raise ValidationError("this version federates the fraud example with FedAvg: set "
-                              "strategy.name = 'FedAvg' and evaluation.example = 'fraud'")
     return config
+
+
+def _app(raw: dict[str, Any], base: Path) -> AppConfig:
+    directory = base / _str(raw, "dir", "app")
+    server = _str(raw, "server", "app")
+    module, _, function = server.partition(":")
+    if not module or not function.isidentifier():
+        raise ValidationError(f"app.server must be 'module:function', got {server!r}")
+    program = str(raw.get("program", "client.py"))
+    run_config = raw.get("config", {})
+    if not isinstance(run_config, dict) or not all(
+            isinstance(v, bool | int | float | str) for v in run_config.values()):
+        raise ValidationError("app.config must be a table of strings, numbers and booleans")
+    return AppConfig(directory=directory, server=server, program=program,
+                     run_config={str(k): v for k, v in run_config.items()},
+                     signature=(base / _str(raw, "signature", "app")) if "signature" in raw
+                     else None)
 
 
 def _site(raw: Any, base: Path, index: int) -> SiteConfig:
@@ -178,6 +205,8 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
     if launcher == "local":
         for key in ("endpoint", "ca"):
             _str(raw, key, where)
+    else:  # the orchestrator places code through site agents only
+        _str(raw, "source", where)
     channels = raw.get("channels", {})
     hps = raw.get("hyperparameters", {})
     if not isinstance(channels, dict) or not isinstance(hps, dict):
@@ -185,7 +214,7 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
     return SiteConfig(
         name=_str(raw, "name", where), launcher=launcher, role=_str(raw, "role", where),
         execution_role=_str(raw, "execution_role", where),
-        program=str(raw.get("program", "client.py")), source=_str(raw, "source", where),
+        program=str(raw.get("program", "")), source=str(raw.get("source", "")),
         output=str(raw.get("output", "fl")),
         channels={str(k): str(v) for k, v in channels.items()},
         hyperparameters={str(k): str(v) for k, v in hps.items()},
@@ -204,11 +233,11 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
 
 # Every key a federation.toml may hold, per table: anything else is a typo, refused by name.
 KNOWN_KEYS: dict[str, frozenset[str]] = {
-    "": frozenset({"server", "strategy", "evaluation", "identity", "sites"}),
+    "": frozenset({"app", "server", "strategy", "identity", "sites"}),
+    "app": frozenset({"dir", "server", "program", "config", "signature"}),
     "server": frozenset({"address", "public_address", "rounds", "round_timeout",
-                         "connect_timeout", "certificates", "output"}),
-    "strategy": frozenset({"name", "min_sites"}),
-    "evaluation": frozenset({"example", "test_data", "penalty", "max_iter"}),
+                         "connect_timeout", "certificates", "data", "output"}),
+    "strategy": frozenset({"min_sites"}),
     "identity": frozenset({"key", "certificate"}),
     "sites": frozenset({"name", "launcher", "role", "execution_role", "program", "source",
                         "output", "channels", "hyperparameters", "max_runtime", "endpoint",
@@ -220,6 +249,13 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
 def check_files(config: FederationConfig) -> None:
     """Every file the run reads must be there; the error names the key and the file."""
     _must_exist(config.identity_key, "identity.key")
+    if not config.app.directory.is_dir():
+        raise ValidationError(f"app.dir names {config.app.directory}, which is not a directory")
+    _must_exist(config.app.directory / config.app.program, "app.program")
+    if config.app.signature is not None:
+        _must_exist(config.app.signature, "app.signature")
+    if config.data is not None and not config.data.exists():
+        raise ValidationError(f"server.data names {config.data}, which does not exist")
     for name in ("ca.pem", "server.pem", "server.key"):
         _must_exist(config.certificates / name, f"server.certificates ({name})")
     for site in config.sites:
@@ -254,8 +290,8 @@ def _str(raw: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _int(raw: dict[str, Any], key: str, where: str, default: int) -> int:
+def _int(raw: dict[str, Any], key: str, where: str, default: int | None) -> int | None:
     value = raw.get(key, default)
-    if not isinstance(value, int):
+    if value is not None and not isinstance(value, int):
         raise ValidationError(f"{where}.{key} must be an integer")
     return value

@@ -9,6 +9,7 @@
       artifacts/           job outputs: <OutputPath>/<job>/output/model.tar.gz
       jobs/<job>/          one job: record.json, output.log, code/, model/, output/
       policy/roles.json    the launch role (trust + permissions) and the execution role
+      policy/apps.json     uploaded apps the site approved, by digest or trusted signer
       keys/signing.key     Ed25519 key that signs session credentials (owner-only)
       tls/                 the site's CA (ca.pem, handed to callers), the agent's certificate,
                            client.pem: the site's own client certificate, for the federation
@@ -46,6 +47,7 @@ __all__ = [
     "add_trusted",
     "init_site",
     "namespaces_available",
+    "policy_allows",
     "policy_allows_logs",
     "trusted_principals",
     "write_roles",
@@ -155,14 +157,19 @@ def init_site(
     port: int = 8443,
     tls_hosts: tuple[str, ...] = DEFAULT_HOSTS,
     allow_logs: bool = False,
+    allow_code_upload: bool = False,
     max_session_s: int = 3600,
     isolate_jobs: bool = False,
+    node_config: dict[str, Any] | None = None,
 ) -> SiteLayout:
     """Lay out a new site; ``trusted`` maps ``Key``/``Certificate`` to fingerprints.
 
     With no trusted principals the launch role exists but nobody can assume it until the
     site adds one (``fedsilo site trust``). ``isolate_jobs`` runs jobs in user and mount
     namespaces that hide the directory holding the site (and so its neighbours) from them.
+    ``allow_code_upload`` lets the launch role upload apps (``code:PutCode``), which still
+    run only once approved; ``node_config`` holds values the site gives every job of its own
+    (e.g. ``{"partition-id": 0}``), next to its name and channels.
     """
     if not _SITE_NAME.fullmatch(name):
         raise ValidationError(f"site name {name!r}: use 1 to 63 lowercase letters, digits, '-'")
@@ -182,10 +189,13 @@ def init_site(
     write_pair(site.channels / IDENTITY_CHANNEL, "client", client_cert, client_key)
     site.client_certificate_path.write_bytes(client_cert)
     config: dict[str, Any] = {"name": name, "host": host, "port": port}
+    if node_config:
+        config["node_config"] = dict(node_config)
     if isolate_jobs:
         config["job_isolation"] = {"hide": [str(site.root.resolve().parent)]}
     site.config_path.write_text(json.dumps(config, indent=2) + "\n")
-    write_roles(site, trusted or {}, allow_logs=allow_logs, max_session_s=max_session_s)
+    write_roles(site, trusted or {}, allow_logs=allow_logs, allow_code_upload=allow_code_upload,
+                max_session_s=max_session_s)
     return site
 
 
@@ -202,7 +212,7 @@ def namespaces_available() -> bool:
 
 
 def write_roles(site: SiteLayout, trusted: dict[str, list[str]], *, allow_logs: bool = False,
-                max_session_s: int = 3600) -> None:
+                allow_code_upload: bool = False, max_session_s: int = 3600) -> None:
     """(Re)write ``roles.json``: the launch role trusting ``trusted``, one execution role."""
     execution = site.execution_role_arn()
     principals = {kind: values for kind, values in trusted.items() if values}
@@ -215,8 +225,9 @@ def write_roles(site: SiteLayout, trusted: dict[str, list[str]], *, allow_logs: 
             "MaxSessionDuration": max_session_s,
             "AssumeRolePolicyDocument": trust,
             "Policies": [{"PolicyName": "FL-job-actions",
-                          "PolicyDocument": launch_role_policy(site.name, execution,
-                                                               allow_logs=allow_logs)}],
+                          "PolicyDocument": launch_role_policy(
+                              site.name, execution, allow_logs=allow_logs,
+                              allow_code_upload=allow_code_upload)}],
         }],
         "ExecutionRoles": [{"RoleName": EXECUTION_ROLE, "Arn": execution}],
     }
@@ -237,11 +248,16 @@ def trusted_principals(site: SiteLayout) -> dict[str, list[str]]:
     return out
 
 
-def policy_allows_logs(site: SiteLayout) -> bool:
+def policy_allows(site: SiteLayout, sid: str) -> bool:
+    """Whether the launch role's policy holds the statement ``sid`` (e.g. ``UploadApps``)."""
     raw = json.loads(site.roles_path.read_text())
     role = next(r for r in raw["Roles"] if r["RoleName"] == LAUNCH_ROLE)
-    return any(s.get("Sid") == "ReadJobLogs" for p in role["Policies"]
+    return any(s.get("Sid") == sid for p in role["Policies"]
                for s in p["PolicyDocument"]["Statement"])
+
+
+def policy_allows_logs(site: SiteLayout) -> bool:
+    return policy_allows(site, "ReadJobLogs")
 
 
 def add_trusted(site: SiteLayout, kind: str, fingerprint: str) -> None:
@@ -254,4 +270,5 @@ def add_trusted(site: SiteLayout, kind: str, fingerprint: str) -> None:
     raw = json.loads(site.roles_path.read_text())
     role = next(r for r in raw["Roles"] if r["RoleName"] == LAUNCH_ROLE)
     write_roles(site, trusted, allow_logs=policy_allows_logs(site),
+                allow_code_upload=policy_allows(site, "UploadApps"),
                 max_session_s=int(role["MaxSessionDuration"]))

@@ -14,12 +14,14 @@ starts a training job there, and federates the jobs over mutual TLS. The work di
       sites/<site>/              one site (see fedsilo.deploy.site):
         channels/train/            its training and validation rows, read only by its jobs
         channels/identity/         the key of its client certificate, for its jobs
-        code/fraud/source.tar.gz   the training program (client.py, utils.py, requirements.txt)
+        code/apps/<sha256>.tar.gz  the fraud app, uploaded by the orchestrator for its jobs
         policy/roles.json          the launch role the server may assume, and what it allows
+        policy/apps.json           the app's digest, approved by the site
         jobs/<job>/                the job's record.json, output.log and working directories
         artifacts/fl/<job>/output/model.tar.gz   the final model, left in the site
       logs/agent-<site>.log      each site agent's log
-      run/                       the orchestrator's model.joblib, history.json, federation.json
+      run/                       the orchestrator's final_arrays.npz, history.json,
+                                 federation.json, and the app's model.joblib
       model.joblib               the final global model (the same as run/model.joblib)
       history.json, metrics.png  the server's figures per round
       report.json                the comparison below, the data, the jobs and the timings
@@ -50,7 +52,7 @@ from fedsilo.deploy.orchestrator import FederationError, FederationResult
 from fedsilo.deploy.sandbox import run_local_federation
 from fedsilo.examples.fraud.baselines import mean_metrics, pooled_model, site_models
 from fedsilo.examples.fraud.data import LABEL, generate_providers
-from fedsilo.examples.fraud.model import load_model, save_model
+from fedsilo.examples.fraud.model import new_model, save_model, set_model_params
 from fedsilo.examples.fraud.plot import plot_history
 from fedsilo.examples.fraud.prepare import (
     FederatedSplit,
@@ -66,6 +68,7 @@ __all__ = ["DemoError", "FederationError", "JobError", "run_demo"]
 
 MARKER = ".fedsilo-demo"
 # What a run writes at the top of its directory; a rerun removes exactly these first.
+APP_DIR = Path(__file__).parent / "app"  # the fraud app: site program and server function
 RUN_ENTRIES = ("federation.toml", "certs", "server", "sites", "logs", "run", "model.joblib",
                "history.json", "metrics.png", "report.json")
 
@@ -118,10 +121,10 @@ def run_demo(
         # Each channel is written once here and copied into its site by the site's set-up.
         channels = {site.name: write_site_channel(site, Path(staging) / site.name)
                     for site in split.sites}
-        result = run_local_federation(output_dir, channels, output_dir / "server",
-                                      rounds=rounds, penalty=penalty, max_iter=max_iter,
-                                      console=console)
-    global_model = load_model(result.files["model"])
+        result = run_local_federation(
+            output_dir, channels, APP_DIR, server_data=output_dir / "server", console=console,
+            run_config={"penalty": penalty, "max-iter": max_iter, "num-server-rounds": rounds})
+    global_model = set_model_params(new_model(penalty, max_iter), result.arrays)
     config = {"rounds": rounds, "n_sites": n_sites, "seed": seed, "n_providers": n_providers,
               "penalty": penalty, "max_iter": max_iter, "federation": "federation.toml"}
     return write_report(output_dir, split, providers, global_model, result.history,
