@@ -55,9 +55,12 @@ def test_certs_then_a_site_that_trusts_the_orchestrator(tmp_path: Path) -> None:
     (data / "train.csv").write_text("a\n1\n")
     _ok("site", "add-channel", str(site_dir), "train", str(data))
     assert (site.channels / "train" / "train.csv").read_text() == "a\n1\n"
-    _ok("site", "add-code", str(site_dir), "--name", "fraud/source.tar.gz")
+    _ok("app", "new", str(tmp_path / "fraud-app"), "--example", "fraud")
+    _ok("site", "add-code", str(site_dir), str(tmp_path / "fraud-app"),
+        "--name", "fraud/source.tar.gz")
     with tarfile.open(site.code / "fraud" / "source.tar.gz") as tar:
-        assert sorted(tar.getnames()) == ["client.py", "requirements.txt", "utils.py"]
+        assert sorted(tar.getnames()) == ["client.py", "requirements.txt", "server.py",
+                                          "utils.py"]
 
     spec = json.loads(_ok("site", "openapi", str(site_dir)))
     assert "/jobs/{job}" in spec["paths"] and spec["info"]["title"].endswith("(site1)")
@@ -79,8 +82,9 @@ def test_the_shipped_example_federation_file_reads(tmp_path: Path) -> None:
 
     config = load_federation_config(Path(fraud.__file__).parent / "federation.toml")
     assert [s.name for s in config.sites] == ["site1", "site2", "site3"]
-    assert config.required_sites == 3 and config.rounds == 5
-    assert config.sites[0].hyperparameters == {"penalty": "l2", "max-iter": "10"}
+    assert config.required_sites == 3 and config.app.server == "server:server_fn"
+    assert config.app.run_config == {"penalty": "l2", "max-iter": 10, "num-server-rounds": 5}
+    assert (config.app.directory / config.app.program).is_file()
     assert config.identity_certificate is not None
 
 
@@ -101,18 +105,22 @@ source = "s.tar.gz"
 {extra}
 """
 HEAD = """
+[app]
+dir = "app"
+server = "server:server_fn"
 [server]
 certificates = "certs"
 {server}
-[evaluation]
-test_data = "server"
 [identity]
 key = "k"
 """
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("[evaluation]\ntest_data = 'x'\n", "needs a [server] table"),
+    ("[app]\ndir = 'x'\nserver = 'm:f'\n", "needs a [server] table"),
+    ("[evaluation]\ntest_data = 'x'\n", "name the app to run in an [app] table"),
+    (HEAD.replace("server:server_fn", "server") + SITE.format(name="a", extra=""),
+     "'module:function'"),
     (HEAD.format(server=""), "at least one [[sites]]"),
     (HEAD.format(server="rounds = 0") + SITE.format(name="a", extra=""), "rounds"),
     (HEAD.format(server="") + "[strategy]\nmin_sites = 3\n" + SITE.format(name="a", extra=""),

@@ -85,5 +85,7 @@ def pack_app(directory: Path) -> AppArchive:
             info.size = len(content)
             info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
             tar.addfile(info, io.BytesIO(content))
+    if not any(p.is_file() for p in directory.rglob("*")):
+        raise ValidationError(f"the app directory {directory} holds no files")
     data = gzip.compress(raw.getvalue(), mtime=0)
     return AppArchive(data, sha256_hex(data))

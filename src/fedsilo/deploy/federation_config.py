@@ -249,13 +249,6 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
 def check_files(config: FederationConfig) -> None:
     """Every file the run reads must be there; the error names the key and the file."""
     _must_exist(config.identity_key, "identity.key")
-    if not config.app.directory.is_dir():
-        raise ValidationError(f"app.dir names {config.app.directory}, which is not a directory")
-    _must_exist(config.app.directory / config.app.program, "app.program")
-    if config.app.signature is not None:
-        _must_exist(config.app.signature, "app.signature")
-    if config.data is not None and not config.data.exists():
-        raise ValidationError(f"server.data names {config.data}, which does not exist")
     for name in ("ca.pem", "server.pem", "server.key"):
         _must_exist(config.certificates / name, f"server.certificates ({name})")
     for site in config.sites:
@@ -263,6 +256,13 @@ def check_files(config: FederationConfig) -> None:
             _must_exist(site.ca, f"sites.{site.name}.ca")
         if site.client_certificate is not None:
             _must_exist(site.client_certificate, f"sites.{site.name}.client_certificate")
+    if not config.app.directory.is_dir():
+        raise ValidationError(f"app.dir names {config.app.directory}, which is not a directory")
+    _must_exist(config.app.directory / config.app.program, "app.program")
+    if config.app.signature is not None:
+        _must_exist(config.app.signature, "app.signature")
+    if config.data is not None and not config.data.exists():
+        raise ValidationError(f"server.data names {config.data}, which does not exist")
 
 
 def _known(raw: dict[str, Any], keys: frozenset[str], where: str) -> None:

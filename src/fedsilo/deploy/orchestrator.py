@@ -97,31 +97,34 @@ def run_federation(config: FederationConfig, console: Console | None = None,
     console = console if console is not None else Console()
     check_files(config)
     identity = Identity.load(config.identity_key, config.identity_certificate)
-    certificates = tuple((config.certificates / name).read_bytes()
-                         for name in ("ca.pem", "server.pem", "server.key"))
+    ca_pem, server_pem, server_key = ((config.certificates / name).read_bytes()
+                                      for name in ("ca.pem", "server.pem", "server.key"))
+    certificates = (ca_pem, server_pem, server_key)
     run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"  # unique per run
     state = RunState.begin(config.output, run_id, resume=resume)
-    checkpoints = config.output / "checkpoints"
-    if not resume:  # a new run never continues an old run's rounds
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    archive = pack_app(config.app.directory)
-    strategy, server_config = load_server_app(
-        config.app.directory, config.app.server, _server_context(config, state.run_id))
-    rounds = config.rounds or server_config.num_rounds
-    address, public_address = ((state.data["address"], state.data["public_address"]) if resume
-                               else _addresses(config))
-    state.update(address=address, public_address=public_address, rounds=rounds,
-                 app={"digest": f"sha256:{archive.digest}", "server": config.app.server})
-    progress = FederationProgress(console, rounds, [s.name for s in config.sites])
-    server = _ServerRun(address, strategy, config, certificates,
-                        fl.server.ServerConfig(num_rounds=rounds, round_timeout=(
-                            server_config.round_timeout or config.round_timeout)), checkpoints)
-    server.server.on_round_end = _round_reporter(progress, state)
-    new_launcher = launcher_factory or make_launcher
     launchers: dict[str, Launcher] = {}
     handles: dict[str, JobHandle] = {}
-    server.start()
+    server: _ServerRun | None = None
     try:
+        checkpoints = config.output / "checkpoints"
+        if not resume:  # a new run never continues an old run's rounds
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        archive = pack_app(config.app.directory)
+        strategy, server_config = load_server_app(
+            config.app.directory, config.app.server, _server_context(config, state.run_id))
+        rounds = config.rounds or server_config.num_rounds
+        address, public_address = ((state.data["address"], state.data["public_address"])
+                                   if resume else _addresses(config))
+        state.update(address=address, public_address=public_address, rounds=rounds,
+                     app={"digest": f"sha256:{archive.digest}", "server": config.app.server})
+        progress = FederationProgress(console, rounds, [s.name for s in config.sites])
+        server = _ServerRun(address, strategy, config, certificates,
+                            fl.server.ServerConfig(num_rounds=rounds, round_timeout=(
+                                server_config.round_timeout or config.round_timeout)),
+                            checkpoints)
+        server.server.on_round_end = _round_reporter(progress, state)
+        new_launcher = launcher_factory or make_launcher
+        server.start()
         with progress:
             for site in config.sites:
                 try:
@@ -150,10 +153,12 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         state.update(status="failed", error=str(exc) or type(exc).__name__)
         raise
     finally:
-        server.server.stop_requested.set()  # no round is aggregated after a failure or Ctrl-C
-        server.clients.cancel_waits()
+        if server is not None:  # no round is aggregated after a failure or Ctrl-C
+            server.server.stop_requested.set()
+            server.clients.cancel_waits()
         _clean_up(handles, launchers)
-        server.stop(STOP_WAIT_S)
+        if server is not None:
+            server.stop(STOP_WAIT_S)
 
 
 def _server_context(config: FederationConfig, run_id: str) -> ServerContext:
