@@ -137,10 +137,10 @@ def test_through_the_agent_upload_permission_approval_tamper_and_context(  # typ
         "Location": archive.store_name, "Digest": f"sha256:{archive.digest}",
         "Size": len(archive.data), "Approved": False}
     run_config = {"lr": 0.5, "epochs": 2, "name": "x", "fast": True}
+    hyperparameters = {"lr": "0.5", "fedsilo_run_config": json.dumps(run_config),
+                       "fedsilo_run_id": "run-7"}
     request = job_request("job-1", program="client.py", source=archive.store_name,
-                          role=site.execution_role_arn(), hyperparameters={"lr": "0.5", "fedsilo_run_config":
-                                           json.dumps(run_config),
-                                           "fedsilo_run_id": "run-7"})
+                          role=site.execution_role_arn(), hyperparameters=hyperparameters)
     with pytest.raises(AccessDenied, match="is not approved at site site2"):
         session.create_training_job(request)
     assert session.list_training_jobs() == {"TrainingJobSummaries": []}  # nothing was made
