@@ -119,7 +119,8 @@ key = "k"
 @pytest.mark.parametrize(("text", "message"), [
     ("[app]\ndir = 'x'\nserver = 'm:f'\n", "needs a [server] table"),
     ("[evaluation]\ntest_data = 'x'\n", "name the app to run in an [app] table"),
-    (HEAD.replace("server:server_fn", "server") + SITE.format(name="a", extra=""),
+    (HEAD.format(server="").replace("server:server_fn", "server")
+     + SITE.format(name="a", extra=""),
      "'module:function'"),
     (HEAD.format(server=""), "at least one [[sites]]"),
     (HEAD.format(server="rounds = 0") + SITE.format(name="a", extra=""), "rounds"),

@@ -1,4 +1,4 @@
-"""``fedsilo demo``: the Medicare-provider fraud federation, end to end on this machine."""
+"""``fedsilo demo``: a federation end to end on this machine (the fraud app by default)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,25 @@ def demo(
     sites: Annotated[int, typer.Option(min=2, max=10, help="Sites, one process each.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the data and the partitions.")] = 0,
     providers: Annotated[int, typer.Option(min=500, help="Providers in the data.")] = 5400,
+    app: Annotated[str, typer.Option(
+        help="The app: fraud (logistic regression, with the comparison report) or mlp "
+             "(a numpy MLP).")] = "fraud",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server log.")] = False,
 ) -> None:
     """Federate a fraud model over sites that keep their data; compare it with the alternatives."""
-    from fedsilo.examples.fraud.demo import run_demo
-
+    if app not in ("fraud", "mlp"):
+        fail(f"--app must be fraud or mlp, got {app!r}", code=2)
     setup_logging(verbose)
     console = make_console()
     try:
+        if app == "mlp":
+            from fedsilo.examples.mlp.demo import run_demo as run_mlp_demo
+
+            run_mlp_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed,
+                         console=console)
+            return
+        from fedsilo.examples.fraud.demo import run_demo
+
         run_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
                  console=console)
     except KeyboardInterrupt as exc:

@@ -134,11 +134,11 @@ def load_federation_config(path: Path) -> FederationConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValidationError(f"{path}: {exc}") from exc
     base = Path(path).resolve().parent
-    _known(raw, KNOWN_KEYS[""], path.name if isinstance(path, Path) else str(path))
     if "evaluation" in raw:
         raise ValidationError(f"{path}: the [evaluation] table is gone; name the app to run in "
                               "an [app] table (dir, server, program, config) and the server's "
                               "data in server.data (see docs/deployment.md)")
+    _known(raw, KNOWN_KEYS[""], path.name if isinstance(path, Path) else str(path))
     for table in ("app", "server", "strategy", "identity"):
         if isinstance(raw.get(table), dict):
             _known(raw[table], KNOWN_KEYS[table], table)

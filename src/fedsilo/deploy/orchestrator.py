@@ -110,11 +110,14 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         if not resume:  # a new run never continues an old run's rounds
             shutil.rmtree(checkpoints, ignore_errors=True)
         archive = pack_app(config.app.directory)
+        if resume:
+            _check_same_app(state, archive)
         strategy, server_config = load_server_app(
             config.app.directory, config.app.server, _server_context(config, state.run_id))
         rounds = config.rounds or server_config.num_rounds
         address, public_address = ((state.data["address"], state.data["public_address"])
-                                   if resume else _addresses(config))
+                                   if resume and "address" in state.data
+                                   else _addresses(config))
         state.update(address=address, public_address=public_address, rounds=rounds,
                      app={"digest": f"sha256:{archive.digest}", "server": config.app.server})
         progress = FederationProgress(console, rounds, [s.name for s in config.sites])
@@ -159,6 +162,15 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         _clean_up(handles, launchers)
         if server is not None:
             server.stop(STOP_WAIT_S)
+
+
+def _check_same_app(state: RunState, archive: AppArchive) -> None:
+    """A run resumes with the app it started with: its checkpoints are that app's."""
+    before = (state.data.get("app") or {}).get("digest")
+    if before is not None and before != f"sha256:{archive.digest}":
+        raise FederationError(f"the app changed since run {state.run_id} started ({before}, "
+                              f"now sha256:{archive.digest}); resume with the same app, or "
+                              "start a new run without --resume")
 
 
 def _server_context(config: FederationConfig, run_id: str) -> ServerContext:

@@ -43,6 +43,8 @@ from fedsilo.deploy.site import SiteLayout, init_site, namespaces_available
 
 __all__ = [
     "SiteAgentProcess",
+    "WorkDirectoryError",
+    "claim_work_directory",
     "free_port",
     "lay_out_federation",
     "run_local_federation",
@@ -218,6 +220,32 @@ def run_local_federation(
     finally:
         for agent in agents:
             agent.stop()
+
+
+class WorkDirectoryError(RuntimeError):
+    """A work directory that cannot be used; the message says why."""
+
+
+WORK_MARKER = ".fedsilo-demo"
+
+
+def claim_work_directory(work: Path, entries: tuple[str, ...]) -> None:
+    """Make ``work`` ready for a run on this machine: new, empty, or an earlier run's (whose
+    ``entries`` are removed first); a directory holding anything else is left alone."""
+    if work.exists() and not work.is_dir():
+        raise WorkDirectoryError(f"{work} exists and is not a directory")
+    work.mkdir(parents=True, exist_ok=True)
+    if (work / WORK_MARKER).is_file():
+        for name in entries:
+            entry = work / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    elif any(work.iterdir()):
+        raise WorkDirectoryError(f"{work} is not empty and holds no earlier demo; give an "
+                                 "empty or new directory with --output")
+    (work / WORK_MARKER).write_text("fedsilo demo work directory; a rerun replaces it\n")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 import fedsilo as fl
 from fedsilo.deploy.errors import JobError
 from fedsilo.deploy.orchestrator import FederationError, FederationResult
-from fedsilo.deploy.sandbox import run_local_federation
+from fedsilo.deploy.sandbox import WorkDirectoryError, claim_work_directory, run_local_federation
 from fedsilo.examples.fraud.baselines import mean_metrics, pooled_model, site_models
 from fedsilo.examples.fraud.data import LABEL, generate_providers
 from fedsilo.examples.fraud.model import new_model, save_model, set_model_params
@@ -66,15 +65,13 @@ from fedsilo.examples.fraud.server_side import evaluation_metrics
 
 __all__ = ["DemoError", "FederationError", "JobError", "run_demo"]
 
-MARKER = ".fedsilo-demo"
 # What a run writes at the top of its directory; a rerun removes exactly these first.
 APP_DIR = Path(__file__).parent / "app"  # the fraud app: site program and server function
 RUN_ENTRIES = ("federation.toml", "certs", "server", "sites", "logs", "run", "model.joblib",
                "history.json", "metrics.png", "report.json")
 
 
-class DemoError(RuntimeError):
-    """The demo cannot use the directory it was given; the message says why."""
+DemoError = WorkDirectoryError  # the demo cannot use the directory it was given
 
 
 def run_demo(
@@ -104,7 +101,7 @@ def run_demo(
     started = time.monotonic()
     console = console if console is not None else Console()
     output_dir = Path(os.path.abspath(Path(output_dir).expanduser()))
-    _claim(output_dir)
+    claim_work_directory(output_dir, RUN_ENTRIES)
 
     providers = generate_providers(n_providers, seed)
     split = prepare_federation(providers, n_sites=n_sites, seed=seed)
@@ -130,24 +127,6 @@ def run_demo(
     return write_report(output_dir, split, providers, global_model, result.history,
                         config=config, started=started, console=console,
                         table_rows=_table_rows, extra={"jobs": _jobs(result)})
-
-
-def _claim(output_dir: Path) -> None:
-    """Make ``output_dir`` ready: new, empty, or a previous demo's (whose run is removed)."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise DemoError(f"{output_dir} exists and is not a directory")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if (output_dir / MARKER).is_file():
-        for name in RUN_ENTRIES:
-            entry = output_dir / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            elif entry.exists() or entry.is_symlink():
-                entry.unlink()
-    elif any(output_dir.iterdir()):
-        raise DemoError(f"{output_dir} is not empty and holds no earlier demo; give an empty "
-                        f"or new directory with --output")
-    (output_dir / MARKER).write_text("fedsilo demo work directory; a rerun replaces it\n")
 
 
 def _jobs(result: FederationResult) -> dict[str, dict[str, Any]]:
