@@ -20,7 +20,7 @@
 
 With ``resume=True`` a run whose orchestrator died goes on: the same run id and server
 address, the server's last round checkpoint, and the site jobs that are still running (a
-site whose job ended gets a new one; no site runs two at once).
+site whose job failed or was stopped gets a new one; no site runs two at once).
 """
 
 from __future__ import annotations
@@ -190,8 +190,10 @@ def _site_job(launcher: Launcher, site: SiteConfig, config: FederationConfig,
     previous = state.data["jobs"].get(site.name, {}).get("name")
     if previous:
         handle = launcher.attach(previous)
-        if handle.poll() is None:
-            log.info("%s: job %s still running; reattached", site.name, previous)
+        # Still running: reattach. Completed: the server had finished and let it go.
+        if handle.poll() in (None, "Completed"):
+            log.info("%s: job %s %s; reattached", site.name, previous,
+                     handle.last_.get("TrainingJobStatus"))
             return handle
     if not site.source:  # the app travels with the run, under its own digest
         launcher.put_code(archive.store_name, archive.data)
