@@ -25,6 +25,9 @@ import numpy as np
 import pytest
 
 import fedsilo as fl
+from fedsilo.deploy.app_approval import sign_app, trust_signer
+from fedsilo.deploy.app_archive import pack_app
+from fedsilo.deploy.identity import generate_signing_key
 from fedsilo.deploy.run_state import read_run_state
 from fedsilo.deploy.sandbox import SiteAgentProcess, lay_out_federation
 from fedsilo.deploy.server_app import ServerContext, load_server_app
@@ -240,6 +243,27 @@ def test_a_site_that_refuses_the_app_ends_the_run_before_anything_runs(
            "site site1" in " ".join(done.stderr.split())
     assert federation.records("site1") == []
     assert read_run_state(tmp_path / "run")["status"] == "failed"
+
+
+def test_a_site_that_trusts_the_publisher_runs_the_signed_app(
+        tmp_path: Path, mlp_data: Path, federations: list[Federation]) -> None:
+    federation = Federation(tmp_path, {"site1": mlp_data / "site1"}, MLP_APP,
+                            server_data=mlp_data / "server",
+                            run_config={**MLP_CONFIG, "num-server-rounds": 1},
+                            min_sites=1, approve=False)
+    federations.append(federation)
+    publisher = generate_signing_key()
+    trust_signer(SiteLayout(tmp_path / "sites" / "site1"), publisher.public_key())
+    (tmp_path / "app.sig").write_bytes(sign_app(publisher, pack_app(MLP_APP).digest))
+    text = federation.toml.read_text()
+    federation.toml.write_text(text.replace('program = "client.py"\n',
+                                            'program = "client.py"\nsignature = "app.sig"\n'))
+    done = federation.federate()
+    assert done.returncode == 0, done.stdout + done.stderr
+    (record,) = federation.records("site1")
+    assert record["status"] == "Completed"
+    policy = json.loads((tmp_path / "sites" / "site1" / "policy" / "apps.json").read_text())
+    assert policy["Approved"] == []  # it ran on the signature alone
 
 
 def test_an_orchestrator_without_the_upload_permission_cannot_place_code(
