@@ -137,3 +137,46 @@ def test_federate_refuses_a_bad_file_with_the_key_to_fix(tmp_path: Path, text: s
     result = runner.invoke(app, ["federate", str(_toml(tmp_path, text))])
     assert result.exit_code == 1
     assert message in " ".join(result.output.split()), result.output
+
+
+def test_app_and_approval_commands(tmp_path: Path) -> None:
+    from fedsilo.deploy.app_archive import pack_app
+    from fedsilo.deploy.identity import generate_signing_key, private_key_pem, public_key_pem
+    from fedsilo.deploy.site import policy_allows
+
+    app_dir = tmp_path / "my-app"
+    _ok("app", "new", str(app_dir), "--example", "mlp")
+    assert sorted(p.name for p in app_dir.iterdir()) == ["client.py", "requirements.txt",
+                                                          "server.py", "task.py"]
+    digest = pack_app(app_dir).digest
+    out = _ok("app", "pack", str(app_dir), "--output", str(tmp_path / "my-app.tar.gz"))
+    assert out.split()[0] == f"sha256:{digest}"
+    assert (tmp_path / "my-app.tar.gz").read_bytes() == pack_app(app_dir).data
+
+    site_dir = tmp_path / "site1"
+    _ok("site", "init", str(site_dir), "--name", "site1", "--allow-code-upload",
+        "--node-config", "partition-id=0", "--node-config", "region=east")
+    site = SiteLayout(site_dir)
+    assert site.config()["node_config"] == {"partition-id": 0, "region": "east"}
+    assert policy_allows(site, "UploadApps")
+    assert not policy_allows(SiteLayout(_site_without_upload(tmp_path)), "UploadApps")
+    # The same app approved three ways is one entry: by directory, archive or digest.
+    for given in (str(app_dir), str(tmp_path / "my-app.tar.gz"), digest):
+        assert f"approved sha256:{digest}" in _ok("site", "approve", str(site_dir), given)
+    policy = json.loads((site_dir / "policy" / "apps.json").read_text())
+    assert policy["Approved"] == [f"sha256:{digest}"]
+
+    key = generate_signing_key()
+    (tmp_path / "publisher.key").write_bytes(private_key_pem(key))
+    (tmp_path / "publisher.pem").write_bytes(public_key_pem(key.public_key()))
+    _ok("site", "approve", str(site_dir), "--signer", str(tmp_path / "publisher.pem"))
+    assert f"signed sha256:{digest}" in _ok("app", "sign", str(app_dir), "--key",
+                                            str(tmp_path / "publisher.key"), "--output",
+                                            str(tmp_path / "app.sig"))
+    assert len(json.loads((site_dir / "policy" / "apps.json").read_text())
+               ["TrustedSigners"]) == 1
+
+
+def _site_without_upload(tmp_path: Path) -> Path:
+    _ok("site", "init", str(tmp_path / "closed"), "--name", "closed")
+    return tmp_path / "closed"
