@@ -92,6 +92,9 @@ class SageMakerLauncher(Launcher):
         _translate(self.site, lambda: self.client.create_training_job(**request))
         return SageMakerJob(self, definition.name)
 
+    def attach(self, name: str) -> SageMakerJob:
+        return SageMakerJob(self, name)
+
 
 class SageMakerJob(JobHandle):
     def __init__(self, launcher: SageMakerLauncher, name: str) -> None:
