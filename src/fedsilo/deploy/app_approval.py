@@ -145,11 +145,13 @@ def store_upload(site: SiteLayout, name: str, data: bytes) -> dict[str, Any]:
     """Write an uploaded app archive or signature into the code store (atomically).
 
     An archive must be named after its own digest (``apps/<hex>.tar.gz``): bytes changed on
-    the way do not match and are refused, so a stored name always says what it holds.
+    the way do not match and are refused, so a stored name always says what it holds. The
+    answer's ``Approved`` says whether the app, as stored now, may run here.
     """
-    digest = digest_from_store_name(name)
+    archive_digest = digest_from_store_name(name)
     signature = _SIGNATURE_NAME.fullmatch(name)
-    if digest is not None:
+    if archive_digest is not None:
+        digest = archive_digest
         if len(data) > MAX_APP_BYTES:
             raise ValidationError(f"{name}: {len(data)} bytes, more than the {MAX_APP_BYTES} "
                                   "an app may have")
@@ -157,6 +159,7 @@ def store_upload(site: SiteLayout, name: str, data: bytes) -> dict[str, Any]:
             raise ValidationError(f"{name}: the bytes received hash to {sha256_hex(data)}, not "
                                   "the digest in the name; refused")
     elif signature is not None:
+        digest = signature.group(1)
         if len(data) > MAX_SIGNATURE_BYTES:
             raise ValidationError(f"{name}: a signature has at most {MAX_SIGNATURE_BYTES} bytes")
     else:
@@ -167,9 +170,9 @@ def store_upload(site: SiteLayout, name: str, data: bytes) -> dict[str, Any]:
     partial = target.with_name(f".{target.name}.partial")
     partial.write_bytes(data)
     os.replace(partial, target)
-    label = digest if digest is not None else signature.group(1)  # type: ignore[union-attr]
-    return {"Location": name, "Digest": f"sha256:{label}", "Size": len(data),
-            "Approved": digest is None or _approved(site, digest, target)}
+    archive = site.code / app_store_name(digest)
+    return {"Location": name, "Digest": f"sha256:{digest}", "Size": len(data),
+            "Approved": archive.is_file() and _approved(site, digest, archive)}
 
 
 def _approved(site: SiteLayout, digest: str, path: Path) -> bool:
