@@ -225,7 +225,7 @@ def test_deployment_walkthrough_runs_as_written_with_relative_paths(tmp_path: Pa
     assert summary["metrics"]["roc_auc"] > 0.7
     for site in ("site1", "site2"):
         assert list((tmp_path / "sites" / site / "artifacts").rglob("model.tar.gz"))
-    assert "final model on the server's test set" in done.stdout
+    assert "final model, the server's evaluation" in done.stdout
 
 
 NUMPY_CLIENT = textwrap.dedent("""
