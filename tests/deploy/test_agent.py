@@ -221,9 +221,9 @@ def test_a_site_that_asks_an_external_id_admits_only_callers_that_send_it(  # ty
 [server]
 address = "127.0.0.1:0"
 certificates = "certs"
-[evaluation]
-example = "fraud"
-test_data = "server"
+[app]
+dir = "app"
+server = "server:server_fn"
 [identity]
 key = "orchestrator.key"
 [[sites]]

@@ -166,15 +166,16 @@ class MeanClient(fl.client.NumPyClient):
         return float(((self.values - parameters[0]) ** 2).mean()), len(self.values), {}
 
 parser = argparse.ArgumentParser()
-for option in ("--server-address", "--root-certificates", "--max-wait-time"):
+for option in ("--server-address", "--max-wait-time"):
     parser.add_argument(option)
 args, _ = parser.parse_known_args()
+ca = os.environ["FEDSILO_ROOT_CERTIFICATES"]  # the federation CA, from the site agent
 values = np.loadtxt(pathlib.Path(os.environ["SM_CHANNEL_TRAIN"], "values.csv"), delimiter=",",
                     ndmin=2)
 identity = os.environ["SM_CHANNEL_IDENTITY"]
 fl.client.start_numpy_client(
     server_address=args.server_address, client=MeanClient(values),
-    root_certificates=args.root_certificates.encode(),
+    root_certificates=ca.encode(),
     client_certificate=(identity + "/client.pem", identity + "/client.key"),
     max_wait_time=float(args.max_wait_time))
 np.save(pathlib.Path(os.environ["SM_MODEL_DIR"], "local_mean.npy"), values.mean(axis=0))
