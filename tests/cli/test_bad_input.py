@@ -64,11 +64,12 @@ def make_site(root: Path) -> None:
 
 def federation_toml(extra_server: str = "", ca: str = "sites/site1/tls/ca.pem") -> str:
     return f"""
+[app]
+dir = "app"
+server = "server:server_fn"
 [server]
 certificates = "certs"
 {extra_server}
-[evaluation]
-test_data = "server"
 [identity]
 key = "certs/orchestrator.key"
 [[sites]]
@@ -121,7 +122,11 @@ CASES: list[tuple[str, Callable[[Path], None], str, tuple[str, ...]]] = [
      "site add-channel sites/site1 train data/none", ("data/none", "not a directory")),
     ("site-add-channel-not-a-site", write("data/a.csv", "x\n"),
      "site add-channel elsewhere train data", ("elsewhere", "not a site")),
-    ("site-add-code-not-a-site", nothing, "site add-code elsewhere", ("not a site",)),
+    ("site-add-code-not-a-site", write("prog/client.py", "x\n"), "site add-code elsewhere prog",
+     ("not a site",)),
+    ("site-approve-not-a-digest", make_site, "site approve sites/site1 nonsense",
+     ("nonsense", "SHA-256")),
+    ("app-new-unknown-example", nothing, "app new myapp --example nope", ("nope", "fraud")),
     ("site-serve-port-in-use", make_site, "site serve sites/site1 --port {busy}",
      ("cannot listen", "{busy}")),
     ("federate-missing-file", nothing, "federate federation.toml", ("federation.toml",)),
@@ -130,6 +135,9 @@ CASES: list[tuple[str, Callable[[Path], None], str, tuple[str, ...]]] = [
     ("federate-unknown-key", both(make_certs,
                                   write("federation.toml", federation_toml("roundz = 3"))),
      "federate federation.toml", ("unknown keys", "roundz")),
+    ("federate-app-dir-missing", both(make_certs, make_site,
+                                      write("federation.toml", federation_toml())),
+     "federate federation.toml", ("app.dir", "not a directory")),
     ("demo-output-is-a-file", write("taken", "x"), "demo --output taken", ("taken",)),
     ("unknown-command", nothing, "frobnicate", ("frobnicate",)),
 ]
@@ -163,7 +171,8 @@ FILE_COMMANDS = [
     "certs client {path} alice",
     "site trust {path} --key {path}",
     "site add-channel {path} train {path}",
-    "site add-code {path}",
+    "site add-code {path} {path}",
+    "site approve {path} {path}",
     "site openapi {path}",
     "federate {path}",
 ]  # `server --config` is in the table above: an empty file is a valid configuration

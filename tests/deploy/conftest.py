@@ -216,10 +216,13 @@ SiteFactory = Callable[..., SiteLayout]
 @pytest.fixture
 def make_site(tmp_path: Path, caller: Identity) -> SiteFactory:
     def make(name: str = "site1", *, rows: int = 5, allow_logs: bool = False,
-             trusted: Identity | None = None, isolate_jobs: bool = True) -> SiteLayout:
+             trusted: Identity | None = None, isolate_jobs: bool = True,
+             allow_code_upload: bool = False,
+             node_config: dict[str, Any] | None = None) -> SiteLayout:
         who = trusted or caller
         site = init_site(tmp_path / name, name, trusted={"Key": [who.key_fingerprint]},
-                         allow_logs=allow_logs, isolate_jobs=isolate_jobs)
+                         allow_logs=allow_logs, isolate_jobs=isolate_jobs,
+                         allow_code_upload=allow_code_upload, node_config=node_config)
         (site.channels / "train").mkdir()
         (site.channels / "train" / "rows.csv").write_text(
             "\n".join(f"{i},secret-{name}-{i}" for i in range(rows)))

@@ -108,8 +108,9 @@ def test_no_route_returns_the_sites_data(make_site: SiteFactory, start_agent,  #
     secret = "secret-site1-"
     spec = _raw(agent, "GET", "/openapi.json").json()
     routes = sorted(spec["paths"])
-    assert routes == ["/health", "/jobs", "/jobs/{job}", "/jobs/{job}/logs",
-                      "/jobs/{job}/stop", "/jobs/{job}/update", "/sts/assume-role"]
+    assert routes == ["/code/apps/{file}", "/health", "/jobs", "/jobs/{job}",
+                      "/jobs/{job}/logs", "/jobs/{job}/stop", "/jobs/{job}/update",
+                      "/sts/assume-role"]  # the code route writes an app; it reads nothing
     probes = [path.replace("{job}", "job-1") for path in routes] + [
         "/channels/train", "/channels/train/rows.csv", "/jobs/..%2Fchannels%2Ftrain",
         "/jobs/job-1/..%2F..%2Fchannels%2Ftrain%2Frows.csv", "/artifacts", "/code",
@@ -220,9 +221,9 @@ def test_a_site_that_asks_an_external_id_admits_only_callers_that_send_it(  # ty
 [server]
 address = "127.0.0.1:0"
 certificates = "certs"
-[evaluation]
-example = "fraud"
-test_data = "server"
+[app]
+dir = "app"
+server = "server:server_fn"
 [identity]
 key = "orchestrator.key"
 [[sites]]

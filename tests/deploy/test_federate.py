@@ -19,12 +19,13 @@ import pytest
 import fedsilo as fl
 from fedsilo.deploy.sandbox import (
     SiteAgentProcess,
-    lay_out_fraud_federation,
+    lay_out_federation,
     run_local_federation,
 )
 from fedsilo.deploy.site import SiteLayout, namespaces_available
 from fedsilo.examples.fraud.client import FraudClient
 from fedsilo.examples.fraud.data import generate_providers
+from fedsilo.examples.fraud.demo import APP_DIR
 from fedsilo.examples.fraud.model import load_model, new_model
 from fedsilo.examples.fraud.prepare import (
     load_site_channel,
@@ -55,9 +56,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _federation(work: Path, data: Path, **kwargs: object) -> tuple[Path, list[SiteAgentProcess]]:
     ports = {name: free_port() for name in SITES}
-    toml = lay_out_fraud_federation(work, {name: data / name for name in SITES},
-                                    data / "server", ports, rounds=ROUNDS,
-                                    **kwargs)  # type: ignore[arg-type]
+    toml = lay_out_federation(work, {name: data / name for name in SITES}, APP_DIR, ports,
+                              server_data=data / "server", rounds=ROUNDS,
+                              run_config={"penalty": "l2", "max-iter": 10},
+                              **kwargs)  # type: ignore[arg-type]
     agents = [SiteAgentProcess(SiteLayout(work / "sites" / name), ports[name],
                                work / f"agent-{name}.log") for name in SITES]
     return toml, agents
@@ -102,7 +104,10 @@ def test_federate_through_three_site_agents(tmp_path: Path, data: Path,
     assert result.returncode == 0, result.stdout + result.stderr
 
     run = tmp_path / "run"
-    model = load_model(run / "model.joblib")
+    model = load_model(run / "model.joblib")  # the app's own output, beside the final arrays
+    final = np.load(run / "final_arrays.npz")
+    np.testing.assert_array_equal(final["arr_0"], model.coef_)
+    np.testing.assert_array_equal(final["arr_1"], model.intercept_)
     history = json.loads((run / "history.json").read_text())
     assert [r for r, _ in history["losses_centralized"]] == list(range(ROUNDS + 1))
     summary = json.loads((run / "federation.json").read_text())
@@ -147,7 +152,7 @@ def test_a_failing_site_ends_the_run_with_its_reason(tmp_path: Path, data: Path,
     assert result.returncode == 1, result.stdout + result.stderr
     assert "site site2 failed" in result.stdout
     assert "validation.csv" in result.stdout  # the site's own reason, from its program
-    assert not (tmp_path / "run" / "model.joblib").exists()
+    assert not (tmp_path / "run" / "final_arrays.npz").exists()
     for name in ("site1", "site3"):  # the others were waiting for the server: stopped
         (record,) = _records(tmp_path, name)
         assert record["status"] == "Stopped", record
@@ -160,13 +165,13 @@ def test_run_local_federation_starts_and_stops_its_agents(tmp_path: Path, data: 
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     result = run_local_federation(tmp_path, {name: data / name for name in SITES[:2]},
-                                  data / "server", rounds=1)
+                                  APP_DIR, server_data=data / "server", rounds=1)
     assert [r for r, _ in result.history.losses_centralized] == [0, 1]
     assert set(result.jobs) == {"site1", "site2"}
     for name in ("site1", "site2"):
         assert result.jobs[name]["TrainingJobStatus"] == "Completed"
         assert list((tmp_path / "sites" / name / "artifacts").rglob("model.tar.gz"))
-    assert (tmp_path / "run" / "model.joblib").is_file()
+    assert (tmp_path / "run" / "final_arrays.npz").is_file()
     leftover = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert not [p for p in leftover if psutil.pid_exists(p)
                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]

@@ -128,7 +128,8 @@ def test_a_killed_agent_restarted_still_ends_the_whole_job(  # type: ignore[no-u
 
 def test_a_job_gets_a_clean_environment(make_site: SiteFactory,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only what SageMaker gives (SM_*) and the request's Environment: nothing of the agent's."""
+    """Only what SageMaker gives (SM_*), the job's Context file and the request's Environment:
+    nothing of the agent's."""
     monkeypatch.setenv("FEDSILO_AGENT_SECRET", "canary-of-the-agent")
     site = make_site()
     runner = JobRunner(site)
@@ -139,7 +140,8 @@ def test_a_job_gets_a_clean_environment(make_site: SiteFactory,
         env = json.loads(tar.extractfile("env.json").read())  # type: ignore[union-attr]
     assert "canary-of-the-agent" not in json.dumps(env)
     assert {k for k in env if not k.startswith("SM_")} <= {
-        "MY_FLAG", "PATH", "PYTHONPATH", "LANG", "OMP_NUM_THREADS", "LC_CTYPE"}
+        "MY_FLAG", "PATH", "PYTHONPATH", "LANG", "OMP_NUM_THREADS", "LC_CTYPE", "FEDSILO_CONTEXT"}
+    assert env["FEDSILO_CONTEXT"] == str(site.jobs / "job-env" / "context.json")
     assert env["MY_FLAG"] == "on" and env["SM_CHANNEL_TRAIN"].endswith("channels/train")
 
 

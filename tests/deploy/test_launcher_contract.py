@@ -72,6 +72,10 @@ def test_launcher_contract(setup: Callable[..., Setup], make_site: SiteFactory,
         assert final["TrainingJobStatus"] == "Completed" and handle.poll() == "Completed"
         assert final["TrainingJobStatus"] in TERMINAL
         handle.check()  # a completed job raises nothing
+        # A restarted orchestrator reaches the same job by its name.
+        again = launcher.attach("contract-1")
+        assert again.poll() == "Completed" and again.last_["TrainingJobArn"] == \
+            final["TrainingJobArn"]
         if setup is _local:  # moto accepts a name twice; SageMaker and sites answer ResourceInUse
             with pytest.raises(Conflict, match="contract-1"):
                 launcher.launch(definition)

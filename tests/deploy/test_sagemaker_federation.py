@@ -2,7 +2,7 @@
 
 The SageMaker site's account is moto; its job is run by sagemaker_emulation (``/opt/ml`` laid
 out from the request, the image's ``train`` command, model.tar.gz uploaded to S3). The site
-program comes from the federation's own tarball, uploaded content-addressed; the CA arrives in
+program comes from the fraud app's tarball, uploaded content-addressed; the CA arrives in
 the ``federation`` channel, the site's own client certificate in its ``identity`` channel, and
 the server admits both sites under mutual TLS. The server listens on this machine's name,
 not on a loopback address, as a federation with remote sites must.
@@ -31,9 +31,10 @@ from fedsilo.deploy.certs import (
 )
 from fedsilo.deploy.federation_config import load_federation_config
 from fedsilo.deploy.orchestrator import run_federation
-from fedsilo.deploy.sandbox import FRAUD_PROGRAM_DIR, SiteAgentProcess, lay_out_fraud_federation
+from fedsilo.deploy.sandbox import SiteAgentProcess, lay_out_federation
 from fedsilo.deploy.site import SiteLayout
 from fedsilo.examples.fraud.data import generate_providers
+from fedsilo.examples.fraud.demo import APP_DIR
 from fedsilo.examples.fraud.model import load_model
 from fedsilo.examples.fraud.prepare import prepare_federation, write_site_channel, write_test_set
 from tests.conftest import free_port
@@ -79,8 +80,9 @@ def test_a_local_site_and_a_sagemaker_site_federate_under_mutual_tls(
 
     work = tmp_path / "work"
     port = free_port()
-    toml = lay_out_fraud_federation(work, {"site1": data / "site1"}, data / "server",
-                                    {"site1": port}, rounds=2)
+    toml = lay_out_federation(work, {"site1": data / "site1"}, APP_DIR, {"site1": port},
+                              server_data=data / "server", rounds=2,
+                              run_config={"penalty": "l2", "max-iter": 10})
     host = socket.gethostname()  # what remote jobs dial: not a loopback address
     write_server_certificate(work / "certs", load_authority(work / "certs"), "server",
                              (host, "127.0.0.1"))
@@ -94,7 +96,7 @@ def test_a_local_site_and_a_sagemaker_site_federate_under_mutual_tls(
     cert_pem, key = create_self_signed_client_certificate("site2")
     certificate, _ = write_pair(work / "site2-identity", "client", cert_pem, key)
     _upload(s3, bucket, "identity", work / "site2-identity")
-    source = pack_directory(FRAUD_PROGRAM_DIR, work / "source.tar.gz")
+    source = pack_directory(APP_DIR, work / "source.tar.gz")  # the app, as site2 keeps it
 
     text = toml.read_text().replace(
         'address = "127.0.0.1:0"',
@@ -118,7 +120,6 @@ code_prefix = "s3://{bucket}/code"
 output = "s3://{bucket}/output/"
 max_runtime = 900
 channels = {{ train = "s3://{bucket}/data/train/", identity = "s3://{bucket}/identity/" }}
-hyperparameters = {{ penalty = "l2", max-iter = "10" }}
 client_certificate = "{certificate}"
 """)
     config = load_federation_config(toml)

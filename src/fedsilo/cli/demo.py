@@ -1,4 +1,4 @@
-"""``fedsilo demo``: the Medicare-provider fraud federation, end to end on this machine."""
+"""``fedsilo demo``: a federation end to end on this machine (the fraud app by default)."""
 
 from __future__ import annotations
 
@@ -25,14 +25,27 @@ def demo(
         "--data", help="A provider table (CSV) or a directory holding the four raw claims "
         "files (labels, beneficiaries, inpatient, outpatient) to run on instead of drawn "
         "data; see docs/fraud.md.")] = None,
+    app: Annotated[str, typer.Option(
+        help="The app: fraud (logistic regression, with the comparison report) or mlp "
+             "(a numpy MLP).")] = "fraud",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server log.")] = False,
 ) -> None:
     """Federate a fraud model over sites that keep their data; compare it with the alternatives."""
-    from fedsilo.examples.fraud.demo import run_demo
-
+    if app not in ("fraud", "mlp"):
+        fail(f"--app must be fraud or mlp, got {app!r}", code=2)
+    if app == "mlp" and data is not None:
+        fail("--data is for the fraud app; the mlp app draws its own data", code=2)
     setup_logging(verbose)
     console = make_console()
     try:
+        if app == "mlp":
+            from fedsilo.examples.mlp.demo import run_demo as run_mlp_demo
+
+            run_mlp_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed,
+                         console=console)
+            return
+        from fedsilo.examples.fraud.demo import run_demo
+
         run_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed, n_providers=providers,
                  console=console, data=absolute(data) if data is not None else None)
     except KeyboardInterrupt as exc:

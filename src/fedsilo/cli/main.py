@@ -15,6 +15,7 @@ import typer
 
 from fedsilo import __version__
 from fedsilo.cli import (
+    apps,
     aws,
     certs,
     client,
@@ -40,6 +41,8 @@ app.add_typer(site.app, name="site")
 app.add_typer(certs.app, name="certs")
 app.add_typer(aws.app, name="aws")
 app.command(name="federate")(federate.federate)
+app.command(name="status")(federate.status)
+app.add_typer(apps.app, name="app")
 app.command(name="server")(server.server)
 app.command(name="simulate")(simulate.simulate)
 app.command(name="run")(run.run)
@@ -68,7 +71,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-GROUPS = ("site", "certs", "aws")  # sub-commands that have sub-commands of their own
+GROUPS = ("site", "certs", "aws", "app")  # sub-commands that have sub-commands of their own
 
 
 def main(argv: list[str] | None = None) -> int:

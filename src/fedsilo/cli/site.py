@@ -63,6 +63,11 @@ def init(
         help="Names and IPs in the agent's certificate.")] = ["127.0.0.1", "localhost"],  # noqa: B006
     allow_logs: Annotated[bool, typer.Option(
         help="Let the launch role read job logs (logs:GetLogEvents).")] = False,
+    allow_code_upload: Annotated[bool, typer.Option(
+        help="Let the launch role upload apps (code:PutCode); they run once approved.")
+    ] = False,
+    node_config: Annotated[list[str], typer.Option(
+        help="KEY=VALUE the site gives its jobs' Context (e.g. partition-id=0).")] = [],  # noqa: B006
     isolate_jobs: Annotated[bool, typer.Option(
         help="Run each job in a filesystem of its own paths only (--no-isolate-jobs: jobs read "
              "what the agent's user can; for machines without user namespaces).")] = True,
@@ -73,12 +78,61 @@ def init(
     try:
         site = init_site(absolute(directory), name, trusted=_fingerprints(trust_key, trust_cert),
                          host=host, port=port, tls_hosts=tuple(tls_host), allow_logs=allow_logs,
+                         allow_code_upload=allow_code_upload,
+                         node_config=dict(_setting(item) for item in node_config),
                          isolate_jobs=isolate_jobs)
     except (DeployError, OSError) as exc:
         fail(str(exc))
     typer.echo(f"site {name} laid out in {directory}")
     typer.echo(f"  launch role   {site.launch_role_arn()}")
     typer.echo(f"  give callers  {site.ca_path} (the agent's CA)")
+
+
+def _setting(item: str) -> tuple[str, bool | int | float | str]:
+    """``KEY=VALUE`` with VALUE read as a number or true/false where it is one."""
+    import json
+
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        fail(f"--node-config takes KEY=VALUE, got {item!r}", code=2)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    return key, value if isinstance(value, bool | int | float | str) else text
+
+
+@app.command()
+def approve(
+    directory: SiteDir,
+    app_: Annotated[str | None, typer.Argument(
+        metavar="APP", help="An app archive, an app directory, or a sha256 digest.")] = None,
+    signer: Annotated[list[Path], typer.Option(
+        help="A public key or certificate PEM: apps it signs may run here.")] = [],  # noqa: B006
+) -> None:
+    """Let an uploaded app run at this site: by its digest, or by who signed it."""
+    from fedsilo.deploy.app_approval import approve_app, trust_signer
+    from fedsilo.deploy.app_archive import pack_app, sha256_hex
+    from fedsilo.deploy.identity import load_public_key
+
+    site = _site(directory)
+    if app_ is None and not signer:
+        fail("name an app (archive, directory or sha256 digest) or a --signer", code=2)
+    try:
+        if app_ is not None:
+            path = absolute(Path(app_))
+            if path.is_dir():
+                digest = pack_app(path).digest
+            elif path.is_file():
+                digest = sha256_hex(path.read_bytes())
+            else:
+                digest = app_
+            typer.echo(f"approved {approve_app(site, digest)}")
+        for pem in signer:
+            key = load_public_key(absolute(pem).read_bytes())
+            typer.echo(f"trusted signer {trust_signer(site, key)}")
+    except (DeployError, OSError) as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -123,16 +177,14 @@ def add_channel(
 @app.command("add-code")
 def add_code(
     directory: SiteDir,
-    source: Annotated[Path | None, typer.Argument(
-        help="Directory with the program files (default: the shipped fraud program).")] = None,
+    source: Annotated[Path, typer.Argument(help="Directory with the program files.")],
     name: Annotated[str, typer.Option(help="Path of the tarball in code/.")] = "source.tar.gz",
 ) -> None:
     """Pack a program directory into the site's code store as a source tarball."""
     from fedsilo.deploy.archive import pack_directory
-    from fedsilo.deploy.sandbox import FRAUD_PROGRAM_DIR
 
     site = _site(directory)
-    program = FRAUD_PROGRAM_DIR if source is None else _directory(source, "the program files")
+    program = _directory(source, "the program files")
     target = _inside(site, site.code, name, "tarball")
     pack_directory(program, target)
     typer.echo(f"code store: {target} (from {program})")

@@ -10,6 +10,7 @@ Routes (the OpenAPI description is served at ``/openapi.json``)::
     POST /jobs/{name}/stop          StopTrainingJob       job:StopTrainingJob
     POST /jobs/{name}/update        UpdateTrainingJob     job:UpdateTrainingJob
     GET  /jobs/{name}/logs          GetLogEvents          logs:GetLogEvents (only if granted)
+    PUT  /code/apps/{file}          PutCode: an app       code:PutCode (only if granted)
 
 Every route but the first two needs ``Authorization: Bearer <SessionToken>`` and is checked
 against the session's role before the request is even parsed. No route reads a channel, the
@@ -17,7 +18,8 @@ code store or an artifact: the answers carry job state and artifact locations on
 JSON ``{"code": ..., "message": ...}`` with the status of :mod:`fedsilo.deploy.errors`.
 The agent speaks TLS only, with the site's certificate from ``tls/``. Every call is written to
 the site's audit log (:mod:`fedsilo.deploy.audit`): who, which checks and their statements,
-the job, the answer's status.
+the job, the answer's status. An uploaded app is stored under its own digest and runs only once
+the site approves it (:mod:`fedsilo.deploy.app_approval`).
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import fedsilo
+from fedsilo.deploy.app_approval import store_upload
 from fedsilo.deploy.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditEntry, AuditLog
 from fedsilo.deploy.authz import Authorizer, Session
 from fedsilo.deploy.errors import AccessDenied, DeployError, NotFound, ValidationError
 from fedsilo.deploy.jobspec import parse_job_request
-from fedsilo.deploy.roles import RoleStore, job_arn
+from fedsilo.deploy.roles import RoleStore, code_arn, job_arn
 from fedsilo.deploy.runner import JobRunner
 from fedsilo.deploy.site import SiteLayout
 from fedsilo.deploy.sts import SIGNATURE_HEADER, AssumeRoleService, SeenSignatures
@@ -213,6 +216,18 @@ def create_app(site: SiteLayout) -> FastAPI:
                        authorization: str | None = Header(default=None)) -> dict[str, Any]:
         session(request, authorization, "logs:GetLogEvents", job_arn(name, job), job)
         return jobs().logs(job, start, limit)
+
+    @app.put("/code/apps/{file}", summary="PutCode: an app archive (or its signature)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string",
+                                                         "format": "binary"}}}}})
+    async def put_code(file: str, request: Request,
+                       authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        current = session(request, authorization, "code:PutCode",
+                          code_arn(name, f"apps/{file}"))
+        stored = store_upload(site, f"apps/{file}", await request.body())
+        log.info("%s uploaded by %s", stored["Location"], current.claims.principal)
+        return stored
 
     return app
 

@@ -95,6 +95,12 @@ class SiteSession:
     def list_training_jobs(self) -> dict[str, Any]:
         return self.client._call("GET", "/jobs", headers=self._auth)
 
+    def put_code(self, name: str, data: bytes) -> dict[str, Any]:
+        """Upload an app archive (``apps/<hex>.tar.gz``) or its signature into the code store."""
+        return self.client._call("PUT", f"/code/{name}", content=data,
+                                 headers={**self._auth,
+                                          "Content-Type": "application/octet-stream"})
+
     def get_log_events(self, name: str, start: int = 0) -> dict[str, Any]:
         return self.client._call("GET", f"/jobs/{name}/logs", params={"start": start},
                                  headers=self._auth)

@@ -1,26 +1,27 @@
-"""``federation.toml``: the server, its strategy and test data, and the sites to launch on.
+"""``federation.toml``: the app to federate, the server, and the sites to launch on.
 
 ::
+
+    [app]                            # the app: code the federation runs, on both sides
+    dir = "app"                      # its directory: packed and sent to every site
+    server = "server:server_fn"      # module:function in dir: the strategy and ServerConfig
+    program = "client.py"            # the site program in dir (script mode)
+    config = { penalty = "l2", max-iter = 10 }   # run_config, sent to every site's job
+    signature = "app.sig"            # optional: `fedsilo app sign`, for sites that trust signers
 
     [server]
     address = "127.0.0.1:0"          # where the FL server listens; port 0: a free one
     public_address = ""              # what the sites dial (default: address, as chosen)
-    rounds = 3
+    rounds = 3                       # overrides the app's ServerConfig.num_rounds
     round_timeout = 60
     connect_timeout = 60             # how long the server waits for the sites' clients
     finish_timeout = 60              # how long jobs may take to end once the server is done
     certificates = "certs"           # ca.pem, server.pem, server.key from `fedsilo certs init`
-    output = "run"                   # model.joblib, history.json, federation.json
+    data = "server"                  # the server's own data (e.g. a test set), for the app
+    output = "run"                   # final_arrays.npz, history.json, federation.json
 
     [strategy]
-    name = "FedAvg"
     min_sites = 3                    # go on while this many sites remain (default: all)
-
-    [evaluation]
-    example = "fraud"                # the server side of the shipped fraud example
-    test_data = "server"             # directory holding test.csv
-    penalty = "l2"
-    max_iter = 10
 
     [identity]                       # the key sites trust, with its certificate if any
     key = "certs/orchestrator.key"
@@ -34,12 +35,12 @@
     role = "arn:fedsilo:iam::site1:role/FL-kickoff-client-job"
     execution_role = "arn:fedsilo:iam::site1:role/service-role/FL-execution"
     external_id = "acme-fl-42"       # optional: AssumeRole's ExternalId, if the site asks one
-    program = "client.py"
-    source = "fraud/source.tar.gz"   # in the site's code store (or s3://... on SageMaker)
+    source = ""                      # default: the app's archive, uploaded to the site;
+                                     # or code the site holds already (s3://... on SageMaker)
     output = "fl"                    # under the site's artifacts (or s3://...)
     max_runtime = 3600
     channels = { train = "train", identity = "identity" }
-    hyperparameters = { penalty = "l2", max-iter = "10" }
+    hyperparameters = { }            # this site's own, on top of the app's config
     client_certificate = "sites/site1/tls/client.pem"   # enrol the site: mutual TLS
     # SageMaker only: region, endpoint_url, training_image, instance_type, vpc_config,
     # external_id, source_identity, session_tags, session_duration, code_prefix, kms_key_id,
@@ -65,13 +66,27 @@ from typing import Any
 
 from fedsilo.deploy.errors import ValidationError
 
-__all__ = ["FederationConfig", "SiteConfig", "load_federation_config"]
+__all__ = ["AppConfig", "FederationConfig", "SiteConfig", "load_federation_config"]
 
 LAUNCHERS = ("local", "sagemaker")
 LOCAL_WINDOW_S = 60.0
 REMOTE_CONNECT_S = 900.0
 REMOTE_FINISH_S = 600.0
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+RunConfig = dict[str, bool | int | float | str]
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The app a federation runs: its directory, server function, site program, run config."""
+
+    directory: Path
+    server: str
+    program: str = "client.py"
+    run_config: RunConfig = field(default_factory=dict)
+    signature: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -121,21 +136,18 @@ class FederationConfig:
     """The whole run; see the module's docstring for the file's shape."""
 
     address: str
-    rounds: int
+    app: AppConfig
     certificates: Path
     output: Path
-    test_data: Path
     identity_key: Path
     sites: tuple[SiteConfig, ...]
+    rounds: int | None = None
+    data: Path | None = None
     public_address: str = ""
     round_timeout: float = 60.0
     connect_timeout: float = 60.0
     finish_timeout: float = 60.0
-    strategy: str = "FedAvg"
     min_sites: int = 0
-    example: str = "fraud"
-    penalty: str = "l2"
-    max_iter: int = 10
     identity_certificate: Path | None = None
 
     @property
@@ -155,12 +167,16 @@ def load_federation_config(path: Path) -> FederationConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValidationError(f"{path}: {exc}") from exc
     base = Path(path).resolve().parent
+    if "evaluation" in raw:
+        raise ValidationError(f"{path}: the [evaluation] table is gone; name the app to run in "
+                              "an [app] table (dir, server, program, config) and the server's "
+                              "data in server.data (see docs/deployment.md)")
     _known(raw, KNOWN_KEYS[""], path.name if isinstance(path, Path) else str(path))
-    for table in ("server", "strategy", "evaluation", "identity"):
+    for table in ("app", "server", "strategy", "identity"):
         if isinstance(raw.get(table), dict):
             _known(raw[table], KNOWN_KEYS[table], table)
     server, strategy = _table(raw, "server"), raw.get("strategy", {})
-    evaluation, identity = _table(raw, "evaluation"), _table(raw, "identity")
+    identity = _table(raw, "identity")
     sites = tuple(_site(s, base, i) for i, s in enumerate(raw.get("sites", [])))
     if not sites:
         raise ValidationError(f"{path}: add at least one [[sites]] table")
@@ -171,7 +187,8 @@ def load_federation_config(path: Path) -> FederationConfig:
     config = FederationConfig(
         address=str(server.get("address", "127.0.0.1:0")),
         public_address=str(server.get("public_address", "")),
-        rounds=_int(server, "rounds", "server", 3),
+        app=_app(_table(raw, "app"), base),
+        rounds=_int(server, "rounds", "server", 0) if "rounds" in server else None,
         round_timeout=float(server.get("round_timeout", 60.0)),
         connect_timeout=float(server.get("connect_timeout",
                                          REMOTE_CONNECT_S if remote else LOCAL_WINDOW_S)),
@@ -179,18 +196,14 @@ def load_federation_config(path: Path) -> FederationConfig:
                                         REMOTE_FINISH_S if remote else LOCAL_WINDOW_S)),
         certificates=base / _str(server, "certificates", "server"),
         output=base / str(server.get("output", "run")),
-        strategy=str(strategy.get("name", "FedAvg")),
+        data=(base / _str(server, "data", "server")) if "data" in server else None,
         min_sites=int(strategy.get("min_sites", 0)),
-        example=str(evaluation.get("example", "fraud")),
-        test_data=base / _str(evaluation, "test_data", "evaluation"),
-        penalty=str(evaluation.get("penalty", "l2")),
-        max_iter=int(evaluation.get("max_iter", 10)),
         identity_key=base / _str(identity, "key", "identity"),
         identity_certificate=(base / identity["certificate"]) if "certificate" in identity
         else None,
         sites=sites,
     )
-    if config.rounds < 1:
+    if config.rounds is not None and config.rounds < 1:
         raise ValidationError("server.rounds must be at least 1")
     if not 0 <= config.min_sites <= len(sites):
         raise ValidationError(f"strategy.min_sites must be 0 (all) to {len(sites)}")
@@ -200,10 +213,24 @@ def load_federation_config(path: Path) -> FederationConfig:
                               "client_certificate; mutual TLS needs one for every site")
     if remote:
         _check_reachable(config, path)
-    if config.strategy != "FedAvg" or config.example != "fraud":
-        raise ValidationError("this version federates the fraud example with FedAvg: set "
-                              "strategy.name = 'FedAvg' and evaluation.example = 'fraud'")
     return config
+
+
+def _app(raw: dict[str, Any], base: Path) -> AppConfig:
+    directory = base / _str(raw, "dir", "app")
+    server = _str(raw, "server", "app")
+    module, _, function = server.partition(":")
+    if not module or not function.isidentifier():
+        raise ValidationError(f"app.server must be 'module:function', got {server!r}")
+    program = str(raw.get("program", "client.py"))
+    run_config = raw.get("config", {})
+    if not isinstance(run_config, dict) or not all(
+            isinstance(v, bool | int | float | str) for v in run_config.values()):
+        raise ValidationError("app.config must be a table of strings, numbers and booleans")
+    return AppConfig(directory=directory, server=server, program=program,
+                     run_config={str(k): v for k, v in run_config.items()},
+                     signature=(base / _str(raw, "signature", "app")) if "signature" in raw
+                     else None)
 
 
 def _check_reachable(config: FederationConfig, path: Path) -> None:
@@ -256,9 +283,11 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
     if bad:
         raise ValidationError(f"{where}.{bad[0]} must be a table")
     channels, hps = tables["channels"], tables["hyperparameters"]
-    source = _str(raw, "source", where)
-    if launcher == "sagemaker" and not source.startswith("s3://"):
-        source = str(base / source)  # a file here, uploaded to the site's code_prefix
+    source = str(raw.get("source", ""))  # default: the app's archive, uploaded by the agent
+    if launcher == "sagemaker":
+        source = _str(raw, "source", where)  # the orchestrator uploads through agents only
+        if not source.startswith("s3://"):
+            source = str(base / source)  # a file here, uploaded to the site's code_prefix
     max_wait, max_runtime = raw.get("max_wait"), _int(raw, "max_runtime", where, 3600)
     if max_wait is not None and (not isinstance(max_wait, int) or max_wait < max_runtime):
         raise ValidationError(f"{where}.max_wait (managed spot: waiting plus running) must be "
@@ -266,7 +295,7 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
     return SiteConfig(
         name=_str(raw, "name", where), launcher=launcher, role=_str(raw, "role", where),
         execution_role=_str(raw, "execution_role", where),
-        program=str(raw.get("program", "client.py")), source=source,
+        program=str(raw.get("program", "")), source=source,
         output=str(raw.get("output", "fl")),
         channels=_strings(channels), hyperparameters=_strings(hps),
         max_runtime=max_runtime,
@@ -297,11 +326,12 @@ def _site(raw: Any, base: Path, index: int) -> SiteConfig:
 
 # Every key a federation.toml may hold, per table: anything else is a typo, refused by name.
 KNOWN_KEYS: dict[str, frozenset[str]] = {
-    "": frozenset({"server", "strategy", "evaluation", "identity", "sites"}),
+    "": frozenset({"app", "server", "strategy", "identity", "sites"}),
+    "app": frozenset({"dir", "server", "program", "config", "signature"}),
     "server": frozenset({"address", "public_address", "rounds", "round_timeout",
-                         "connect_timeout", "finish_timeout", "certificates", "output"}),
-    "strategy": frozenset({"name", "min_sites"}),
-    "evaluation": frozenset({"example", "test_data", "penalty", "max_iter"}),
+                         "connect_timeout", "finish_timeout", "certificates", "data",
+                         "output"}),
+    "strategy": frozenset({"min_sites"}),
     "identity": frozenset({"key", "certificate"}),
     "sites": frozenset({"name", "launcher", "role", "execution_role", "program", "source",
                         "output", "channels", "hyperparameters", "max_runtime", "endpoint",
@@ -323,6 +353,13 @@ def check_files(config: FederationConfig) -> None:
             _must_exist(site.ca, f"sites.{site.name}.ca")
         if site.client_certificate is not None:
             _must_exist(site.client_certificate, f"sites.{site.name}.client_certificate")
+    if not config.app.directory.is_dir():
+        raise ValidationError(f"app.dir names {config.app.directory}, which is not a directory")
+    _must_exist(config.app.directory / config.app.program, "app.program")
+    if config.app.signature is not None:
+        _must_exist(config.app.signature, "app.signature")
+    if config.data is not None and not config.data.exists():
+        raise ValidationError(f"server.data names {config.data}, which does not exist")
 
 
 def _known(raw: dict[str, Any], keys: frozenset[str], where: str) -> None:
@@ -356,6 +393,6 @@ def _str(raw: dict[str, Any], key: str, where: str) -> str:
 
 def _int(raw: dict[str, Any], key: str, where: str, default: int) -> int:
     value = raw.get(key, default)
-    if not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool):
         raise ValidationError(f"{where}.{key} must be an integer")
     return value

@@ -104,6 +104,8 @@ def contained(command: list[str], spec: JobSpec, job_dir: Path, env: dict[str, s
                                    sys.base_exec_prefix, *env["PYTHONPATH"].split(os.pathsep))
                  if p and not Path(p).resolve().is_relative_to(own)]
     read_only += [p.resolve() for p in spec.channels.values()]
+    if env.get("FEDSILO_CONTEXT"):
+        read_only.append(Path(env["FEDSILO_CONTEXT"]).resolve())  # the job's Context file
     # A path that is a link is recreated as a link inside: its target must be there too.
     read_only += [p.resolve() for p in read_only if p.resolve() != p.absolute()]
     stage = job_dir / ".root"

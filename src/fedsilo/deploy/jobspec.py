@@ -28,14 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedsilo.deploy.app_approval import check_app
 from fedsilo.deploy.errors import NotFound, ValidationError
 from fedsilo.deploy.site import SiteLayout
 
-__all__ = ["JobSpec", "normalised_name", "parse_job_request", "PROGRAM_KEY",
+__all__ = ["JobSpec", "normalised_name", "parse_job_request", "PROGRAM_KEY", "RUN_CONFIG_KEY",
+           "RUN_ID_KEY",
            "SUBMIT_DIRECTORY_KEY"]
 
 PROGRAM_KEY = "sagemaker_program"
 SUBMIT_DIRECTORY_KEY = "sagemaker_submit_directory"
+# The federation's run config (JSON, typed) and run id, for the job's Context.
+RUN_CONFIG_KEY = "fedsilo_run_config"
+RUN_ID_KEY = "fedsilo_run_id"
+# Hyperparameters with these prefixes are for the framework, not options of the program.
+FRAMEWORK_PREFIXES = ("sagemaker_", "fedsilo_")
 MAX_RUNTIME_LIMIT_S = 28 * 86400
 _JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,64}")
@@ -66,12 +73,17 @@ class JobSpec:
     request: dict[str, Any]
 
     @property
+    def program_hyperparameters(self) -> dict[str, str]:
+        """The hyperparameters meant for the program (framework keys left out)."""
+        return {k: v for k, v in self.hyperparameters.items()
+                if not k.startswith(FRAMEWORK_PREFIXES)}
+
+    @property
     def arguments(self) -> list[str]:
         """Hyperparameters as script mode passes them: ``--key value``, framework keys left out."""
         args: list[str] = []
-        for key, value in self.hyperparameters.items():
-            if not key.startswith("sagemaker_"):
-                args += [f"--{key}", value]
+        for key, value in self.program_hyperparameters.items():
+            args += [f"--{key}", value]
         return args
 
 
@@ -100,6 +112,7 @@ def parse_job_request(site: SiteLayout, request: Any) -> JobSpec:
     if not source.is_file():
         raise NotFound(f"no source tarball {hps[SUBMIT_DIRECTORY_KEY]!r} in the site's code "
                        "store")
+    check_app(site, hps[SUBMIT_DIRECTORY_KEY], source)  # an uploaded app runs once approved
     program = hps[PROGRAM_KEY]
     site.inside(site.code, program, PROGRAM_KEY)  # same rules: relative, no '..'
     if not program.endswith(".py"):
@@ -158,7 +171,7 @@ def _refuse_reserved(hps: dict[str, str], channel_names: list[str]) -> None:
     reserved names: ``train`` (a channel), ``model-dir``, ``SM_CHANNEL_X``, ``channel-x``."""
     channels = {normalised_name(c) for c in channel_names}
     for key in hps:
-        if key.startswith("sagemaker_"):
+        if key.startswith(FRAMEWORK_PREFIXES):
             continue  # framework keys: read by the site, never passed to the program
         name = normalised_name(key)
         if name in channels:

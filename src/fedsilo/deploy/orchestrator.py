@@ -1,22 +1,31 @@
 """The federation run: FL server with TLS, one training job per site, progress, clean-up.
 
-:func:`run_federation` does what the seed's server notebook does by hand:
+:func:`run_federation` does what the seed's server notebook does by hand, for any app:
 
-1. starts the federation server (TLS with the certificates of ``fedsilo certs``; mutual TLS
-   admitting only the enrolled sites when the sites name their client certificates) in a
-   thread;
-2. at each site assumes the launch role and creates a training job that runs the site's
-   program against the server (the server's address goes as a hyperparameter; the CA's PEM,
-   which a hyperparameter cannot hold, goes as the launcher hands it over: a ``federation``
-   channel on SageMaker, an environment variable at a local site);
-3. follows the rounds and each job's status until the server finishes; a job that fails ends
-   the run with its site's reason, unless ``min_sites`` sites still remain;
-4. evaluates the final model on the server's test data and saves ``model.joblib``,
-   ``history.json`` and ``federation.json`` (metrics, jobs, artifact locations), with each
-   SageMaker site's ``model.tar.gz`` under ``sites/<name>/`` unless the site keeps it;
+1. packs the app (``[app] dir``) into a content-addressed archive, calls the app's server
+   function for its strategy and ServerConfig, and starts the federation server (TLS with the
+   certificates of ``fedsilo certs``; mutual TLS admitting only the enrolled sites when the
+   sites name their client certificates) in a thread, checkpointing every round;
+2. at each site assumes the launch role, uploads the app into the site's code store (the site
+   runs it only once it approves it) and creates a training job that runs the app's site
+   program against the server (the server's address and the run config go as
+   hyperparameters; the CA's PEM, which a hyperparameter cannot hold, goes as the launcher
+   hands it over: a ``federation`` channel on SageMaker, an environment variable at a local
+   site);
+3. follows the rounds and each job's status until the server finishes, keeping
+   ``state.json`` current for ``fedsilo status``; a job that fails ends the run with its
+   site's reason, unless ``min_sites`` sites still remain;
+4. saves the final parameters as ``final_arrays.npz`` (``np.load(path)["arr_0"]``, ...: the
+   arrays in the strategy's order), ``history.json`` and ``federation.json`` (metrics, app,
+   jobs, artifact locations), with each SageMaker site's ``model.tar.gz`` under
+   ``sites/<name>/`` unless the site keeps it; what the model means is the app's business;
 5. whatever happened, stops the jobs still running and closes what it opened. A stop the site
    refuses (an expired session) is tried again under a new session; a job that still cannot
    be stopped is printed with its ARN and the command that stops it.
+
+With ``resume=True`` a run whose orchestrator died goes on: the same run id and server
+address, the server's last round checkpoint, and the site jobs that are still running (a
+site whose job failed or was stopped gets a new one; no site runs two at once).
 """
 
 from __future__ import annotations
@@ -24,22 +33,27 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
 import fedsilo as fl
+from fedsilo.deploy.app_archive import AppArchive, pack_app
 from fedsilo.deploy.aws_session import AssumeRoleSettings
 from fedsilo.deploy.certs import certificate_hosts
 from fedsilo.deploy.errors import AccessDenied, AuthenticationError, DeployError, JobError
 from fedsilo.deploy.federation_config import FederationConfig, SiteConfig, check_files
 from fedsilo.deploy.identity import Identity
+from fedsilo.deploy.jobspec import RUN_CONFIG_KEY, RUN_ID_KEY
 from fedsilo.deploy.launchers import (
     TERMINAL,
     JobDefinition,
@@ -49,6 +63,8 @@ from fedsilo.deploy.launchers import (
     SageMakerLauncher,
 )
 from fedsilo.deploy.progress import FederationProgress
+from fedsilo.deploy.run_state import RunState
+from fedsilo.deploy.server_app import ServerContext, load_server_app
 from fedsilo.server.grpc.auth import ClientAllowlist
 
 __all__ = ["FederationError", "FederationResult", "job_definition", "make_launcher",
@@ -58,6 +74,7 @@ log = logging.getLogger("fedsilo.deploy.orchestrator")
 
 POLL_S = 0.5
 STOP_WAIT_S = 30.0
+FINAL_ARRAYS = "final_arrays.npz"
 
 
 class FederationError(DeployError, RuntimeError):
@@ -66,90 +83,218 @@ class FederationError(DeployError, RuntimeError):
 
 @dataclass
 class FederationResult:
-    """What a run leaves: the History, final metrics, files, and each site's job."""
+    """What a run leaves: the History, final metrics and arrays, files, each site's job."""
 
     history: fl.server.History
     metrics: dict[str, float]
     files: dict[str, str]
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    arrays: list[np.ndarray] = field(default_factory=list)
 
 
 def run_federation(config: FederationConfig, console: Console | None = None,
-                   launcher_factory: Callable[[SiteConfig, Identity], Launcher] | None = None
-                   ) -> FederationResult:
-    """Run the federation ``config`` describes; raise JobError or FederationError on failure."""
-    from fedsilo.examples.fraud.model import new_model, save_model
-    from fedsilo.examples.fraud.prepare import load_test_set
-    from fedsilo.examples.fraud.server_side import build_strategy, evaluation_metrics
+                   launcher_factory: Callable[[SiteConfig, Identity], Launcher] | None = None,
+                   *, resume: bool = False) -> FederationResult:
+    """Run the federation ``config`` describes; raise JobError or FederationError on failure.
 
+    ``resume`` continues the run left in ``config.output`` by an orchestrator that died.
+    """
     started = time.monotonic()
     console = console if console is not None else Console()
     check_files(config)
     identity = Identity.load(config.identity_key, config.identity_certificate)
-    certificates = tuple((config.certificates / name).read_bytes()
-                         for name in ("ca.pem", "server.pem", "server.key"))
-    X_test, y_test = load_test_set(config.test_data)
-    model = new_model(config.penalty, config.max_iter)
-    address, public_address = _addresses(config)
-    _check_server_names(certificates[1], public_address)
-    progress = FederationProgress(console, config.rounds, [s.name for s in config.sites])
-    strategy = build_strategy(model, X_test, y_test, config.required_sites,
-                              on_round=progress.on_round)
-    server = _ServerRun(address, strategy, config, certificates)  # type: ignore[arg-type]
-    new_launcher = launcher_factory or make_launcher
+    ca_pem, server_pem, server_key = ((config.certificates / name).read_bytes()
+                                      for name in ("ca.pem", "server.pem", "server.key"))
+    certificates = (ca_pem, server_pem, server_key)
+    run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"  # unique per run
+    state = RunState.begin(config.output, run_id, resume=resume)
     launchers: dict[str, Launcher] = {}
     handles: dict[str, JobHandle] = {}
-    run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"  # unique per run
-    server.start()
+    server: _ServerRun | None = None
     try:
+        checkpoints = config.output / "checkpoints"
+        if not resume:  # a new run never continues an old run's rounds
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        archive = pack_app(config.app.directory)
+        if resume:
+            _check_same_app(state, archive)
+        strategy, server_config = load_server_app(
+            config.app.directory, config.app.server, _server_context(config, state.run_id))
+        rounds = config.rounds or server_config.num_rounds
+        address, public_address = ((state.data["address"], state.data["public_address"])
+                                   if resume and "address" in state.data
+                                   else _addresses(config))
+        _check_server_names(server_pem, public_address)
+        state.update(address=address, public_address=public_address, rounds=rounds,
+                     app={"digest": f"sha256:{archive.digest}", "server": config.app.server})
+        progress = FederationProgress(console, rounds, [s.name for s in config.sites])
+        server = _ServerRun(address, strategy, config, certificates,
+                            fl.server.ServerConfig(num_rounds=rounds, round_timeout=(
+                                server_config.round_timeout or config.round_timeout)),
+                            checkpoints)
+        server.server.on_round_end = _round_reporter(progress, state)
+        new_launcher = launcher_factory or make_launcher
+        server.start()
         with progress:
             for site in config.sites:
                 try:
                     launchers[site.name] = new_launcher(site, identity)
-                    handles[site.name] = launchers[site.name].launch(job_definition(
-                        site, run_id, public_address, certificates[0], config))
+                    handles[site.name] = _site_job(launchers[site.name], site, config, archive,
+                                                   state, public_address, certificates[0])
                 except (DeployError, ConnectionError, OSError) as exc:
                     raise FederationError(f"{site.name}: could not start its job: {exc}") \
                         from exc
-                log.info("%s: job %s created", site.name, handles[site.name].name)
-            _follow(server, handles, progress, config)
+            tracker = _Tracker(progress, state)
+            _follow(server, handles, tracker, config)
             history = server.result()
-            jobs = _await_jobs(handles, progress, config.required_sites, config.finish_timeout)
-        metrics = evaluation_metrics(model, X_test, y_test)
-        config.output.mkdir(parents=True, exist_ok=True)
-        model_path = save_model(config.output / "model.joblib", model)
-        history_path = config.output / "history.json"
-        history_path.write_text(json.dumps(history.to_dict(), indent=2) + "\n")
+            jobs = _await_jobs(handles, tracker, config.required_sites, config.finish_timeout)
+        arrays = fl.common.parameters_to_ndarrays(server.server.parameters)
+        metrics = _final_metrics(history)
         downloads = _fetch_models(config, launchers, jobs)
-        summary_path = config.output / "federation.json"
-        elapsed = round(time.monotonic() - started, 2)
-        summary_path.write_text(json.dumps({
-            "metrics": metrics, "rounds": config.rounds, "elapsed_s": elapsed,
+        files = _save(config, history, arrays, {
+            "metrics": metrics, "rounds": rounds, "run_id": state.run_id,
+            "elapsed_s": round(time.monotonic() - started, 2),
+            "app": state.data["app"],
             "transport": {"tls": True, "enrolled_sites": len(config.enrolled_certificates)},
             "jobs": {name: _public(d) for name, d in jobs.items()},
-            "site_models": downloads}, indent=2) + "\n")
-        files = {"model": str(model_path), "history": str(history_path),
-                 "summary": str(summary_path),
-                 **{f"{name}.model": path for name, path in downloads.items()}}
-        return FederationResult(history, metrics, files, jobs, elapsed)
+            "site_models": downloads})
+        files.update({f"{name}.model": path for name, path in downloads.items()})
+        state.update(status="finished")
+        return FederationResult(history, metrics, files, jobs,
+                                round(time.monotonic() - started, 2), arrays)
+    except BaseException as exc:
+        state.update(status="failed", error=str(exc) or type(exc).__name__)
+        raise
     finally:
-        server.server.stop_requested.set()  # no round is aggregated after a failure or Ctrl-C
-        server.clients.cancel_waits()
+        if server is not None:  # no round is aggregated after a failure or Ctrl-C
+            server.server.stop_requested.set()
+            server.clients.cancel_waits()
         _clean_up(handles, launchers, console)
-        server.stop(STOP_WAIT_S)
+        if server is not None:
+            server.stop(STOP_WAIT_S)
+
+
+def _check_same_app(state: RunState, archive: AppArchive) -> None:
+    """A run resumes with the app it started with: its checkpoints are that app's."""
+    before = (state.data.get("app") or {}).get("digest")
+    if before is not None and before != f"sha256:{archive.digest}":
+        raise FederationError(f"the app changed since run {state.run_id} started ({before}, "
+                              f"now sha256:{archive.digest}); resume with the same app, or "
+                              "start a new run without --resume")
+
+
+def _server_context(config: FederationConfig, run_id: str) -> ServerContext:
+    node_config: dict[str, Any] = {"output-dir": str(config.output),
+                                   "num-sites": len(config.sites),
+                                   "min-sites": config.required_sites,
+                                   "site-names": ",".join(s.name for s in config.sites)}
+    if config.data is not None:
+        node_config["data-dir"] = str(config.data)
+    return ServerContext(run_id, dict(config.app.run_config), node_config)
+
+
+def _site_job(launcher: Launcher, site: SiteConfig, config: FederationConfig,
+              archive: AppArchive, state: RunState, public_address: str,
+              ca_pem: bytes) -> JobHandle:
+    """The site's job for this run: the one still running (on resume), else a new one."""
+    previous = state.data["jobs"].get(site.name, {}).get("name")
+    if previous:
+        handle = launcher.attach(previous)
+        # Still running: reattach. Completed: the server had finished and let it go.
+        if handle.poll() in (None, "Completed"):
+            log.info("%s: job %s %s; reattached", site.name, previous,
+                     handle.last_.get("TrainingJobStatus"))
+            return handle
+    if not site.source:  # the app travels with the run, under its own digest
+        launcher.put_code(archive.store_name, archive.data)
+        if config.app.signature is not None:
+            launcher.put_code(f"apps/{archive.digest}.sig", config.app.signature.read_bytes())
+    attempt = len(state.data["jobs"].get(site.name, {}).get("names", [])) + 1
+    definition = job_definition(site, state.run_id, public_address, ca_pem, config,
+                                source=site.source or archive.store_name, attempt=attempt)
+    handle = launcher.launch(definition)
+    state.record_job(site.name, definition.name)
+    log.info("%s: job %s created", site.name, handle.name)
+    return handle
+
+
+def _round_reporter(progress: FederationProgress, state: RunState
+                    ) -> Callable[[int, fl.server.History], None]:
+    """The server's end-of-round hook: the round's centralized figures, shown and recorded."""
+    def report(server_round: int, history: fl.server.History) -> None:
+        losses = dict(history.losses_centralized)
+        if server_round not in losses:
+            return
+        metrics = {name: float(dict(series)[server_round])
+                   for name, series in history.metrics_centralized.items()
+                   if server_round in dict(series)}
+        progress.on_round(server_round, float(losses[server_round]), metrics)
+        state.on_round(server_round, float(losses[server_round]), metrics)
+    return report
+
+
+def _final_metrics(history: fl.server.History) -> dict[str, float]:
+    """The last centralized evaluation's loss and metrics (empty when the app has none)."""
+    if not history.losses_centralized:
+        return {}
+    last, loss = history.losses_centralized[-1]
+    return {"loss": float(loss), **{name: float(dict(series)[last])
+                                    for name, series in history.metrics_centralized.items()
+                                    if last in dict(series)}}
+
+
+def _save(config: FederationConfig, history: fl.server.History, arrays: list[np.ndarray],
+          summary: dict[str, Any]) -> dict[str, str]:
+    """final_arrays.npz, history.json and federation.json in the output directory."""
+    config.output.mkdir(parents=True, exist_ok=True)
+    files = {"arrays": str(config.output / FINAL_ARRAYS),
+             "history": str(config.output / "history.json"),
+             "summary": str(config.output / "federation.json")}
+    with open(files["arrays"], "wb") as handle:
+        np.savez(handle, *arrays)
+    (config.output / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n")
+    (config.output / "federation.json").write_text(
+        json.dumps({**summary, "files": files}, indent=2) + "\n")
+    return files
+
+
+class _Tracker:
+    """Job descriptions go to the progress view and to the run's state file."""
+
+    def __init__(self, progress: FederationProgress, state: RunState) -> None:
+        self.progress = progress
+        self.state = state
+
+    def on_job(self, site: str, description: dict[str, Any]) -> None:
+        self.progress.on_job(site, description)
+        self.state.on_job(site, description)
+
+    def note(self, text: str) -> None:
+        self.progress.note(text)
 
 
 def job_definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: bytes,
-                   config: FederationConfig) -> JobDefinition:
-    """The job a site runs for this federation: its program, pointed at the server."""
+                   config: FederationConfig, *, source: str | None = None,
+                   attempt: int = 1) -> JobDefinition:
+    """The job a site runs for this federation: the app's program, pointed at the server.
+
+    The run config reaches the program as ``--key value`` options (script mode) and, typed,
+    as the job's Context (``fedsilo_run_config``); the site's own hyperparameters come on top.
+    """
+    run_config = config.app.run_config
     hyperparameters = {
+        **{key: _option(value) for key, value in run_config.items()},
         **site.hyperparameters,
         "server-address": server_address,
         "max-wait-time": str(int(config.connect_timeout)),
+        RUN_CONFIG_KEY: json.dumps(run_config),
+        RUN_ID_KEY: run_id,
     }
+    suffix = "" if attempt == 1 else f"-{attempt}"
     return JobDefinition(
-        name=f"fl-{site.name}-{run_id}"[:63].rstrip("-"), program=site.program, source=site.source,
+        name=f"fl-{site.name}-{run_id}"[:63 - len(suffix)].rstrip("-") + suffix,
+        program=site.program or config.app.program, source=source or site.source,
         channels=site.channels, output=site.output, execution_role_arn=site.execution_role,
         hyperparameters=hyperparameters, max_runtime_s=site.max_runtime,
         instance_type=site.instance_type, training_image=site.training_image,
@@ -173,10 +318,15 @@ def make_launcher(site: SiteConfig, identity: Identity) -> Launcher:
                          role_arn=site.role, identity=identity, external_id=site.external_id)
 
 
-def _follow(server: _ServerRun, handles: dict[str, JobHandle], progress: FederationProgress,
+def _option(value: bool | int | float | str) -> str:
+    """A run-config value as a command-line option's text (booleans as true/false)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _follow(server: _ServerRun, handles: dict[str, JobHandle], progress: _Tracker,
             config: FederationConfig) -> None:
     """Watch the jobs until the server is done; a failed site ends the run if it must."""
-    budget = config.connect_timeout + config.rounds * config.round_timeout
+    budget = config.connect_timeout + server.config.num_rounds * config.round_timeout
     deadline = time.monotonic() + budget
     lost: dict[str, JobError] = {}
     while not server.done.wait(POLL_S):
@@ -197,7 +347,7 @@ def _follow(server: _ServerRun, handles: dict[str, JobHandle], progress: Federat
             raise FederationError(f"the federation did not finish within {budget:.0f} s")
 
 
-def _await_jobs(handles: dict[str, JobHandle], progress: FederationProgress,
+def _await_jobs(handles: dict[str, JobHandle], progress: _Tracker,
                 required: int, finish_timeout: float) -> dict[str, dict[str, Any]]:
     """Each site's job once it has ended (they end when the server lets them go)."""
     out: dict[str, dict[str, Any]] = {}
@@ -299,14 +449,17 @@ class _ServerRun(threading.Thread):
     """The FL server in a daemon thread; ``result()`` returns its History or raises."""
 
     def __init__(self, address: str, strategy: fl.server.strategy.Strategy,
-                 config: FederationConfig, certificates: tuple[bytes, bytes, bytes]) -> None:
+                 federation: FederationConfig, certificates: tuple[bytes, bytes, bytes],
+                 config: fl.server.ServerConfig, checkpoints: Path) -> None:
         super().__init__(name="federation-server", daemon=True)
         self.address = address
         self.strategy = strategy
+        self.federation = federation
         self.config = config
         self.certificates = certificates
-        self.clients = fl.server.SimpleClientManager(wait_timeout=config.connect_timeout)
-        self.server = fl.server.Server(client_manager=self.clients, strategy=strategy)
+        self.clients = fl.server.SimpleClientManager(wait_timeout=federation.connect_timeout)
+        self.server = fl.server.Server(client_manager=self.clients, strategy=strategy,
+                                       checkpoint_dir=checkpoints)
         self.done = threading.Event()
         self._history: fl.server.History | None = None
         self._error: BaseException | None = None
@@ -315,11 +468,10 @@ class _ServerRun(threading.Thread):
         try:
             self._history = fl.server.start_server(
                 server_address=self.address,
-                config=fl.server.ServerConfig(num_rounds=self.config.rounds,
-                                              round_timeout=self.config.round_timeout),
+                config=self.config,
                 server=self.server,
                 certificates=self.certificates,
-                client_allowlist=_allowlist(self.config),
+                client_allowlist=_allowlist(self.federation),
             )
         except BaseException as exc:  # handed to the caller's thread by result()
             self._error = exc

@@ -27,11 +27,13 @@ from fedsilo.deploy.errors import DeployError, NotFound, ValidationError
 from fedsilo.deploy.policy import Decision, PolicyDocument
 
 __all__ = [
+    "CODE_ACTION",
     "JOB_ACTIONS",
     "ExecutionRole",
     "Role",
     "RoleStore",
     "launch_role_policy",
+    "code_arn",
     "role_arn",
     "job_arn",
     "trust_policy",
@@ -46,6 +48,7 @@ JOB_ACTIONS = (
 )
 LOG_ACTION = "logs:GetLogEvents"
 log = logging.getLogger("fedsilo.deploy.roles")
+CODE_ACTION = "code:PutCode"  # upload an app into the code store's apps/ area
 DEFAULT_MAX_SESSION_S = 3600
 MIN_SESSION_S = 900
 
@@ -58,15 +61,23 @@ def job_arn(site: str, name: str) -> str:
     return f"arn:fedsilo:job::{site}:training-job/{name}"
 
 
+def code_arn(site: str, name: str) -> str:
+    return f"arn:fedsilo:code::{site}:{name}"
+
+
 def trust_policy(principals: dict[str, list[str]]) -> dict[str, Any]:
     """Who may assume a role: ``{"Key": [fingerprints], "Certificate": [fingerprints]}``."""
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": principals, "Action": "sts:AssumeRole"}]}
 
 
-def launch_role_policy(site: str, execution_role_arn: str, *,
-                       allow_logs: bool = False) -> dict[str, Any]:
-    """The seed's FL-sagemaker-actions policy, for this site's jobs and execution role."""
+def launch_role_policy(site: str, execution_role_arn: str, *, allow_logs: bool = False,
+                       allow_code_upload: bool = False) -> dict[str, Any]:
+    """The seed's FL-sagemaker-actions policy, for this site's jobs and execution role.
+
+    ``allow_code_upload`` adds ``code:PutCode`` on the code store's ``apps/`` area: the
+    federation may then bring its app, which runs only once the site approves it.
+    """
     statements: list[dict[str, Any]] = [
         {"Sid": "TrainingJobs", "Effect": "Allow", "Action": list(JOB_ACTIONS),
          "Resource": job_arn(site, "*")},
@@ -76,6 +87,9 @@ def launch_role_policy(site: str, execution_role_arn: str, *,
     if allow_logs:
         statements.append({"Sid": "ReadJobLogs", "Effect": "Allow", "Action": LOG_ACTION,
                            "Resource": job_arn(site, "*")})
+    if allow_code_upload:
+        statements.append({"Sid": "UploadApps", "Effect": "Allow", "Action": CODE_ACTION,
+                           "Resource": code_arn(site, "apps/*")})
     return {"Version": "2012-10-17", "Statement": statements}
 
 

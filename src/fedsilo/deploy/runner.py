@@ -47,8 +47,10 @@ from typing import Any
 import psutil
 
 import fedsilo
+from fedsilo.deploy.app_approval import check_app
 from fedsilo.deploy.archive import extract_source, pack_directory
 from fedsilo.deploy.errors import Conflict, DeployError, NotFound, ValidationError
+from fedsilo.deploy.job_context import write_job_context
 from fedsilo.deploy.job_process import (
     WRAPPER,
     JobProcess,
@@ -60,7 +62,7 @@ from fedsilo.deploy.job_process import (
     same_process,
     signal_group,
 )
-from fedsilo.deploy.jobspec import JobSpec, normalised_name
+from fedsilo.deploy.jobspec import SUBMIT_DIRECTORY_KEY, JobSpec, normalised_name
 from fedsilo.deploy.records import ACTIVE, JobRecord
 from fedsilo.deploy.roles import job_arn
 from fedsilo.deploy.site import SiteLayout
@@ -177,6 +179,8 @@ class JobRunner:
             self._advance(spec.name, "Downloading", "Unpacking the source and checking "
                                                     "requirements")
             code_dir = job_dir / "code"
+            # Checked again: the store could have changed since the job was accepted.
+            check_app(self.site, spec.hyperparameters[SUBMIT_DIRECTORY_KEY], spec.source)
             extract_source(spec.source, code_dir)
             program = self.site.inside(code_dir, spec.program, "sagemaker_program")
             if not program.is_file():
@@ -358,7 +362,7 @@ class JobRunner:
 
     def _environment(self, spec: JobSpec, job_dir: Path, program: Path) -> dict[str, str]:
         """What SageMaker gives a training container, and nothing of the agent's own."""
-        hps = {k: v for k, v in spec.hyperparameters.items() if not k.startswith("sagemaker_")}
+        hps = spec.program_hyperparameters
         source_root = str(Path(fedsilo.__file__).resolve().parents[1])
         env = {"PATH": os.pathsep.join((str(Path(sys.executable).parent), *SYSTEM_PATH)),
                "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
@@ -376,6 +380,7 @@ class JobRunner:
             "SM_HOSTS": json.dumps(["algo-1"]),
             "SM_NUM_CPUS": str(os.cpu_count() or 1),
             "SM_TRAINING_JOB_NAME": spec.name,
+            "FEDSILO_CONTEXT": str(write_job_context(self.site, spec, job_dir)),
             "PYTHONPATH": os.pathsep.join((str(program.parent), source_root)),
         })
         for channel, path in spec.channels.items():

@@ -1,15 +1,15 @@
 """A whole cross-site federation on one machine: certificates, sites, agents, federation.toml.
 
-:func:`lay_out_fraud_federation` builds, under one work directory::
+:func:`lay_out_federation` builds, for any app, under one work directory::
 
     certs/                     the federation CA, the server's and the orchestrator's certs
-    server/test.csv            the server's test set (never given to a site)
+    server/                    the server's own data (e.g. a test set; never given to a site)
     sites/<site>/              one site each (see fedsilo.deploy.site): its channel
-                               channels/train, the fraud program in code/fraud/source.tar.gz,
-                               a launch role that trusts the orchestrator's certificate,
-                               its own client certificate, enrolled by the server
-    federation.toml            the run: server, strategy, evaluation, identity, [[sites]]
-    run/                       (after the run) model.joblib, history.json, federation.json
+                               channels/train, a launch role that trusts the orchestrator's
+                               certificate and lets it upload apps, the app's digest on its
+                               approved list, its own client certificate, enrolled by the server
+    federation.toml            the run: app, server, identity, [[sites]]
+    run/                       (after the run) final_arrays.npz, history.json, federation.json
 
 and :class:`SiteAgentProcess` runs each site's agent as its own process, as separate
 organisations would. :func:`run_local_federation` does all of it and runs the federation.
@@ -17,16 +17,19 @@ organisations would. :func:`run_local_federation` does all of it and runs the fe
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-import fedsilo.examples.fraud as fraud_example
-from fedsilo.deploy.archive import pack_directory
+from fedsilo.deploy.app_approval import approve_app
+from fedsilo.deploy.app_archive import pack_app
 from fedsilo.deploy.certs import (
     write_authority,
     write_client_certificate,
@@ -39,15 +42,13 @@ from fedsilo.deploy.orchestrator import FederationResult, run_federation
 from fedsilo.deploy.site import SiteLayout, init_site, namespaces_available
 
 __all__ = [
-    "FRAUD_PROGRAM_DIR",
     "SiteAgentProcess",
+    "WorkDirectoryError",
+    "claim_work_directory",
     "free_port",
-    "lay_out_fraud_federation",
+    "lay_out_federation",
     "run_local_federation",
 ]
-
-FRAUD_PROGRAM_DIR = Path(fraud_example.__file__).parent / "site_program"
-SOURCE = "fraud/source.tar.gz"
 
 
 class SiteAgentProcess:
@@ -108,37 +109,46 @@ class SiteAgentProcess:
             self.process.wait(grace)
 
 
-def lay_out_fraud_federation(
+def lay_out_federation(
     work: Path,
     channels: dict[str, Path],
-    test_dir: Path,
+    app_dir: Path,
     ports: dict[str, int],
     *,
-    rounds: int = 3,
-    penalty: str = "l2",
-    max_iter: int = 10,
+    server: str = "server:server_fn",
+    program: str = "client.py",
+    run_config: dict[str, Any] | None = None,
+    server_data: Path | None = None,
+    node_configs: dict[str, dict[str, Any]] | None = None,
+    approve: bool = True,
+    rounds: int | None = None,
     min_sites: int = 0,
     round_timeout: float = 60.0,
     connect_timeout: float = 60.0,
 ) -> Path:
     """Create certificates and sites for ``channels`` (site name to a channel directory to
-    copy in); return the path of ``federation.toml``. ``test_dir`` holds the server's
-    ``test.csv``; ``ports`` gives each site agent's port."""
-    import shutil
+    copy in) and a ``federation.toml`` that runs the app in ``app_dir``; return its path.
 
+    ``server_data`` is copied to ``work/server`` for the app's server side; ``node_configs``
+    gives sites their own ``node_config`` values; ``approve`` puts the app's digest on every
+    site's approved list (else the sites refuse it); ``ports`` gives each agent's port.
+    """
     isolate = namespaces_available()  # jobs see no other site, where the machine allows it
     certs = work / "certs"
     ca = write_authority(certs, "federation")
     write_server_certificate(certs, ca, "server")
     orchestrator_cert, _ = write_client_certificate(certs, ca, "orchestrator")
     key_fingerprint = fingerprint(load_public_key(orchestrator_cert.read_bytes()))
+    digest = pack_app(app_dir).digest
     sites_toml = []
     for name, channel in channels.items():
         # One owner runs every site here, so the orchestrator may read the jobs' logs.
         site = init_site(work / "sites" / name, name, trusted={"Key": [key_fingerprint]},
-                         port=ports[name], isolate_jobs=isolate, allow_logs=True)
+                         port=ports[name], isolate_jobs=isolate, allow_logs=True,
+                         allow_code_upload=True, node_config=(node_configs or {}).get(name))
         shutil.copytree(channel, site.channels / "train")
-        pack_directory(FRAUD_PROGRAM_DIR, site.code / SOURCE)
+        if approve:
+            approve_app(site, digest)
         sites_toml.append(f"""
 [[sites]]
 name = "{name}"
@@ -147,36 +157,35 @@ endpoint = "https://127.0.0.1:{ports[name]}"
 ca = "sites/{name}/tls/ca.pem"
 role = "{site.launch_role_arn()}"
 execution_role = "{site.execution_role_arn()}"
-program = "client.py"
-source = "{SOURCE}"
 output = "fl"
 max_runtime = 900
 channels = {{ train = "train", identity = "identity" }}
-hyperparameters = {{ penalty = "{penalty}", max-iter = "{max_iter}" }}
 client_certificate = "sites/{name}/tls/client.pem"
 """)
-    server_dir = work / "server"
-    if test_dir.resolve() != server_dir.resolve():
-        shutil.copytree(test_dir, server_dir)
+    server_lines = [f"rounds = {rounds}"] if rounds is not None else []
+    if server_data is not None:
+        if server_data.resolve() != (work / "server").resolve():
+            shutil.copytree(server_data, work / "server")
+        server_lines.append('data = "server"')
+    config = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in (run_config or {}).items())
     path = work / "federation.toml"
     path.write_text(f"""# {len(channels)} sites on this machine: fedsilo federate {path.name}
+[app]
+dir = {json.dumps(str(app_dir.resolve()))}
+server = "{server}"
+program = "{program}"
+config = {{ {config} }}
+
 [server]
 address = "127.0.0.1:0"
-rounds = {rounds}
 round_timeout = {round_timeout}
 connect_timeout = {connect_timeout}
 certificates = "certs"
 output = "run"
+{chr(10).join(server_lines)}
 
 [strategy]
-name = "FedAvg"
 min_sites = {min_sites}
-
-[evaluation]
-example = "fraud"
-test_data = "server"
-penalty = "{penalty}"
-max_iter = {max_iter}
 
 [identity]
 key = "certs/orchestrator.key"
@@ -188,21 +197,19 @@ certificate = "certs/orchestrator.pem"
 def run_local_federation(
     work: Path,
     channels: dict[str, Path],
-    test_dir: Path,
+    app_dir: Path,
     *,
-    rounds: int = 3,
-    penalty: str = "l2",
-    max_iter: int = 10,
     console: Console | None = None,
+    **layout: Any,
 ) -> FederationResult:
-    """Lay the federation out under ``work``, start one agent process per site, run it.
+    """Lay the federation out under ``work`` (``layout``: :func:`lay_out_federation`'s
+    options), start one agent process per site, run it.
 
     The agents are stopped at the end whatever happens; the sites' directories, with their
     job records and ``model.tar.gz`` artifacts, stay under ``work/sites``.
     """
     ports = {name: free_port() for name in channels}
-    toml = lay_out_fraud_federation(work, channels, test_dir, ports, rounds=rounds,
-                                    penalty=penalty, max_iter=max_iter)
+    toml = lay_out_federation(work, channels, app_dir, ports, **layout)
     agents = [SiteAgentProcess(SiteLayout(work / "sites" / name), port,
                                work / "logs" / f"agent-{name}.log")
               for name, port in ports.items()]
@@ -213,6 +220,32 @@ def run_local_federation(
     finally:
         for agent in agents:
             agent.stop()
+
+
+class WorkDirectoryError(RuntimeError):
+    """A work directory that cannot be used; the message says why."""
+
+
+WORK_MARKER = ".fedsilo-demo"
+
+
+def claim_work_directory(work: Path, entries: tuple[str, ...]) -> None:
+    """Make ``work`` ready for a run on this machine: new, empty, or an earlier run's (whose
+    ``entries`` are removed first); a directory holding anything else is left alone."""
+    if work.exists() and not work.is_dir():
+        raise WorkDirectoryError(f"{work} exists and is not a directory")
+    work.mkdir(parents=True, exist_ok=True)
+    if (work / WORK_MARKER).is_file():
+        for name in entries:
+            entry = work / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    elif any(work.iterdir()):
+        raise WorkDirectoryError(f"{work} is not empty and holds no earlier demo; give an "
+                                 "empty or new directory with --output")
+    (work / WORK_MARKER).write_text("fedsilo demo work directory; a rerun replaces it\n")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

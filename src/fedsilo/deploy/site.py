@@ -9,6 +9,7 @@
       artifacts/           job outputs: <OutputPath>/<job>/output/model.tar.gz
       jobs/<job>/          one job: record.json, output.log, code/, model/, output/
       policy/roles.json    the launch role (trust + permissions) and the execution role
+      policy/apps.json     uploaded apps the site approved, by digest or trusted signer
       keys/signing.key     Ed25519 key that signs session credentials (owner-only)
       state/               the agent's own records: AssumeRole signatures already used
       audit/agent.jsonl    every call to the agent, one JSON line each, rotated
@@ -48,6 +49,7 @@ __all__ = [
     "add_trusted",
     "init_site",
     "namespaces_available",
+    "policy_allows",
     "policy_allows_logs",
     "trusted_principals",
     "write_roles",
@@ -167,8 +169,10 @@ def init_site(
     port: int = 8443,
     tls_hosts: tuple[str, ...] = DEFAULT_HOSTS,
     allow_logs: bool = False,
+    allow_code_upload: bool = False,
     max_session_s: int = 3600,
     isolate_jobs: bool = True,
+    node_config: dict[str, Any] | None = None,
 ) -> SiteLayout:
     """Lay out a new site; ``trusted`` maps ``Key``/``Certificate`` to fingerprints.
 
@@ -176,6 +180,9 @@ def init_site(
     site adds one (``fedsilo site trust``). ``isolate_jobs`` (the default) runs each job in a
     root filesystem of its own paths only (see :mod:`fedsilo.deploy.runner`); turning it off
     lets jobs read whatever the agent's user can, and ``site serve`` warns about it.
+    ``allow_code_upload`` lets the launch role upload apps (``code:PutCode``), which still
+    run only once approved; ``node_config`` holds values the site gives every job of its own
+    (e.g. ``{"partition-id": 0}``), next to its name and channels.
     """
     if not _SITE_NAME.fullmatch(name):
         raise ValidationError(f"site name {name!r}: use 1 to 63 lowercase letters, digits, '-'")
@@ -197,8 +204,11 @@ def init_site(
     site.client_certificate_path.write_bytes(client_cert)
     config: dict[str, Any] = {"name": name, "host": host, "port": port,
                               "isolate_jobs": isolate_jobs}
+    if node_config:
+        config["node_config"] = dict(node_config)
     site.config_path.write_text(json.dumps(config, indent=2) + "\n")
-    write_roles(site, trusted or {}, allow_logs=allow_logs, max_session_s=max_session_s)
+    write_roles(site, trusted or {}, allow_logs=allow_logs, allow_code_upload=allow_code_upload,
+                max_session_s=max_session_s)
     return site
 
 
@@ -210,7 +220,7 @@ def namespaces_available() -> bool:
 
 
 def write_roles(site: SiteLayout, trusted: dict[str, list[str]], *, allow_logs: bool = False,
-                max_session_s: int = 3600) -> None:
+                allow_code_upload: bool = False, max_session_s: int = 3600) -> None:
     """(Re)write ``roles.json``: the launch role trusting ``trusted``, one execution role."""
     execution = site.execution_role_arn()
     principals = {kind: values for kind, values in trusted.items() if values}
@@ -223,8 +233,9 @@ def write_roles(site: SiteLayout, trusted: dict[str, list[str]], *, allow_logs: 
             "MaxSessionDuration": max_session_s,
             "AssumeRolePolicyDocument": trust,
             "Policies": [{"PolicyName": "FL-job-actions",
-                          "PolicyDocument": launch_role_policy(site.name, execution,
-                                                               allow_logs=allow_logs)}],
+                          "PolicyDocument": launch_role_policy(
+                              site.name, execution, allow_logs=allow_logs,
+                              allow_code_upload=allow_code_upload)}],
         }],
         "ExecutionRoles": [{"RoleName": EXECUTION_ROLE, "Arn": execution}],
     }
@@ -245,11 +256,16 @@ def trusted_principals(site: SiteLayout) -> dict[str, list[str]]:
     return out
 
 
-def policy_allows_logs(site: SiteLayout) -> bool:
+def policy_allows(site: SiteLayout, sid: str) -> bool:
+    """Whether the launch role's policy holds the statement ``sid`` (e.g. ``UploadApps``)."""
     raw = json.loads(site.roles_path.read_text())
     role = next(r for r in raw["Roles"] if r["RoleName"] == LAUNCH_ROLE)
-    return any(s.get("Sid") == "ReadJobLogs" for p in role["Policies"]
+    return any(s.get("Sid") == sid for p in role["Policies"]
                for s in p["PolicyDocument"]["Statement"])
+
+
+def policy_allows_logs(site: SiteLayout) -> bool:
+    return policy_allows(site, "ReadJobLogs")
 
 
 def add_trusted(site: SiteLayout, kind: str, fingerprint: str) -> None:
@@ -262,4 +278,5 @@ def add_trusted(site: SiteLayout, kind: str, fingerprint: str) -> None:
     raw = json.loads(site.roles_path.read_text())
     role = next(r for r in raw["Roles"] if r["RoleName"] == LAUNCH_ROLE)
     write_roles(site, trusted, allow_logs=policy_allows_logs(site),
+                allow_code_upload=policy_allows(site, "UploadApps"),
                 max_session_s=int(role["MaxSessionDuration"]))

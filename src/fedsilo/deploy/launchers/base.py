@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsilo.deploy.errors import JobError
+from fedsilo.deploy.errors import DeployError, JobError
 
 __all__ = ["FEDERATION_CHANNEL", "ROOT_CERTIFICATES_ENV", "TERMINAL", "JobDefinition",
            "JobHandle", "Launcher"]
@@ -116,6 +116,15 @@ class Launcher(ABC):
 
     @abstractmethod
     def launch(self, definition: JobDefinition) -> JobHandle: ...
+
+    def attach(self, name: str) -> JobHandle:
+        """A handle on the job ``name`` launched earlier (a restarted orchestrator's)."""
+        raise DeployError(f"{self.site}: this launcher cannot reattach to job {name}")
+
+    def put_code(self, name: str, data: bytes) -> None:
+        """Place an app archive into the site's code store as ``name``."""
+        raise DeployError(f"{self.site}: this launcher cannot upload code; place the app "
+                          "where the site's jobs read it and name it in the site's source")
 
     def close(self) -> None:  # noqa: B027 - most launchers hold nothing to release
         """Release connections; running jobs are not affected."""

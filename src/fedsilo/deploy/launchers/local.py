@@ -79,6 +79,13 @@ class LocalLauncher(Launcher):
         self.session().create_training_job(self.request(definition))
         return LocalJob(self, definition.name)
 
+    def attach(self, name: str) -> LocalJob:
+        return LocalJob(self, name)
+
+    def put_code(self, name: str, data: bytes) -> None:
+        """Upload through the agent (``code:PutCode``); the site stores it under its digest."""
+        self.session().put_code(name, data)
+
     def close(self) -> None:
         self.client.close()
 

@@ -202,6 +202,9 @@ class SageMakerLauncher(Launcher):
         partial.replace(destination)
         return destination
 
+    def attach(self, name: str) -> SageMakerJob:
+        return SageMakerJob(self, name)
+
 
 class SageMakerJob(JobHandle):
     def __init__(self, launcher: SageMakerLauncher, name: str, arn: str = "") -> None:

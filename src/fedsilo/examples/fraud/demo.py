@@ -14,12 +14,14 @@ starts a training job there, and federates the jobs over mutual TLS. The work di
       sites/<site>/              one site (see fedsilo.deploy.site):
         channels/train/            its training and validation rows, read only by its jobs
         channels/identity/         the key of its client certificate, for its jobs
-        code/fraud/source.tar.gz   the training program (client.py, utils.py, requirements.txt)
+        code/apps/<sha256>.tar.gz  the fraud app, uploaded by the orchestrator for its jobs
         policy/roles.json          the launch role the server may assume, and what it allows
+        policy/apps.json           the app's digest, approved by the site
         jobs/<job>/                the job's record.json, output.log and working directories
         artifacts/fl/<job>/output/model.tar.gz   the final model, left in the site
       logs/agent-<site>.log      each site agent's log
-      run/                       the orchestrator's model.joblib, history.json, federation.json
+      run/                       the orchestrator's final_arrays.npz, history.json,
+                                 federation.json, and the app's model.joblib
       model.joblib               the final global model (the same as run/model.joblib)
       pooled-model.joblib        the pooled model, trained to convergence
       history.json, metrics.png  the server's figures per round (the plot shows the
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,11 +56,11 @@ from sklearn.linear_model import LogisticRegression
 import fedsilo as fl
 from fedsilo.deploy.errors import JobError
 from fedsilo.deploy.orchestrator import FederationError, FederationResult
-from fedsilo.deploy.sandbox import run_local_federation
+from fedsilo.deploy.sandbox import WorkDirectoryError, claim_work_directory, run_local_federation
 from fedsilo.examples.fraud.baselines import mean_metrics, pooled_model, site_models
 from fedsilo.examples.fraud.claims import read_provider_data
 from fedsilo.examples.fraud.data import LABEL, generate_providers
-from fedsilo.examples.fraud.model import load_model, save_model
+from fedsilo.examples.fraud.model import new_model, save_model, set_model_params
 from fedsilo.examples.fraud.plot import plot_history
 from fedsilo.examples.fraud.prepare import (
     FederatedSplit,
@@ -79,8 +80,8 @@ from fedsilo.examples.fraud.scoring import (
 
 __all__ = ["DemoError", "FederationError", "JobError", "findings", "load_demo_data", "run_demo"]
 
-MARKER = ".fedsilo-demo"
 # What a run writes at the top of its directory; a rerun removes exactly these first.
+APP_DIR = Path(__file__).parent / "app"  # the fraud app: site program and server function
 RUN_ENTRIES = ("federation.toml", "certs", "server", "sites", "logs", "run", "model.joblib",
                "pooled-model.joblib", "history.json", "metrics.png", "report.json")
 POOLED_MODEL_FILE = "pooled-model.joblib"
@@ -95,8 +96,7 @@ READING = (
     "'always legitimate' flags nobody: read accuracy against it.")
 
 
-class DemoError(RuntimeError):
-    """The demo cannot use the directory it was given; the message says why."""
+DemoError = WorkDirectoryError  # the demo cannot use the directory it was given
 
 
 def run_demo(
@@ -134,7 +134,7 @@ def run_demo(
     # Data first: bad data must fail before the work directory is touched.
     providers, source = load_demo_data(data, n_providers=n_providers, seed=seed)
     split = prepare_federation(providers, n_sites=n_sites, seed=seed)
-    _claim(output_dir)
+    claim_work_directory(output_dir, RUN_ENTRIES)
     write_test_set(split, output_dir / "server")
     X_test, y_test = load_test_set(output_dir / "server")
     console.print(f"{len(providers)} providers, {providers[LABEL].mean():.1%} fraudulent; the "
@@ -148,10 +148,10 @@ def run_demo(
         # Each channel is written once here and copied into its site by the site's set-up.
         channels = {site.name: write_site_channel(site, Path(staging) / site.name)
                     for site in split.sites}
-        result = run_local_federation(output_dir, channels, output_dir / "server",
-                                      rounds=rounds, penalty=penalty, max_iter=max_iter,
-                                      console=console)
-    global_model = load_model(result.files["model"])
+        result = run_local_federation(
+            output_dir, channels, APP_DIR, server_data=output_dir / "server", console=console,
+            run_config={"penalty": penalty, "max-iter": max_iter, "num-server-rounds": rounds})
+    global_model = set_model_params(new_model(penalty, max_iter), result.arrays)
     config = {"rounds": rounds, "n_sites": n_sites, "seed": seed,
               "n_providers": len(providers), "penalty": penalty, "max_iter": max_iter,
               "federation": "federation.toml"}
@@ -168,23 +168,6 @@ def load_demo_data(data: Path | None, *, n_providers: int,
     return generate_providers(n_providers, seed), {"source": "synthetic", "seed": seed,
                                                    "n_providers": n_providers}
 
-
-def _claim(output_dir: Path) -> None:
-    """Make ``output_dir`` ready: new, empty, or a previous demo's (whose run is removed)."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise DemoError(f"{output_dir} exists and is not a directory")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if (output_dir / MARKER).is_file():
-        for name in RUN_ENTRIES:
-            entry = output_dir / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            elif entry.exists() or entry.is_symlink():
-                entry.unlink()
-    elif any(output_dir.iterdir()):
-        raise DemoError(f"{output_dir} is not empty and holds no earlier demo; give an empty "
-                        f"or new directory with --output")
-    (output_dir / MARKER).write_text("fedsilo demo work directory; a rerun replaces it\n")
 
 
 def _jobs(result: FederationResult) -> dict[str, dict[str, Any]]:

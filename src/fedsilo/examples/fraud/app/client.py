@@ -1,6 +1,7 @@
 """The site's training program: join the federation as this site's client (script mode).
 
-The site runs it as a training job: hyperparameters arrive as ``--key value`` options, the
+The site runs it as a training job: hyperparameters arrive as ``--key value`` options (the
+federation's run config among them; options this program does not use are ignored), the
 ``train`` channel and the model directory as ``SM_CHANNEL_TRAIN`` and ``SM_MODEL_DIR``. It
 connects to the federation server over TLS: the federation CA's PEM text arrives as
 ``ca.pem`` in the ``federation`` channel (SageMaker) or in the ``FEDSILO_ROOT_CERTIFICATES``
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-wait-time", type=float, default=60.0)
     parser.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN"))
     parser.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR"))
-    return parser.parse_args(argv)
+    known, _others = parser.parse_known_args(argv)  # e.g. num-server-rounds: the server's
+    return known
 
 
 def _federation_ca() -> str | None:
