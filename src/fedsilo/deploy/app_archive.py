@@ -7,6 +7,11 @@ get the same digest, and a site can approve an app by that digest before it ever
 
 In a site's code store an uploaded app lives at ``apps/<hex digest>.tar.gz``
 (:func:`app_store_name`); a file there whose bytes do not hash to its name is refused.
+
+A Flower app (its ``pyproject.toml`` names ``[tool.flwr.app.components]``) gets one more file
+in its archive, :data:`FLOWER_JOB_ENTRY`: the site program that runs its ClientApp
+(:mod:`fedsilo.deploy.flower_app_job`). It is the same for every app, so the digest still
+depends on the app's files only.
 """
 
 from __future__ import annotations
@@ -16,15 +21,18 @@ import hashlib
 import io
 import re
 import tarfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedsilo.deploy.errors import ValidationError
 
 __all__ = [
+    "FLOWER_JOB_ENTRY",
     "AppArchive",
     "app_store_name",
     "digest_from_store_name",
+    "is_flower_app",
     "pack_app",
     "sha256_hex",
 ]
@@ -32,6 +40,13 @@ __all__ = [
 APP_STORE_DIR = "apps"
 _STORE_NAME = re.compile(rf"{APP_STORE_DIR}/([0-9a-f]{{64}})\.tar\.gz")
 _SKIPPED_DIRS = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache"}
+FLOWER_JOB_ENTRY = "fedsilo_clientapp_job.py"
+_FLOWER_JOB = b'''"""Runs this app\'s ClientApp as a site job (added by fedsilo when packing)."""
+
+from fedsilo.deploy.flower_app_job import main
+
+main()
+'''
 
 
 @dataclass(frozen=True)
@@ -61,8 +76,26 @@ def digest_from_store_name(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def is_flower_app(directory: Path) -> bool:
+    """Whether ``directory/pyproject.toml`` names a ServerApp and a ClientApp, as Flower's do."""
+    try:
+        data = tomllib.loads((directory / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    components = data.get("tool", {}).get("flwr", {}).get("app", {}).get("components")
+    return isinstance(components, dict) and {"serverapp", "clientapp"} <= components.keys()
+
+
+def _member(name: str, mode: int, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+    info.mode, info.size = mode, size
+    return info
+
+
 def pack_app(directory: Path) -> AppArchive:
-    """The app in ``directory`` as a reproducible gzip tarball (links and caches left out)."""
+    """The app in ``directory`` as a reproducible gzip tarball (links and caches left out;
+    a Flower app's job entry added)."""
     if not directory.is_dir():
         raise ValidationError(f"the app directory {directory} does not exist")
     raw = io.BytesIO()
@@ -75,16 +108,18 @@ def pack_app(directory: Path) -> AppArchive:
                 continue
             if path.is_symlink() or not (path.is_file() or path.is_dir()):
                 continue
-            info = tarfile.TarInfo(relative.as_posix())
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
             if path.is_dir():
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                info = _member(relative.as_posix(), 0o755)
+                info.type = tarfile.DIRTYPE
                 tar.addfile(info)
                 continue
             content = path.read_bytes()
-            info.size = len(content)
-            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
-            tar.addfile(info, io.BytesIO(content))
+            tar.addfile(_member(relative.as_posix(),
+                                0o755 if path.stat().st_mode & 0o111 else 0o644, len(content)),
+                        io.BytesIO(content))
+        if is_flower_app(directory) and not (directory / FLOWER_JOB_ENTRY).exists():
+            tar.addfile(_member(FLOWER_JOB_ENTRY, 0o644, len(_FLOWER_JOB)),
+                        io.BytesIO(_FLOWER_JOB))
     if not any(p.is_file() for p in directory.rglob("*")):
         raise ValidationError(f"the app directory {directory} holds no files")
     data = gzip.compress(raw.getvalue(), mtime=0)

@@ -6,6 +6,9 @@
     dir = "app"                      # its directory: packed and sent to every site
     server = "server:server_fn"      # module:function in dir: the strategy and ServerConfig
     program = "client.py"            # the site program in dir (script mode)
+                                     # (neither, for a Flower app: its pyproject.toml's
+                                     # ServerApp and ClientApp run; config overrides its
+                                     # [tool.flwr.app.config])
     config = { penalty = "l2", max-iter = 10 }   # run_config, sent to every site's job
     signature = "app.sig"            # optional: `fedsilo app sign`, for sites that trust signers
 
@@ -64,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsilo.deploy.app_archive import FLOWER_JOB_ENTRY, is_flower_app
 from fedsilo.deploy.errors import ValidationError
 
 __all__ = ["AppConfig", "FederationConfig", "SiteConfig", "load_federation_config"]
@@ -80,13 +84,19 @@ RunConfig = dict[str, bool | int | float | str]
 
 @dataclass(frozen=True)
 class AppConfig:
-    """The app a federation runs: its directory, server function, site program, run config."""
+    """The app a federation runs: its directory, server function, site program, run config.
+
+    ``flower``: the directory is a Flower app (``pyproject.toml`` names its ServerApp and
+    ClientApp) and ``[app]`` names neither ``server`` nor ``program``: the orchestrator runs
+    the ServerApp, each site's job the ClientApp.
+    """
 
     directory: Path
     server: str
     program: str = "client.py"
     run_config: RunConfig = field(default_factory=dict)
     signature: Path | None = None
+    flower: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,19 +228,23 @@ def load_federation_config(path: Path) -> FederationConfig:
 
 def _app(raw: dict[str, Any], base: Path) -> AppConfig:
     directory = base / _str(raw, "dir", "app")
+    run_config = raw.get("config", {})
+    if not isinstance(run_config, dict) or not all(
+            isinstance(v, bool | int | float | str) for v in run_config.values()):
+        raise ValidationError("app.config must be a table of strings, numbers and booleans")
+    signature = (base / _str(raw, "signature", "app")) if "signature" in raw else None
+    if "server" not in raw and "program" not in raw and is_flower_app(directory):
+        return AppConfig(directory=directory, server="", program=FLOWER_JOB_ENTRY,
+                         run_config={str(k): v for k, v in run_config.items()},
+                         signature=signature, flower=True)
     server = _str(raw, "server", "app")
     module, _, function = server.partition(":")
     if not module or not function.isidentifier():
         raise ValidationError(f"app.server must be 'module:function', got {server!r}")
     program = str(raw.get("program", "client.py"))
-    run_config = raw.get("config", {})
-    if not isinstance(run_config, dict) or not all(
-            isinstance(v, bool | int | float | str) for v in run_config.values()):
-        raise ValidationError("app.config must be a table of strings, numbers and booleans")
     return AppConfig(directory=directory, server=server, program=program,
                      run_config={str(k): v for k, v in run_config.items()},
-                     signature=(base / _str(raw, "signature", "app")) if "signature" in raw
-                     else None)
+                     signature=signature)
 
 
 def _check_reachable(config: FederationConfig, path: Path) -> None:
@@ -355,7 +369,8 @@ def check_files(config: FederationConfig) -> None:
             _must_exist(site.client_certificate, f"sites.{site.name}.client_certificate")
     if not config.app.directory.is_dir():
         raise ValidationError(f"app.dir names {config.app.directory}, which is not a directory")
-    _must_exist(config.app.directory / config.app.program, "app.program")
+    if not config.app.flower:  # a Flower app's job entry is added when it is packed
+        _must_exist(config.app.directory / config.app.program, "app.program")
     if config.app.signature is not None:
         _must_exist(config.app.signature, "app.signature")
     if config.data is not None and not config.data.exists():

@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ from rich.console import Console
 from rich.markup import escape
 
 import fedsilo as fl
+from fedsilo.app import Context, RecordDict
+from fedsilo.app.project import load_app_project
 from fedsilo.deploy.app_archive import AppArchive, pack_app
 from fedsilo.deploy.aws_session import AssumeRoleSettings
 from fedsilo.deploy.certs import certificate_hosts
@@ -64,8 +66,10 @@ from fedsilo.deploy.launchers import (
 )
 from fedsilo.deploy.progress import FederationProgress
 from fedsilo.deploy.run_state import RunState
-from fedsilo.deploy.server_app import ServerContext, load_server_app
+from fedsilo.deploy.server_app import ServerContext, load_flower_server_app, load_server_app
 from fedsilo.server.grpc.auth import ClientAllowlist
+from fedsilo.server.grpc.server import start_grpc_server
+from fedsilo.serverapp import ServerApp, run_server_app
 
 __all__ = ["FederationError", "FederationResult", "job_definition", "make_launcher",
            "run_federation"]
@@ -119,20 +123,37 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         archive = pack_app(config.app.directory)
         if resume:
             _check_same_app(state, archive)
-        strategy, server_config = load_server_app(
-            config.app.directory, config.app.server, _server_context(config, state.run_id))
-        rounds = config.rounds or server_config.num_rounds
         address, public_address = ((state.data["address"], state.data["public_address"])
                                    if resume and "address" in state.data
                                    else _addresses(config))
         _check_server_names(server_pem, public_address)
+        if config.app.flower:
+            if resume:
+                raise FederationError("a Flower app's run starts over: its ServerApp keeps no "
+                                      "round checkpoints; run it again without --resume")
+            app, run_config = load_flower_server_app(config.app.directory,
+                                                     config.app.run_config)
+            config = replace(config, app=replace(config.app, run_config=run_config))
+            rounds = int(run_config.get("num-server-rounds", config.rounds or 1))  # for show
+            server = _ServerAppRun(address, app, Context(
+                run_id=int(state.run_id.partition("-")[0]), node_id=0,
+                node_config=_server_context(config, state.run_id).node_config,
+                state=RecordDict(), run_config=run_config), config, certificates, rounds)
+            app_summary = {"digest": f"sha256:{archive.digest}",
+                           "serverapp": load_app_project(config.app.directory).serverapp}
+        else:
+            strategy, server_config = load_server_app(
+                config.app.directory, config.app.server,
+                _server_context(config, state.run_id))
+            rounds = config.rounds or server_config.num_rounds
+            server = _ServerRun(address, strategy, config, certificates,
+                                fl.server.ServerConfig(num_rounds=rounds, round_timeout=(
+                                    server_config.round_timeout or config.round_timeout)),
+                                checkpoints)
+            app_summary = {"digest": f"sha256:{archive.digest}", "server": config.app.server}
         state.update(address=address, public_address=public_address, rounds=rounds,
-                     app={"digest": f"sha256:{archive.digest}", "server": config.app.server})
+                     app=app_summary)
         progress = FederationProgress(console, rounds, [s.name for s in config.sites])
-        server = _ServerRun(address, strategy, config, certificates,
-                            fl.server.ServerConfig(num_rounds=rounds, round_timeout=(
-                                server_config.round_timeout or config.round_timeout)),
-                            checkpoints)
         server.server.on_round_end = _round_reporter(progress, state)
         new_launcher = launcher_factory or make_launcher
         server.start()
@@ -149,7 +170,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
             _follow(server, handles, tracker, config)
             history = server.result()
             jobs = _await_jobs(handles, tracker, config.required_sites, config.finish_timeout)
-        arrays = fl.common.parameters_to_ndarrays(server.server.parameters)
+        arrays = server.final_arrays()
         metrics = _final_metrics(history)
         downloads = _fetch_models(config, launchers, jobs)
         files = _save(config, history, arrays, {
@@ -162,7 +183,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
         files.update({f"{name}.model": path for name, path in downloads.items()})
         state.update(status="finished")
         return FederationResult(history, metrics, files, jobs,
-                                round(time.monotonic() - started, 2), arrays)
+                                round(time.monotonic() - started, 2), arrays or [])
     except BaseException as exc:
         state.update(status="failed", error=str(exc) or type(exc).__name__)
         raise
@@ -244,15 +265,17 @@ def _final_metrics(history: fl.server.History) -> dict[str, float]:
                                     if last in dict(series)}}
 
 
-def _save(config: FederationConfig, history: fl.server.History, arrays: list[np.ndarray],
-          summary: dict[str, Any]) -> dict[str, str]:
-    """final_arrays.npz, history.json and federation.json in the output directory."""
+def _save(config: FederationConfig, history: fl.server.History,
+          arrays: list[np.ndarray] | None, summary: dict[str, Any]) -> dict[str, str]:
+    """final_arrays.npz (where the server has them), history.json and federation.json in the
+    output directory."""
     config.output.mkdir(parents=True, exist_ok=True)
-    files = {"arrays": str(config.output / FINAL_ARRAYS),
-             "history": str(config.output / "history.json"),
+    files = {"history": str(config.output / "history.json"),
              "summary": str(config.output / "federation.json")}
-    with open(files["arrays"], "wb") as handle:
-        np.savez(handle, *arrays)
+    if arrays is not None:
+        files["arrays"] = str(config.output / FINAL_ARRAYS)
+        with open(files["arrays"], "wb") as handle:
+            np.savez(handle, *arrays)
     (config.output / "history.json").write_text(json.dumps(history.to_dict(), indent=2) + "\n")
     (config.output / "federation.json").write_text(
         json.dumps({**summary, "files": files}, indent=2) + "\n")
@@ -491,6 +514,44 @@ class _ServerRun(threading.Thread):
                 from self._error
         assert self._history is not None
         return self._history
+
+    def final_arrays(self) -> list[np.ndarray] | None:
+        return fl.common.parameters_to_ndarrays(self.server.parameters)
+
+
+class _ServerAppRun(_ServerRun):
+    """A Flower app's ServerApp on the federation's server (TLS, the enrolled sites only) in
+    a daemon thread. Its final model is the app's to keep (``final_arrays`` is None); its
+    History is the one a ``server_fn`` app returns, else empty."""
+
+    def __init__(self, address: str, app: ServerApp, context: Context,
+                 federation: FederationConfig, certificates: tuple[bytes, bytes, bytes],
+                 rounds: int) -> None:
+        super().__init__(address, fl.server.strategy.FedAvg(), federation, certificates,
+                         fl.server.ServerConfig(num_rounds=rounds,
+                                                round_timeout=federation.round_timeout),
+                         federation.output / "checkpoints")
+        self.app = app
+        self.context = context
+
+    def run(self) -> None:
+        try:
+            grpc_server, _ = start_grpc_server(
+                client_manager=self.clients, server_address=self.address,
+                certificates=self.certificates, client_allowlist=_allowlist(self.federation))
+            try:
+                self._history = run_server_app(self.app, self.clients, self.context) \
+                    or fl.server.History()
+                self.server.disconnect_all_clients(timeout=5.0)
+            finally:
+                grpc_server.stop(grace=5.0).wait(6.0)
+        except BaseException as exc:  # handed to the caller's thread by result()
+            self._error = exc
+        finally:
+            self.done.set()
+
+    def final_arrays(self) -> list[np.ndarray] | None:
+        return None
 
 
 def _allowlist(config: FederationConfig) -> ClientAllowlist | None:

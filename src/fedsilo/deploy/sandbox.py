@@ -129,9 +129,11 @@ def lay_out_federation(
     """Create certificates and sites for ``channels`` (site name to a channel directory to
     copy in) and a ``federation.toml`` that runs the app in ``app_dir``; return its path.
 
-    ``server_data`` is copied to ``work/server`` for the app's server side; ``node_configs``
-    gives sites their own ``node_config`` values; ``approve`` puts the app's digest on every
-    site's approved list (else the sites refuse it); ``ports`` gives each agent's port.
+    ``server`` and ``program`` empty: neither is named (a Flower app's own ServerApp and
+    ClientApp run). ``server_data`` is copied to ``work/server`` for the app's server side;
+    ``node_configs`` gives sites their own ``node_config`` values; ``approve`` puts the app's
+    digest on every site's approved list (else the sites refuse it); ``ports`` gives each
+    agent's port.
     """
     isolate = namespaces_available()  # jobs see no other site, where the machine allows it
     certs = work / "certs"
@@ -172,8 +174,8 @@ client_certificate = "sites/{name}/tls/client.pem"
     path.write_text(f"""# {len(channels)} sites on this machine: fedsilo federate {path.name}
 [app]
 dir = {json.dumps(str(app_dir.resolve()))}
-server = "{server}"
-program = "{program}"
+{f'server = "{server}"' if server else ""}
+{f'program = "{program}"' if program else ""}
 config = {{ {config} }}
 
 [server]

@@ -13,6 +13,10 @@ reporting the app wants in it, and a ``ServerConfig``::
 An object with ``strategy`` and ``config`` attributes (Flower's ``ServerAppComponents``) is
 taken as well. The orchestrator knows nothing of the model: it keeps the final parameters as
 arrays, and the History.
+
+A Flower app (:func:`load_flower_server_app`) names its ServerApp in ``pyproject.toml``; the
+orchestrator runs that, with the app's ``[tool.flwr.app.config]`` overridden by ``[app]
+config`` as its run config.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from typing import Any
 
 import fedsilo as fl
 from fedsilo.deploy.errors import ValidationError
+from fedsilo.serverapp import ServerApp
 
-__all__ = ["ServerContext", "load_server_app"]
+__all__ = ["ServerContext", "load_flower_server_app", "load_server_app"]
 
 _APP_DIRS: set[Path] = set()  # the directories apps were imported from, in this process
 
@@ -72,6 +77,29 @@ def load_server_app(directory: Path, target: str, context: ServerContext
         made = function(context)
     strategy, config = _components(made, target)
     return strategy, config
+
+
+def load_flower_server_app(directory: Path, overrides: dict[str, Any]
+                           ) -> tuple[ServerApp, dict[str, Any]]:
+    """The ServerApp a Flower app directory names, and its run config with ``overrides``
+    (``[app] config``) on top of ``[tool.flwr.app.config]``."""
+    from fedsilo.app.project import AppProjectError, load_app_project
+    from fedsilo.simulation.run_app import load_app
+
+    try:
+        project = load_app_project(directory)
+        unknown = sorted(set(overrides) - set(project.run_config))
+        if unknown:  # as `fedsilo run --run-config` refuses them
+            raise ValidationError(f"app.config {', '.join(unknown)}: not in the app's "
+                                  f"[tool.flwr.app.config] (it has: "
+                                  f"{', '.join(sorted(project.run_config))})")
+        run_config: dict[str, Any] = {**project.run_config, **overrides}
+        with _on_path(directory):
+            _forget_other_apps(directory)
+            app = load_app(project.serverapp, ServerApp)
+    except (AppProjectError, ValueError, TypeError, ImportError) as exc:
+        raise ValidationError(f"app {directory}: {exc}") from exc
+    return app, run_config
 
 
 def _components(made: Any, target: str
