@@ -22,15 +22,16 @@ from typing import Any
 __all__ = ["main"]
 
 
-def _root_certificates() -> str:
+def _root_certificates() -> bytes:
+    """The federation CA's PEM (bytes: a str would be taken for a file's path)."""
     channel = os.environ.get("SM_CHANNEL_FEDERATION")
     if channel and os.path.isfile(os.path.join(channel, "ca.pem")):
-        return Path(channel, "ca.pem").read_text()
+        return Path(channel, "ca.pem").read_bytes()
     pem = os.environ.get("FEDSILO_ROOT_CERTIFICATES")
     if not pem:
         raise SystemExit("no federation CA: neither a federation channel with ca.pem nor "
                          "FEDSILO_ROOT_CERTIFICATES")
-    return pem
+    return pem.encode()
 
 
 def _node_id(node_config: dict[str, Any]) -> int:
