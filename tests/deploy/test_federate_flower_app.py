@@ -24,6 +24,8 @@ from fedsilo.deploy.app_archive import FLOWER_JOB_ENTRY, pack_app
 from fedsilo.deploy.errors import ValidationError
 from fedsilo.deploy.federation_config import load_federation_config
 from fedsilo.deploy.sandbox import lay_out_federation
+from fedsilo.deploy.server_app import load_flower_server_app
+from fedsilo.serverapp import ServerApp
 from tests.conftest import free_port
 from tests.deploy.test_federate_apps import SITES, Federation, federations  # noqa: F401
 
@@ -124,3 +126,13 @@ def test_a_flower_app_is_packed_with_its_job_entry_and_the_same_digest_each_time
         assert entry is not None and b"fedsilo.deploy.flower_app_job" in entry.read()
     assert "quickstart_numpy/client_app.py" in names
     assert pack_app(NUMPY_APP).digest == archive.digest
+
+
+def test_the_serverapp_gets_the_apps_config_with_the_federations_on_top() -> None:
+    app, run_config = load_flower_server_app(NUMPY_APP, {"lr": 0.25})
+    assert isinstance(app, ServerApp)
+    assert run_config == {"num-server-rounds": 3, "fraction-train": 1.0,
+                          "min-available-nodes": 3, "lr": 0.25}
+    with pytest.raises(ValidationError, match=r"app.config epochs: not in the app's "
+                                              r"\[tool.flwr.app.config\]"):
+        load_flower_server_app(NUMPY_APP, {"epochs": 3})
