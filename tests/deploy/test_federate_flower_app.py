@@ -136,3 +136,16 @@ def test_the_serverapp_gets_the_apps_config_with_the_federations_on_top() -> Non
     with pytest.raises(ValidationError, match=r"app.config epochs: not in the app's "
                                               r"\[tool.flwr.app.config\]"):
         load_flower_server_app(NUMPY_APP, {"epochs": 3})
+
+
+@pytest.mark.slow
+def test_a_failed_flower_app_run_is_not_resumed_but_started_again(tmp_path: Path) -> None:
+    toml = _toml(tmp_path, NUMPY_APP, server="", program="", connect_timeout=5.0)
+    command = [sys.executable, "-m", "fedsilo.cli.main", "federate", str(toml)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120)  # no agent
+    assert first.returncode == 1 and "site1: could not start its job" in first.stderr
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1
+    assert "a Flower app's run starts over" in " ".join(again.stderr.split())
+    assert json.loads((tmp_path / "work" / "run" / "state.json").read_text())["status"] == \
+        "failed"
