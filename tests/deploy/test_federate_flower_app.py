@@ -77,6 +77,9 @@ def test_quickstart_numpy_through_three_sites_equals_fedsilo_run(
     summary = json.loads((tmp_path / "work" / "run" / "federation.json").read_text())
     assert summary["app"]["serverapp"] == "quickstart_numpy.server_app:app"
     assert "arrays" not in summary["files"]  # the ServerApp keeps its own model
+    status = subprocess.run(federation.command("status", str(federation.toml)),
+                            capture_output=True, text=True, timeout=60)
+    assert "finished, round 4/4" in status.stdout, status.stdout
 
     simulated = tmp_path / "simulated"
     simulated.mkdir()

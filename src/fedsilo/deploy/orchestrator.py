@@ -37,7 +37,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import fedsilo as fl
-from fedsilo.app import Context, RecordDict
+from fedsilo.app import Context, Message, RecordDict
 from fedsilo.app.project import load_app_project
 from fedsilo.deploy.app_archive import AppArchive, pack_app
 from fedsilo.deploy.aws_session import AssumeRoleSettings
@@ -69,7 +69,8 @@ from fedsilo.deploy.run_state import RunState
 from fedsilo.deploy.server_app import ServerContext, load_flower_server_app, load_server_app
 from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.server import start_grpc_server
-from fedsilo.serverapp import ServerApp, run_server_app
+from fedsilo.serverapp import ProxyGrid, ServerApp
+from fedsilo.serverapp._grid import ReplyFold
 
 __all__ = ["FederationError", "FederationResult", "job_definition", "make_launcher",
            "run_federation"]
@@ -139,6 +140,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
                 run_id=int(state.run_id.partition("-")[0]), node_id=0,
                 node_config=_server_context(config, state.run_id).node_config,
                 state=RecordDict(), run_config=run_config), config, certificates, rounds)
+            server.on_train_round = lambda done: state.update(round=done)
             app_summary = {"digest": f"sha256:{archive.digest}",
                            "serverapp": load_app_project(config.app.directory).serverapp}
         else:
@@ -533,17 +535,20 @@ class _ServerAppRun(_ServerRun):
                          federation.output / "checkpoints")
         self.app = app
         self.context = context
+        self.on_train_round: Callable[[int], None] = lambda done: None
 
     def run(self) -> None:
         try:
             grpc_server, _ = start_grpc_server(
                 client_manager=self.clients, server_address=self.address,
                 certificates=self.certificates, client_allowlist=_allowlist(self.federation))
+            grid = _RoundGrid(self.clients, run_id=self.context.run_id,
+                              on_round=lambda done: self.on_train_round(done))
             try:
-                self._history = run_server_app(self.app, self.clients, self.context) \
-                    or fl.server.History()
+                self._history = self.app(grid, self.context) or fl.server.History()
                 self.server.disconnect_all_clients(timeout=5.0)
             finally:
+                grid.close()
                 grpc_server.stop(grace=5.0).wait(6.0)
         except BaseException as exc:  # handed to the caller's thread by result()
             self._error = exc
@@ -552,6 +557,24 @@ class _ServerAppRun(_ServerRun):
 
     def final_arrays(self) -> list[np.ndarray] | None:
         return None
+
+
+class _RoundGrid(ProxyGrid):
+    """The ServerApp's Grid, which tells ``on_round`` of each round whose train messages came
+    back (the round is their group id, as fedsilo's and Flower's strategies set it)."""
+
+    def __init__(self, client_manager: fl.server.SimpleClientManager, *, run_id: int,
+                 on_round: Callable[[int], None]) -> None:
+        super().__init__(client_manager, run_id=run_id)
+        self.on_round = on_round
+
+    def send_and_fold(self, messages: Iterable[Message], fold: ReplyFold, *,
+                      timeout: float | None = None, keep_arrays: bool = False) -> None:
+        messages = list(messages)
+        super().send_and_fold(messages, fold, timeout=timeout, keep_arrays=keep_arrays)
+        rounds = {m.metadata.group_id for m in messages if m.metadata.message_type == "train"}
+        for group in sorted(r for r in rounds if r.isdigit()):
+            self.on_round(int(group))
 
 
 def _allowlist(config: FederationConfig) -> ClientAllowlist | None:
