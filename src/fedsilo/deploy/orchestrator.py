@@ -23,6 +23,12 @@
    refuses (an expired session) is tried again under a new session; a job that still cannot
    be stopped is printed with its ARN and the command that stops it.
 
+A Flower app (``[app]`` names a directory whose ``pyproject.toml`` has
+``[tool.flwr.app.components]``, and no ``server`` or ``program``) runs its ServerApp on the
+same server instead of a strategy, and each site's job runs its ClientApp
+(:mod:`fedsilo.deploy.flower_app_job`); the ServerApp keeps its own final model, so no
+``final_arrays.npz`` is written, and such a run is not resumed.
+
 With ``resume=True`` a run whose orchestrator died goes on: the same run id and server
 address, the server's last round checkpoint, and the site jobs that are still running (a
 site whose job failed or was stopped gets a new one; no site runs two at once).
