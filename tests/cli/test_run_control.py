@@ -34,6 +34,10 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_until_gone(text: str, timeout: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while (left := processes_mentioning(text)) and time.monotonic() < deadline:
@@ -47,7 +51,11 @@ def test_ctrl_c_during_the_demo_stops_everything_and_exits_130(tmp_path: Path) -
     # Unbuffered, so "round 2" is read when it is printed, not with the run's last lines.
     demo = subprocess.Popen([str(SCRIPT), "demo", "--rounds", "300"], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # A shell that started us in the background left SIGINT ignored,
+                            # and an ignored signal stays ignored in children: undo that, as a
+                            # terminal's shell does for the program in its foreground.
+                            preexec_fn=_default_sigint)
     assert demo.stdout is not None
     seen = []
     for line in demo.stdout:
