@@ -21,8 +21,6 @@ import numpy as np
 from fedsilo.common.clipping import clip_update
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import (
-    EvaluateIns,
-    EvaluateRes,
     FitIns,
     FitRes,
     NDArrays,
@@ -33,7 +31,7 @@ from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
 from fedsilo.server.strategy.aggregate import add_gaussian_noise, gaussian_noise_stddev
 from fedsilo.server.strategy.privacy import RdpAccountant
-from fedsilo.server.strategy.strategy import FitAccumulator, Strategy
+from fedsilo.server.strategy.strategy import FitAccumulator, Strategy, WrappingStrategy
 
 log = logging.getLogger("fedsilo.server")
 
@@ -44,7 +42,7 @@ FitFailures = list[tuple[ClientProxy, FitRes] | BaseException]
 FitOutcome = tuple[Parameters | None, dict[str, Scalar]]
 
 
-class PrivacyWrapper(Strategy):
+class PrivacyWrapper(WrappingStrategy):
     """Base of the DP wrappers; subclasses say where clipping happens and how ``C`` moves."""
 
     clips_on_server = True
@@ -92,29 +90,6 @@ class PrivacyWrapper(Strategy):
 
     def after_clipping(self, clipped_count: int, num_results: int) -> None:
         """Called once per round with how many updates were clipped (adaptive: move ``C``)."""
-
-    # Delegation ----------------------------------------------------------------------------
-
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return self.strategy.initialize_parameters(client_manager)
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.strategy.configure_evaluate(server_round, parameters, client_manager)
-
-    def aggregate_evaluate(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        return self.strategy.aggregate_evaluate(server_round, results, failures)
-
-    def evaluate(
-        self, server_round: int, parameters: Parameters
-    ) -> tuple[float, dict[str, Scalar]] | None:
-        return self.strategy.evaluate(server_round, parameters)
 
     # Fit -----------------------------------------------------------------------------------
 

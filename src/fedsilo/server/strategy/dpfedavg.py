@@ -19,8 +19,6 @@ import numpy as np
 from fedsilo.common.logger import warn_deprecated_feature
 from fedsilo.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from fedsilo.common.typing import (
-    EvaluateIns,
-    EvaluateRes,
     FitIns,
     FitRes,
     Parameters,
@@ -33,11 +31,11 @@ from fedsilo.server.strategy.aggregate import (
     adaptive_noise_split,
     add_gaussian_noise,
 )
-from fedsilo.server.strategy.strategy import Strategy
+from fedsilo.server.strategy.strategy import Strategy, WrappingStrategy
 
 __all__ = ["DPFedAvgAdaptive", "DPFedAvgFixed"]
 
-class DPFedAvgFixed(Strategy):
+class DPFedAvgFixed(WrappingStrategy):
     """Wraps ``strategy`` for DP-FedAvg with a fixed clipping norm (deprecated).
 
     Parameters
@@ -81,9 +79,6 @@ class DPFedAvgFixed(Strategy):
         """``z C / sqrt(m)``: the noise added to each client's update."""
         return float(self.noise_multiplier * self.clip_norm / self.num_sampled_clients ** 0.5)
 
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return self.strategy.initialize_parameters(client_manager)
-
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
@@ -94,11 +89,6 @@ class DPFedAvgFixed(Strategy):
         for _, ins in instructions:
             ins.config.update(extra)
         return instructions
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.strategy.configure_evaluate(server_round, parameters, client_manager)
 
     def aggregate_fit(
         self,
@@ -116,18 +106,6 @@ class DPFedAvgFixed(Strategy):
             res.parameters = ndarrays_to_parameters(noised)
         return self.strategy.aggregate_fit(server_round, results, failures)
 
-    def aggregate_evaluate(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        return self.strategy.aggregate_evaluate(server_round, results, failures)
-
-    def evaluate(
-        self, server_round: int, parameters: Parameters
-    ) -> tuple[float, dict[str, Scalar]] | None:
-        return self.strategy.evaluate(server_round, parameters)
 
 
 class DPFedAvgAdaptive(DPFedAvgFixed):

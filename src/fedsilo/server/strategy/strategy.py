@@ -17,7 +17,7 @@ from fedsilo.common.typing import (
 from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
 
-__all__ = ["FitAccumulator", "Strategy"]
+__all__ = ["FitAccumulator", "Strategy", "WrappingStrategy"]
 
 FitResults = list[tuple[ClientProxy, FitRes]]
 EvaluateResults = list[tuple[ClientProxy, EvaluateRes]]
@@ -124,3 +124,32 @@ class Strategy(ABC):
             raise ValueError(
                 f"{type(self).__name__} keeps no state, but the checkpoint holds {sorted(state)}"
             )
+
+
+class WrappingStrategy(Strategy):
+    """A strategy around another (``self.strategy``, set by the subclass): initial
+    parameters and everything of evaluation are the wrapped strategy's; the subclass
+    decides what happens in fit (the differential-privacy wrappers, for instance)."""
+
+    strategy: Strategy
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return self.strategy.initialize_parameters(client_manager)
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        return self.strategy.configure_evaluate(server_round, parameters, client_manager)
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        return self.strategy.aggregate_evaluate(server_round, results, failures)
+
+    def evaluate(
+        self, server_round: int, parameters: Parameters
+    ) -> tuple[float, dict[str, Scalar]] | None:
+        return self.strategy.evaluate(server_round, parameters)
