@@ -43,6 +43,11 @@ SITES = ("site1", "site2", "site3")
 MLP_ROUNDS = 6
 MLP_CONFIG = {"num-server-rounds": MLP_ROUNDS, "learning-rate": 0.05, "local-epochs": 3,
               "batch-size": 16, "seed": 7}
+# The run killed mid-way: a round lasts a few milliseconds with MLP_CONFIG, so several pass
+# between seeing round 2 and the kill landing; with many longer rounds the kill always
+# lands far from the last one.
+LONG_ROUNDS = 40
+LONG_CONFIG = {**MLP_CONFIG, "num-server-rounds": LONG_ROUNDS, "local-epochs": 10}
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +93,10 @@ def federations() -> Iterator[list[Federation]]:
         federation.stop()
 
 
-def _mlp_federation(work: Path, data: Path, made: list[Federation]) -> Federation:
+def _mlp_federation(work: Path, data: Path, made: list[Federation],
+                    config: dict[str, Any] = MLP_CONFIG) -> Federation:
     federation = Federation(work, {name: data / name for name in SITES}, MLP_APP,
-                            server_data=data / "server", run_config=MLP_CONFIG,
+                            server_data=data / "server", run_config=config,
                             connect_timeout=90.0)
     made.append(federation)
     return federation
@@ -101,9 +107,9 @@ def _final_arrays(work: Path) -> list[np.ndarray]:
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
 
-def _mlp_in_this_process(data: Path) -> list[np.ndarray]:
+def _mlp_in_this_process(data: Path, run_config: dict[str, Any] = MLP_CONFIG) -> list[np.ndarray]:
     """The same app with no sites: its server function, its clients in threads."""
-    context = ServerContext("direct", dict(MLP_CONFIG), {"data-dir": str(data / "server"),
+    context = ServerContext("direct", dict(run_config), {"data-dir": str(data / "server"),
                                                          "min-sites": len(SITES)})
     strategy, config = load_server_app(MLP_APP, "server:server_fn", context)
     sys.path.insert(0, str(MLP_APP))
@@ -113,7 +119,7 @@ def _mlp_in_this_process(data: Path) -> list[np.ndarray]:
         federation = LocalFederation()
         for name in SITES:
             X, y = task.load_split(data / name / "train.npz")
-            federation.start_client(client_module.MLPClient(X, y, dict(MLP_CONFIG), name))
+            federation.start_client(client_module.MLPClient(X, y, dict(run_config), name))
         server = fl.server.Server(client_manager=fl.server.SimpleClientManager(),
                                   strategy=strategy)
         fl.server.start_server(server_address=federation.address, server=server,
@@ -287,7 +293,7 @@ def test_an_orchestrator_without_the_upload_permission_cannot_place_code(
 
 def test_a_killed_orchestrator_resumes_to_the_same_result_with_the_same_jobs(
         tmp_path: Path, mlp_data: Path, federations: list[Federation]) -> None:
-    federation = _mlp_federation(tmp_path, mlp_data, federations)
+    federation = _mlp_federation(tmp_path, mlp_data, federations, LONG_CONFIG)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(federation.command("federate", str(federation.toml)),
@@ -305,7 +311,7 @@ def test_a_killed_orchestrator_resumes_to_the_same_result_with_the_same_jobs(
     finally:
         first.wait(30)
     state = read_run_state(tmp_path / "run")
-    assert state["status"] == "running" and state["round"] < MLP_ROUNDS
+    assert state["status"] == "running" and state["round"] < LONG_ROUNDS
     jobs = {name: job["name"] for name, job in state["jobs"].items()}
 
     status = subprocess.run(federation.command("status", str(federation.toml)),
@@ -320,12 +326,13 @@ def test_a_killed_orchestrator_resumes_to_the_same_result_with_the_same_jobs(
         (record,) = federation.records(name)
         assert record["name"] == jobs[name] and record["status"] == "Completed"
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [r for r, _ in history["losses_centralized"]] == list(range(MLP_ROUNDS + 1))
-    for got, want in zip(_final_arrays(tmp_path), _mlp_in_this_process(mlp_data), strict=True):
+    assert [r for r, _ in history["losses_centralized"]] == list(range(LONG_ROUNDS + 1))
+    expected = _mlp_in_this_process(mlp_data, LONG_CONFIG)
+    for got, want in zip(_final_arrays(tmp_path), expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-10)
 
     status = subprocess.run(federation.command("status", str(federation.toml)),
                             capture_output=True, text=True, timeout=60)
-    assert f"finished, round {MLP_ROUNDS}/{MLP_ROUNDS}" in status.stdout, status.stdout
+    assert f"finished, round {LONG_ROUNDS}/{LONG_ROUNDS}" in status.stdout, status.stdout
     again = federation.federate("--resume")
     assert again.returncode == 1 and "nothing to resume" in again.stderr
