@@ -22,7 +22,7 @@ from fedsilo.clientapp import ClientApp, ClientAppClient, node_context
 from fedsilo.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from fedsilo.server.client_manager import SimpleClientManager
 from fedsilo.serverapp import ProxyGrid, ServerApp, ServerAppComponents, run_server_app
-from fedsilo.serverapp.strategy import FedAvg
+from fedsilo.serverapp.strategy import FedAvg, Result
 from fedsilo.simulation import InProcessClientProxy
 
 
@@ -187,6 +187,25 @@ def test_fedavg_start_on_the_grid_weighs_by_num_examples(grid: ProxyGrid) -> Non
     assert np.allclose(result.arrays["0"].numpy(), 2 * 8 / 6)
     assert np.isclose(result.train_metrics_clientapp[2]["p"], 8 / 6)
     assert result.evaluate_metrics_clientapp == {}
+
+
+def test_start_tells_the_grid_each_rounds_result(grid: ProxyGrid) -> None:
+    seen: list[tuple[int, float, list[int]]] = []
+
+    def on_round_end(server_round: int, result: Result) -> None:
+        seen.append((server_round, float(result.arrays["0"].numpy()[0]),
+                     sorted(result.evaluate_metrics_serverapp)))
+
+    grid.on_round_end = on_round_end  # type: ignore[method-assign]
+    result = FedAvg(min_available_nodes=3, fraction_evaluate=0.0).start(
+        grid=grid, initial_arrays=ArrayRecord([np.zeros(2, np.float32)]), num_rounds=2,
+        train_config=ConfigRecord({"fail": "no"}),
+        evaluate_fn=lambda r, arrays: MetricRecord({"w": float(arrays["0"].numpy()[0])}))
+    # Round 0 after the initial evaluation, then each round with the arrays it aggregated.
+    assert [r for r, _, _ in seen] == [0, 1, 2]
+    assert [w for _, w, _ in seen] == pytest.approx([0.0, 8 / 6, 16 / 6])
+    assert [rounds for _, _, rounds in seen] == [[0], [0, 1], [0, 1, 2]]
+    assert result.evaluate_metrics_serverapp[2]["w"] == pytest.approx(16 / 6)
 
 
 def test_server_fn_form_runs_a_legacy_strategy_on_the_same_nodes(grid: ProxyGrid) -> None:

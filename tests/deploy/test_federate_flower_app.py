@@ -76,7 +76,14 @@ def test_quickstart_numpy_through_three_sites_equals_fedsilo_run(
                                          "min-available-nodes": 3, "lr": 0.25}
     summary = json.loads((tmp_path / "work" / "run" / "federation.json").read_text())
     assert summary["app"]["serverapp"] == "quickstart_numpy.server_app:app"
-    assert "arrays" not in summary["files"]  # the ServerApp keeps its own model
+    # What FedAvg.start() reported after each round: the arrays and the nodes' figures.
+    with np.load(summary["files"]["arrays"]) as kept:
+        for i, got in enumerate(_model(served)):
+            np.testing.assert_array_equal(kept[f"arr_{i}"], got)
+    history = json.loads((tmp_path / "work" / "run" / "history.json").read_text())
+    assert [r for r, _ in history["losses_distributed"]] == [1, 2, 3, 4]
+    assert [r for r, _ in history["metrics_distributed_fit"]["train_loss"]] == [1, 2, 3, 4]
+    assert "eval_loss" in summary["metrics"]
     status = subprocess.run(federation.command("status", str(federation.toml)),
                             capture_output=True, text=True, timeout=60)
     assert "finished, round 4/4" in status.stdout, status.stdout

@@ -27,7 +27,7 @@ def test_a_second_orchestrator_is_refused_while_the_first_runs(tmp_path: Path) -
 def test_resume_takes_over_the_run_of_an_orchestrator_that_died(tmp_path: Path) -> None:
     state = RunState.begin(tmp_path, "run-1", resume=False)
     state.record_job("site1", "fl-site1-run-1")
-    state.on_round(3, 0.5, {"accuracy": 0.9})
+    state.on_round(3, {"loss": 0.5, "accuracy": 0.9})
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     raw = json.loads((tmp_path / "state.json").read_text())

@@ -26,8 +26,10 @@
 A Flower app (``[app]`` names a directory whose ``pyproject.toml`` has
 ``[tool.flwr.app.components]``, and no ``server`` or ``program``) runs its ServerApp on the
 same server instead of a strategy, and each site's job runs its ClientApp
-(:mod:`fedsilo.deploy.flower_app_job`); the ServerApp keeps its own final model, so no
-``final_arrays.npz`` is written, and such a run is not resumed.
+(:mod:`fedsilo.deploy.flower_app_job`). What a fedsilo strategy's ``start()`` reports after
+each round gives such a run its figures, its History and its ``final_arrays.npz`` (the last
+Result's arrays); a ServerApp with a loop of its own keeps its model itself. Such a run is not
+resumed.
 
 With ``resume=True`` a run whose orchestrator died goes on: the same run id and server
 address, the server's last round checkpoint, and the site jobs that are still running (a
@@ -53,8 +55,9 @@ from rich.console import Console
 from rich.markup import escape
 
 import fedsilo as fl
-from fedsilo.app import Context, Message, RecordDict
+from fedsilo.app import Context, Message, MetricRecord, RecordDict
 from fedsilo.app.project import load_app_project
+from fedsilo.common.typing import Scalar
 from fedsilo.deploy.app_archive import AppArchive, pack_app
 from fedsilo.deploy.aws_session import AssumeRoleSettings
 from fedsilo.deploy.certs import certificate_hosts
@@ -77,6 +80,7 @@ from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.server import start_grpc_server
 from fedsilo.serverapp import ProxyGrid, ServerApp
 from fedsilo.serverapp._grid import ReplyFold
+from fedsilo.serverapp.strategy import Result
 
 __all__ = ["FederationError", "FederationResult", "job_definition", "make_launcher",
            "run_federation"]
@@ -163,6 +167,8 @@ def run_federation(config: FederationConfig, console: Console | None = None,
                      app=app_summary)
         progress = FederationProgress(console, rounds, [s.name for s in config.sites])
         server.server.on_round_end = _round_reporter(progress, state)
+        if isinstance(server, _ServerAppRun):
+            server.on_result_round = _figures_reporter(progress, state)
         new_launcher = launcher_factory or make_launcher
         server.start()
         with progress:
@@ -179,7 +185,7 @@ def run_federation(config: FederationConfig, console: Console | None = None,
             history = server.result()
             jobs = _await_jobs(handles, tracker, config.required_sites, config.finish_timeout)
         arrays = server.final_arrays()
-        metrics = _final_metrics(history)
+        metrics = server.final_metrics(history)
         downloads = _fetch_models(config, launchers, jobs)
         files = _save(config, history, arrays, {
             "metrics": metrics, "rounds": rounds, "run_id": state.run_id,
@@ -258,8 +264,18 @@ def _round_reporter(progress: FederationProgress, state: RunState
         metrics = {name: float(dict(series)[server_round])
                    for name, series in history.metrics_centralized.items()
                    if server_round in dict(series)}
-        progress.on_round(server_round, float(losses[server_round]), metrics)
-        state.on_round(server_round, float(losses[server_round]), metrics)
+        figures = {"loss": float(losses[server_round]), **metrics}
+        progress.on_round(server_round, figures)
+        state.on_round(server_round, figures)
+    return report
+
+
+def _figures_reporter(progress: FederationProgress, state: RunState
+                      ) -> Callable[[int, dict[str, float]], None]:
+    """A round's figures, as a Flower app's strategy reported them: shown and recorded."""
+    def report(server_round: int, figures: dict[str, float]) -> None:
+        progress.on_round(server_round, figures)
+        state.on_round(server_round, figures)
     return report
 
 
@@ -526,11 +542,19 @@ class _ServerRun(threading.Thread):
     def final_arrays(self) -> list[np.ndarray] | None:
         return fl.common.parameters_to_ndarrays(self.server.parameters)
 
+    def final_metrics(self, history: fl.server.History) -> dict[str, float]:
+        return _final_metrics(history)
+
 
 class _ServerAppRun(_ServerRun):
     """A Flower app's ServerApp on the federation's server (TLS, the enrolled sites only) in
-    a daemon thread. Its final model is the app's to keep (``final_arrays`` is None); its
-    History is the one a ``server_fn`` app returns, else empty."""
+    a daemon thread.
+
+    What a fedsilo strategy's ``start()`` tells the Grid after each round (see
+    :meth:`~fedsilo.serverapp.Grid.on_round_end`) gives the run its figures per round, its
+    History (unless the ServerApp returns one) and its final arrays; a ServerApp that runs
+    its own loop leaves only the rounds its train messages name, and keeps its model itself.
+    """
 
     def __init__(self, address: str, app: ServerApp, context: Context,
                  federation: FederationConfig, certificates: tuple[bytes, bytes, bytes],
@@ -542,6 +566,8 @@ class _ServerAppRun(_ServerRun):
         self.app = app
         self.context = context
         self.on_train_round: Callable[[int], None] = lambda done: None
+        self.on_result_round: Callable[[int, dict[str, float]], None] = lambda done, f: None
+        self.result_: Result | None = None
 
     def run(self) -> None:
         try:
@@ -549,9 +575,12 @@ class _ServerAppRun(_ServerRun):
                 client_manager=self.clients, server_address=self.address,
                 certificates=self.certificates, client_allowlist=_allowlist(self.federation))
             grid = _RoundGrid(self.clients, run_id=self.context.run_id,
-                              on_round=lambda done: self.on_train_round(done))
+                              on_round=lambda done: self.on_train_round(done),
+                              on_result=self._on_result)
             try:
-                self._history = self.app(grid, self.context) or fl.server.History()
+                returned = self.app(grid, self.context)
+                self._history = returned if isinstance(returned, fl.server.History) \
+                    else _history_of(self.result_)
                 self.server.disconnect_all_clients(timeout=5.0)
             finally:
                 grid.close()
@@ -561,18 +590,74 @@ class _ServerAppRun(_ServerRun):
         finally:
             self.done.set()
 
+    def _on_result(self, server_round: int, result: Result) -> None:
+        self.result_ = result
+        figures = _round_figures(server_round, result)
+        if figures:
+            self.on_result_round(server_round, figures)
+
     def final_arrays(self) -> list[np.ndarray] | None:
-        return None
+        if self.result_ is None or not self.result_.arrays:
+            return None
+        return self.result_.arrays.to_numpy_ndarrays()
+
+    def final_metrics(self, history: fl.server.History) -> dict[str, float]:
+        if self.result_ is None:
+            return _final_metrics(history)
+        rounds = [*self.result_.evaluate_metrics_serverapp,
+                  *self.result_.evaluate_metrics_clientapp]
+        return _round_figures(max(rounds), self.result_) if rounds else {}
+
+
+def _round_figures(server_round: int, result: Result) -> dict[str, float]:
+    """The round's numbers to show: the server's own evaluation where the app has one, else
+    the nodes' aggregated evaluation."""
+    for by_round in (result.evaluate_metrics_serverapp, result.evaluate_metrics_clientapp):
+        if server_round in by_round:
+            return {k: float(v) for k, v in _scalars(by_round[server_round]).items()}
+    return {}
+
+
+def _scalars(record: MetricRecord) -> dict[str, int | float]:
+    """The record's single numbers (a History holds no lists)."""
+    return {k: v for k, v in record.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _history_of(result: Result | None) -> fl.server.History:
+    """A History of what a strategy's Result holds (empty without one): the server's
+    evaluation as the centralized series (its ``loss`` as the losses), the nodes' evaluate
+    and train metrics as the distributed ones."""
+    history = fl.server.History()
+    if result is None:
+        return history
+    for server_round, record in sorted(result.evaluate_metrics_serverapp.items()):
+        metrics: dict[str, Scalar] = dict(_scalars(record))
+        if isinstance(loss := metrics.pop("loss", None), int | float):
+            history.add_loss_centralized(server_round, float(loss))
+        history.add_metrics_centralized(server_round, metrics)
+    for server_round, record in sorted(result.evaluate_metrics_clientapp.items()):
+        metrics = dict(_scalars(record))
+        key = "loss" if "loss" in metrics else "eval_loss"  # Flower's examples say eval_loss
+        if isinstance(loss := metrics.pop(key, None), int | float):
+            history.add_loss_distributed(server_round, float(loss))
+        history.add_metrics_distributed(server_round, metrics)
+    for server_round, record in sorted(result.train_metrics_clientapp.items()):
+        history.add_metrics_distributed_fit(server_round, dict(_scalars(record)))
+    return history
 
 
 class _RoundGrid(ProxyGrid):
-    """The ServerApp's Grid, which tells ``on_round`` of each round whose train messages came
-    back (the round is their group id, as fedsilo's and Flower's strategies set it)."""
+    """The ServerApp's Grid. It tells ``on_round`` of each round whose train messages came
+    back (the round is their group id, as fedsilo's and Flower's strategies set it), and
+    ``on_result`` of what a fedsilo strategy reports at the end of each round."""
 
     def __init__(self, client_manager: fl.server.SimpleClientManager, *, run_id: int,
-                 on_round: Callable[[int], None]) -> None:
+                 on_round: Callable[[int], None],
+                 on_result: Callable[[int, Result], None]) -> None:
         super().__init__(client_manager, run_id=run_id)
         self.on_round = on_round
+        self.on_result = on_result
 
     def send_and_fold(self, messages: Iterable[Message], fold: ReplyFold, *,
                       timeout: float | None = None, keep_arrays: bool = False) -> None:
@@ -581,6 +666,9 @@ class _RoundGrid(ProxyGrid):
         rounds = {m.metadata.group_id for m in messages if m.metadata.message_type == "train"}
         for group in sorted(r for r in rounds if r.isdigit()):
             self.on_round(int(group))
+
+    def on_round_end(self, server_round: int, result: Result) -> None:
+        self.on_result(server_round, result)
 
 
 def _allowlist(config: FederationConfig) -> ClientAllowlist | None:

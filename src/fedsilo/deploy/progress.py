@@ -36,14 +36,14 @@ class FederationProgress:
             self._live.__exit__(None, None, None)
             self._live = None
 
-    def on_round(self, server_round: int, loss: float, metrics: dict[str, float]) -> None:
-        """The strategy's evaluation callback (runs in the server's thread)."""
+    def on_round(self, server_round: int, figures: dict[str, float]) -> None:
+        """A round's figures (the server's thread calls it when the round is evaluated)."""
         with self._lock:
             self.round_ = server_round
-            self.figures_ = {"loss": loss, **metrics}
-        figures = "  ".join(f"{k} {v:.4f}" for k, v in self.figures_.items())
+            self.figures_ = dict(figures)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in self.figures_.items())
         label = "initial" if server_round == 0 else f"round {server_round}/{self.rounds}"
-        self._print(f"{label}: {figures}")
+        self._print(f"{label}: {shown}")
 
     def on_job(self, site: str, description: dict[str, Any]) -> None:
         status = (str(description.get("TrainingJobStatus", "?")),

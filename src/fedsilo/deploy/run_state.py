@@ -98,8 +98,8 @@ class RunState:
             self.data.update(fields)
         self.save()
 
-    def on_round(self, server_round: int, loss: float, metrics: dict[str, float]) -> None:
-        self.update(round=server_round, metrics={"loss": loss, **metrics})
+    def on_round(self, server_round: int, figures: dict[str, float]) -> None:
+        self.update(round=server_round, metrics=dict(figures))
 
     def record_job(self, site: str, name: str) -> None:
         """A job created for ``site``: the one to reattach to, and one more in its list."""

@@ -18,6 +18,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from fedsilo.app import Error, ErrorCode, Message, MessageType, RecordDict
 from fedsilo.app._envelope import ENVELOPE_KEY, close_envelope, open_envelope
@@ -43,6 +44,9 @@ from fedsilo.server.client_manager import ClientManager
 from fedsilo.server.client_proxy import ClientProxy
 from fedsilo.server.server import Server
 from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_evaluate_res, check_fit_res
+
+if TYPE_CHECKING:
+    from fedsilo.serverapp.strategy import Result
 
 __all__ = ["Grid", "ProxyGrid", "ReplyFold", "wait_for_nodes"]
 
@@ -74,6 +78,15 @@ class Grid(ABC):
                        group_id: str, ttl: float | None = None) -> Message:
         """The older spelling of ``Message(content, dst_node_id, message_type, ...)``."""
         return Message(content, dst_node_id, message_type, group_id=group_id, ttl=ttl)
+
+    def on_round_end(self, server_round: int, result: Result) -> None:  # noqa: B027
+        """Told by fedsilo's strategies after each round of ``start()`` (round 0: after the
+        initial evaluation) with the Result so far; nothing happens by default.
+
+        A Grid that serves a deployment keeps it: ``fedsilo federate`` records each round's
+        figures for its live view and ``fedsilo status``, and saves the last ``arrays`` as
+        the run's final arrays. Strategies that run their own loop need not call it.
+        """
 
 
 class ProxyGrid(Grid):

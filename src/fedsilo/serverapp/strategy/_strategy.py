@@ -128,6 +128,7 @@ class Strategy(ABC):
             log.info("initial global evaluation: %s", metrics)
             if metrics is not None:
                 result.evaluate_metrics_serverapp[0] = metrics
+            grid.on_round_end(0, result)
         arrays = initial_arrays
         for server_round in range(1, num_rounds + 1):
             round_started = time.monotonic()
@@ -152,6 +153,7 @@ class Strategy(ABC):
                      _show(train_metrics), _show(evaluate_metrics),
                      f", global {_show(central)}" if central is not None else "",
                      time.monotonic() - round_started)
+            grid.on_round_end(server_round, result)
         log.info("%s finished %d rounds in %.2f s", type(self).__name__, num_rounds,
                  time.monotonic() - started)
         return result
