@@ -139,6 +139,9 @@ CASES: list[tuple[str, Callable[[Path], None], str, tuple[str, ...]]] = [
                                       write("federation.toml", federation_toml())),
      "federate federation.toml", ("app.dir", "not a directory")),
     ("demo-output-is-a-file", write("taken", "x"), "demo --output taken", ("taken",)),
+    ("demo-unknown-app", nothing, "demo --app nope", ("nope", "fraud, fraud-xgb or mlp")),
+    ("demo-mlp-with-data", write("providers.csv", "x\n"), "demo --app mlp --data providers.csv",
+     ("--data", "draws its own data")),
     ("unknown-command", nothing, "frobnicate", ("frobnicate",)),
 ]
 

@@ -11,6 +11,8 @@ from fedsilo.cli._output import INTERRUPTED, absolute, fail, make_console, setup
 from fedsilo.cli.federate import report_job_error
 from fedsilo.deploy.errors import JobError
 
+APPS = ("fraud", "fraud-xgb", "mlp")
+
 
 def demo(
     output: Annotated[Path, typer.Option(
@@ -26,15 +28,16 @@ def demo(
         "files (labels, beneficiaries, inpatient, outpatient) to run on instead of drawn "
         "data; see docs/fraud.md.")] = None,
     app: Annotated[str, typer.Option(
-        help="The app: fraud (logistic regression, with the comparison report) or mlp "
-             "(a numpy MLP).")] = "fraud",
+        help="The app: fraud (logistic regression, with the comparison report), fraud-xgb "
+             "(XGBoost bagging on the same sites, compared the same way) or mlp (a numpy "
+             "MLP).")] = "fraud",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the server log.")] = False,
 ) -> None:
     """Federate a fraud model over sites that keep their data; compare it with the alternatives."""
-    if app not in ("fraud", "mlp"):
-        fail(f"--app must be fraud or mlp, got {app!r}", code=2)
+    if app not in APPS:
+        fail(f"--app must be {', '.join(APPS[:-1])} or {APPS[-1]}, got {app!r}", code=2)
     if app == "mlp" and data is not None:
-        fail("--data is for the fraud app; the mlp app draws its own data", code=2)
+        fail("--data is for the fraud apps; the mlp app draws its own data", code=2)
     setup_logging(verbose)
     console = make_console()
     try:
@@ -43,6 +46,13 @@ def demo(
 
             run_mlp_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed,
                          console=console)
+            return
+        if app == "fraud-xgb":
+            from fedsilo.examples.fraud_xgb.demo import run_demo as run_xgb_demo
+
+            run_xgb_demo(absolute(output), rounds=rounds, n_sites=sites, seed=seed,
+                         n_providers=providers, console=console,
+                         data=absolute(data) if data is not None else None)
             return
         from fedsilo.examples.fraud.demo import run_demo
 

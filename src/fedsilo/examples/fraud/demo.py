@@ -78,7 +78,8 @@ from fedsilo.examples.fraud.scoring import (
     score,
 )
 
-__all__ = ["DemoError", "FederationError", "JobError", "findings", "load_demo_data", "run_demo"]
+__all__ = ["DemoError", "FederationError", "JobError", "describe_source", "findings",
+           "load_demo_data", "prepare_work", "print_report", "run_demo"]
 
 # What a run writes at the top of its directory; a rerun removes exactly these first.
 APP_DIR = Path(__file__).parent / "app"  # the fraud app: site program and server function
@@ -131,11 +132,8 @@ def run_demo(
     started = time.monotonic()
     console = console if console is not None else Console()
     output_dir = Path(os.path.abspath(Path(output_dir).expanduser()))
-    # Data first: bad data must fail before the work directory is touched.
-    providers, source = load_demo_data(data, n_providers=n_providers, seed=seed)
-    split = prepare_federation(providers, n_sites=n_sites, seed=seed)
-    claim_work_directory(output_dir, RUN_ENTRIES)
-    write_test_set(split, output_dir / "server")
+    providers, source, split = prepare_work(output_dir, RUN_ENTRIES, data, n_sites=n_sites,
+                                            n_providers=n_providers, seed=seed)
     X_test, y_test = load_test_set(output_dir / "server")
     console.print(f"{len(providers)} providers, {providers[LABEL].mean():.1%} fraudulent; the "
                   f"server keeps {len(y_test)} of them to test", highlight=False)
@@ -158,6 +156,21 @@ def run_demo(
     return write_report(output_dir, split, providers, global_model, result.history,
                         config=config, started=started, console=console, source=source,
                         table_rows=_table_rows, extra={"jobs": _jobs(result)})
+
+
+def prepare_work(output_dir: Path, entries: tuple[str, ...], data: Path | None, *,
+                 n_sites: int, n_providers: int, seed: int
+                 ) -> tuple[pd.DataFrame, dict[str, Any], FederatedSplit]:
+    """The providers, their source and their split into sites and a test set, with the work
+    directory claimed (its earlier ``entries`` removed) and the test set in ``server/``.
+
+    The data come first: bad data fail before the work directory is touched.
+    """
+    providers, source = load_demo_data(data, n_providers=n_providers, seed=seed)
+    split = prepare_federation(providers, n_sites=n_sites, seed=seed)
+    claim_work_directory(output_dir, entries)
+    write_test_set(split, output_dir / "server")
+    return providers, source, split
 
 
 def load_demo_data(data: Path | None, *, n_providers: int,
@@ -209,17 +222,25 @@ def write_report(output_dir: Path, split: FederatedSplit, providers: pd.DataFram
     report["elapsed_s"] = round(time.monotonic() - started, 2)
     (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    console.print(comparison_table(
-        table_rows(report, split), "On the server's test set (fraud is the positive class)"))
-    console.print("pooled: all sites' rows in one place, which the sites may not do; it and "
-                  "the lone sites are trained to convergence, 'same effort' with the "
-                  "federation's iterations only. " + report["reading"], highlight=False)
+    print_report(console, report, table_rows(report, split),
+                 "On the server's test set (fraud is the positive class)",
+                 "pooled: all sites' rows in one place, which the sites may not do; it and the "
+                 "lone sites are trained to convergence, 'same effort' with the federation's "
+                 "iterations only.", output_dir)
+    return report
+
+
+def print_report(console: Console, report: dict[str, Any], rows: dict[str, dict[str, Any]],
+                 title: str, baselines: str, output_dir: Path) -> None:
+    """The comparison table, how to read it, what it shows, the data's source and the files
+    written (``report["files"]``)."""
+    console.print(comparison_table(rows, title))
+    console.print(f"{baselines} {report['reading']}", highlight=False)
     for line in report["shows"]:
         console.print(f"- {line}", highlight=False)
-    console.print(f"data: {_describe_source(source)}", highlight=False)
+    console.print(f"data: {describe_source(report['data']['source'])}", highlight=False)
     console.print(f"wrote {', '.join(Path(f).name for f in report['files'].values())} to "
                   f"{output_dir} ({report['elapsed_s']:.1f} s)", highlight=False)
-    return report
 
 
 def _compare(split: FederatedSplit, global_model: LogisticRegression,
@@ -279,7 +300,8 @@ def findings(report: dict[str, Any]) -> list[str]:
     return shown
 
 
-def _describe_source(source: dict[str, Any]) -> str:
+def describe_source(source: dict[str, Any]) -> str:
+    """One line on what the data came from: the seed, or the files with their SHA-256."""
     if source["source"] == "synthetic":
         return f"synthetic, {source['n_providers']} providers drawn with seed {source['seed']}"
     files = ", ".join(f"{Path(f['path']).name} (sha256 {f['sha256'][:12]}...)"

@@ -1,0 +1,1 @@
+"""fraud-xgboost: federated XGBoost (bagging) on the fraud example's sites."""
