@@ -22,7 +22,7 @@ from fedsilo.clientapp import ClientApp, ClientAppClient, node_context
 from fedsilo.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from fedsilo.server.client_manager import SimpleClientManager
 from fedsilo.serverapp import ProxyGrid, ServerApp, ServerAppComponents, run_server_app
-from fedsilo.serverapp.strategy import FedAvg, Result
+from fedsilo.serverapp.strategy import FedAvg, Result, Strategy
 from fedsilo.simulation import InProcessClientProxy
 
 
@@ -192,7 +192,8 @@ def test_fedavg_start_on_the_grid_weighs_by_num_examples(grid: ProxyGrid) -> Non
 def test_start_tells_the_grid_each_rounds_result(grid: ProxyGrid) -> None:
     seen: list[tuple[int, float, list[int]]] = []
 
-    def on_round_end(server_round: int, result: Result) -> None:
+    def on_round_end(server_round: int, result: Result, strategy: Strategy) -> None:
+        assert isinstance(strategy, FedAvg)
         seen.append((server_round, float(result.arrays["0"].numpy()[0]),
                      sorted(result.evaluate_metrics_serverapp)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -23,10 +24,12 @@ import pytest
 from fedsilo.deploy.app_archive import FLOWER_JOB_ENTRY, pack_app
 from fedsilo.deploy.errors import ValidationError
 from fedsilo.deploy.federation_config import load_federation_config
+from fedsilo.deploy.run_state import read_run_state
 from fedsilo.deploy.sandbox import lay_out_federation
 from fedsilo.deploy.server_app import load_flower_server_app
 from fedsilo.serverapp import ServerApp
 from tests.conftest import free_port
+from tests.deploy.conftest import wait_for
 from tests.deploy.test_federate_apps import SITES, Federation, federations  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,14 +151,127 @@ def test_the_serverapp_gets_the_apps_config_with_the_federations_on_top() -> Non
         load_flower_server_app(NUMPY_APP, {"epochs": 3})
 
 
+# A Flower app outside fedsilo whose strategy keeps state between rounds (FedAvgM's
+# momentum) and whose rounds take a while (each train sleeps), so that a kill lands mid-run.
+MOMENTUM_APP = {
+    "pyproject.toml": """
+[project]
+name = "momentum-app"
+version = "1.0.0"
+[tool.flwr.app.components]
+serverapp = "momentum_app.server_app:app"
+clientapp = "momentum_app.client_app:app"
+[tool.flwr.app.config]
+num-server-rounds = 20
+server-momentum = 0.9
+delay = 0.15
+""",
+    "momentum_app/__init__.py": "",
+    "momentum_app/client_app.py": """
+import time
+import numpy as np
+from fedsilo.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from fedsilo.clientapp import ClientApp
+
+app = ClientApp()
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    time.sleep(float(context.run_config["delay"]))
+    p = int(context.node_config["partition-id"])
+    return Message(RecordDict({"arrays": ArrayRecord([np.full(3, p + 1.0)]),
+                               "metrics": MetricRecord({"num-examples": p + 1})}), reply_to=msg)
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    w = msg.content["arrays"].to_numpy_ndarrays()[0]
+    return Message(RecordDict({"metrics": MetricRecord({"w": float(w[0]), "num-examples": 1})}),
+                   reply_to=msg)
+""",
+    "momentum_app/server_app.py": """
+import numpy as np
+from fedsilo.app import ArrayRecord, Context
+from fedsilo.serverapp import Grid, ServerApp
+from fedsilo.serverapp.strategy import FedAvgM
+
+app = ServerApp()
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    strategy = FedAvgM(min_available_nodes=3, min_train_nodes=3, min_evaluate_nodes=3,
+                       server_momentum=float(context.run_config["server-momentum"]))
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(3)]),
+                            num_rounds=int(context.run_config["num-server-rounds"]))
+    np.save("final_model.npy", result.arrays.to_numpy_ndarrays()[0])
+""",
+}
+
+
+def _fedavgm_weight(rounds: int, momentum: float, num_nodes: int) -> float:
+    """FedAvgM's weight after ``rounds`` (server learning rate 1): every round the mean is
+    the example-weighted mean t of the nodes' p + 1; v <- m v + (w - t), w <- w - v."""
+    target = sum((p + 1) ** 2 for p in range(num_nodes)) / sum(p + 1 for p in range(num_nodes))
+    weight, velocity = 0.0, None
+    for _ in range(rounds):
+        gradient = weight - target
+        velocity = gradient if velocity is None else momentum * velocity + gradient
+        weight -= velocity
+    return weight
+
+
 @pytest.mark.slow
-def test_a_failed_flower_app_run_is_not_resumed_but_started_again(tmp_path: Path) -> None:
-    toml = _toml(tmp_path, NUMPY_APP, server="", program="", connect_timeout=5.0)
-    command = [sys.executable, "-m", "fedsilo.cli.main", "federate", str(toml)]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=120)  # no agent
-    assert first.returncode == 1 and "site1: could not start its job" in first.stderr
-    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1
-    assert "a Flower app's run starts over" in " ".join(again.stderr.split())
-    assert json.loads((tmp_path / "work" / "run" / "state.json").read_text())["status"] == \
-        "failed"
+@pytest.mark.timeout(420)
+def test_a_killed_flower_app_run_resumes_with_its_strategys_state(
+        tmp_path: Path, federations: list[Federation]) -> None:  # noqa: F811
+    app = tmp_path / "momentum-app"
+    for name, text in MOMENTUM_APP.items():
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text(text.lstrip())
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    (empty / "README").write_text("the nodes need no data\n")
+    federation = Federation(
+        tmp_path / "work", dict.fromkeys(SITES, empty), app, server="", program="",
+        connect_timeout=90.0,
+        node_configs={name: {"partition-id": i} for i, name in enumerate(SITES)})
+    federations.append(federation)
+    run = tmp_path / "work" / "run"
+    served = tmp_path / "served"
+    served.mkdir()
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(federation.command("federate", str(federation.toml)),
+                                 cwd=served, stdout=log, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        def mid_run() -> bool:
+            if first.poll() is not None:
+                raise AssertionError((tmp_path / "first.log").read_text()[-3000:])
+            try:
+                return 3 <= int(read_run_state(run).get("round", 0))
+            except (LookupError, ValueError):
+                return False
+        wait_for(mid_run, 180, "round 3 of the first run")
+        first.send_signal(signal.SIGKILL)  # no clean-up: the jobs keep running
+    finally:
+        first.wait(30)
+    state = read_run_state(run)
+    assert state["status"] == "running" and 3 <= state["round"] < 20
+    jobs = {name: job["name"] for name, job in state["jobs"].items()}
+
+    done = subprocess.run(federation.command("federate", str(federation.toml), "--resume"),
+                          cwd=served, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # It goes on after the last round checkpointed: the rounds before come back from it.
+    assert "round 1/20:" not in done.stdout and "round 20/20:" in done.stdout, done.stdout
+    for name in SITES:  # reattached: one job per site for the whole run
+        (record,) = federation.records(name)
+        assert record["name"] == jobs[name] and record["status"] == "Completed"
+    want = _fedavgm_weight(20, 0.9, len(SITES))  # momentum lost at the kill would miss it
+    np.testing.assert_allclose(np.load(served / "final_model.npy"), want, rtol=1e-9)
+    with np.load(run / "final_arrays.npz") as kept:
+        np.testing.assert_allclose(kept["arr_0"], want, rtol=1e-9)
+    history = json.loads((run / "history.json").read_text())
+    evaluated = history["metrics_distributed"]["w"]  # rounds before the kill come back too
+    assert [r for r, _ in evaluated] == list(range(1, 21))
+    assert evaluated[2][1] == pytest.approx(_fedavgm_weight(3, 0.9, len(SITES)))
+    assert read_run_state(run)["status"] == "finished"

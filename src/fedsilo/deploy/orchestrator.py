@@ -28,8 +28,9 @@ A Flower app (``[app]`` names a directory whose ``pyproject.toml`` has
 same server instead of a strategy, and each site's job runs its ClientApp
 (:mod:`fedsilo.deploy.flower_app_job`). What a fedsilo strategy's ``start()`` reports after
 each round gives such a run its figures, its History and its ``final_arrays.npz`` (the last
-Result's arrays); a ServerApp with a loop of its own keeps its model itself. Such a run is not
-resumed.
+Result's arrays) and its round checkpoints (the Result and the strategy's ``state_dict()``),
+from which ``resume=True`` goes on; a ServerApp with a loop of its own keeps its model itself
+and, resumed, starts its loop again.
 
 With ``resume=True`` a run whose orchestrator died goes on: the same run id and server
 address, the server's last round checkpoint, and the site jobs that are still running (a
@@ -56,7 +57,9 @@ from rich.markup import escape
 
 import fedsilo as fl
 from fedsilo.app import Context, Message, MetricRecord, RecordDict
+from fedsilo.app._legacy import arrays_to_parameters, parameters_to_arrays
 from fedsilo.app.project import load_app_project
+from fedsilo.common.exceptions import CheckpointError
 from fedsilo.common.typing import Scalar
 from fedsilo.deploy.app_archive import AppArchive, pack_app
 from fedsilo.deploy.aws_session import AssumeRoleSettings
@@ -76,11 +79,12 @@ from fedsilo.deploy.launchers import (
 from fedsilo.deploy.progress import FederationProgress
 from fedsilo.deploy.run_state import RunState
 from fedsilo.deploy.server_app import ServerContext, load_flower_server_app, load_server_app
+from fedsilo.server.checkpoint import RoundCheckpoint, load_latest, save_checkpoint
 from fedsilo.server.grpc.auth import ClientAllowlist
 from fedsilo.server.grpc.server import start_grpc_server
 from fedsilo.serverapp import ProxyGrid, ServerApp
 from fedsilo.serverapp._grid import ReplyFold
-from fedsilo.serverapp.strategy import Result
+from fedsilo.serverapp.strategy import Result, Strategy
 
 __all__ = ["FederationError", "FederationResult", "job_definition", "make_launcher",
            "run_federation"]
@@ -139,9 +143,6 @@ def run_federation(config: FederationConfig, console: Console | None = None,
                                    else _addresses(config))
         _check_server_names(server_pem, public_address)
         if config.app.flower:
-            if resume:
-                raise FederationError("a Flower app's run starts over: its ServerApp keeps no "
-                                      "round checkpoints; run it again without --resume")
             app, run_config = load_flower_server_app(config.app.directory,
                                                      config.app.run_config)
             config = replace(config, app=replace(config.app, run_config=run_config))
@@ -149,7 +150,8 @@ def run_federation(config: FederationConfig, console: Console | None = None,
             server = _ServerAppRun(address, app, Context(
                 run_id=int(state.run_id.partition("-")[0]), node_id=0,
                 node_config=_server_context(config, state.run_id).node_config,
-                state=RecordDict(), run_config=run_config), config, certificates, rounds)
+                state=RecordDict(), run_config=run_config), config, certificates, rounds,
+                resume=resume)
             server.on_train_round = lambda done: state.update(round=done)
             app_summary = {"digest": f"sha256:{archive.digest}",
                            "serverapp": load_app_project(config.app.directory).serverapp}
@@ -558,13 +560,14 @@ class _ServerAppRun(_ServerRun):
 
     def __init__(self, address: str, app: ServerApp, context: Context,
                  federation: FederationConfig, certificates: tuple[bytes, bytes, bytes],
-                 rounds: int) -> None:
+                 rounds: int, *, resume: bool = False) -> None:
         super().__init__(address, fl.server.strategy.FedAvg(), federation, certificates,
                          fl.server.ServerConfig(num_rounds=rounds,
                                                 round_timeout=federation.round_timeout),
                          federation.output / "checkpoints")
         self.app = app
         self.context = context
+        self.resume = resume
         self.on_train_round: Callable[[int], None] = lambda done: None
         self.on_result_round: Callable[[int, dict[str, float]], None] = lambda done, f: None
         self.result_: Result | None = None
@@ -575,6 +578,8 @@ class _ServerAppRun(_ServerRun):
                 client_manager=self.clients, server_address=self.address,
                 certificates=self.certificates, client_allowlist=_allowlist(self.federation))
             grid = _RoundGrid(self.clients, run_id=self.context.run_id,
+                              checkpoints=self.federation.output / "checkpoints",
+                              resume=self.resume,
                               on_round=lambda done: self.on_train_round(done),
                               on_result=self._on_result)
             try:
@@ -650,12 +655,16 @@ def _history_of(result: Result | None) -> fl.server.History:
 class _RoundGrid(ProxyGrid):
     """The ServerApp's Grid. It tells ``on_round`` of each round whose train messages came
     back (the round is their group id, as fedsilo's and Flower's strategies set it), and
-    ``on_result`` of what a fedsilo strategy reports at the end of each round."""
+    ``on_result`` of what a fedsilo strategy reports at the end of each round, which it also
+    checkpoints (the Result and the strategy's state) in ``checkpoints``. With ``resume``,
+    the first ``start()`` on it goes on from the newest of those checkpoints."""
 
     def __init__(self, client_manager: fl.server.SimpleClientManager, *, run_id: int,
-                 on_round: Callable[[int], None],
+                 checkpoints: Path, resume: bool, on_round: Callable[[int], None],
                  on_result: Callable[[int, Result], None]) -> None:
         super().__init__(client_manager, run_id=run_id)
+        self.checkpoints = checkpoints
+        self.resuming = resume
         self.on_round = on_round
         self.on_result = on_result
 
@@ -667,8 +676,49 @@ class _RoundGrid(ProxyGrid):
         for group in sorted(r for r in rounds if r.isdigit()):
             self.on_round(int(group))
 
-    def on_round_end(self, server_round: int, result: Result) -> None:
+    def on_round_end(self, server_round: int, result: Result, strategy: Strategy) -> None:
+        save_checkpoint(self.checkpoints, RoundCheckpoint(
+            server_round=server_round, parameters=arrays_to_parameters(result.arrays),
+            history=_history_of(result), strategy_type=type(strategy).__name__,
+            strategy_state={"strategy": strategy.state_dict(), "result": _result_state(result)}))
         self.on_result(server_round, result)
+
+    def resume(self, strategy: Strategy) -> tuple[int, Result] | None:
+        if not self.resuming:
+            return None
+        self.resuming = False  # a second start() in the same ServerApp starts afresh
+        loaded = load_latest(self.checkpoints)
+        if loaded is None:
+            return None
+        if loaded.strategy_type != type(strategy).__name__:
+            raise CheckpointError(f"the checkpoints in {self.checkpoints} are of a "
+                                  f"{loaded.strategy_type}, not a {type(strategy).__name__}; "
+                                  "start a new run without --resume")
+        saved = loaded.strategy_state
+        strategy.load_state_dict(dict(saved.get("strategy", {})))
+        log.info("resuming the ServerApp's %s after round %d", loaded.strategy_type,
+                 loaded.server_round)
+        return loaded.server_round, _result_from_state(saved["result"], loaded.parameters)
+
+
+def _result_state(result: Result) -> dict[str, Any]:
+    """A Result's metrics and array keys as JSON (its arrays go as the checkpoint's
+    parameters)."""
+    def by_round(records: dict[int, MetricRecord]) -> dict[str, dict[str, Any]]:
+        return {str(r): dict(record) for r, record in records.items()}
+    return {"keys": list(result.arrays.keys()),
+            "train_metrics_clientapp": by_round(result.train_metrics_clientapp),
+            "evaluate_metrics_clientapp": by_round(result.evaluate_metrics_clientapp),
+            "evaluate_metrics_serverapp": by_round(result.evaluate_metrics_serverapp)}
+
+
+def _result_from_state(state: dict[str, Any], parameters: fl.common.Parameters) -> Result:
+    def by_round(name: str) -> dict[int, MetricRecord]:
+        return {int(r): MetricRecord(values) for r, values in state[name].items()}
+    return Result(arrays=parameters_to_arrays(parameters, list(state["keys"])),
+                  train_metrics_clientapp=by_round("train_metrics_clientapp"),
+                  evaluate_metrics_clientapp=by_round("evaluate_metrics_clientapp"),
+                  evaluate_metrics_serverapp=by_round("evaluate_metrics_serverapp"))
 
 
 def _allowlist(config: FederationConfig) -> ClientAllowlist | None:

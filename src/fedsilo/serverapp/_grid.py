@@ -46,7 +46,7 @@ from fedsilo.server.server import Server
 from fedsilo.server.validation import MAX_NUM_EXAMPLES, check_evaluate_res, check_fit_res
 
 if TYPE_CHECKING:
-    from fedsilo.serverapp.strategy import Result
+    from fedsilo.serverapp.strategy import Result, Strategy
 
 __all__ = ["Grid", "ProxyGrid", "ReplyFold", "wait_for_nodes"]
 
@@ -79,14 +79,22 @@ class Grid(ABC):
         """The older spelling of ``Message(content, dst_node_id, message_type, ...)``."""
         return Message(content, dst_node_id, message_type, group_id=group_id, ttl=ttl)
 
-    def on_round_end(self, server_round: int, result: Result) -> None:  # noqa: B027
+    def on_round_end(self, server_round: int, result: Result,  # noqa: B027
+                     strategy: Strategy) -> None:
         """Told by fedsilo's strategies after each round of ``start()`` (round 0: after the
         initial evaluation) with the Result so far; nothing happens by default.
 
         A Grid that serves a deployment keeps it: ``fedsilo federate`` records each round's
-        figures for its live view and ``fedsilo status``, and saves the last ``arrays`` as
-        the run's final arrays. Strategies that run their own loop need not call it.
+        figures for its live view and ``fedsilo status``, checkpoints the Result with the
+        strategy's ``state_dict()``, and saves the last ``arrays`` as the run's final
+        arrays. Strategies that run their own loop need not call it.
         """
+
+    def resume(self, strategy: Strategy) -> tuple[int, Result] | None:
+        """Where ``strategy.start()`` goes on from: None (the default) to start from round 1;
+        a Grid that continues a stopped run loads the strategy's saved state into
+        ``strategy`` and returns the last round done and the Result it had reached."""
+        return None
 
 
 class ProxyGrid(Grid):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -106,6 +107,15 @@ class _FixedClippingBase(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
         return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng_state": self.rng_.bit_generator.state, "clipping_norm": self.clipping_norm,
+                "strategy": self.strategy.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng_.bit_generator.state = state["rng_state"]
+        self.clipping_norm = float(state["clipping_norm"])
+        self.strategy.load_state_dict(dict(state.get("strategy", {})))
 
     def summary(self) -> None:
         log.info("%s: noise multiplier %g, clipping norm %g, %d sampled nodes",

@@ -180,6 +180,13 @@ class FedAvgM(FedAvg):
             self.server_learning_rate, self.server_momentum)
         return new
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"momentum_vector": self.momentum_vector_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vector = state.get("momentum_vector")
+        self.momentum_vector_ = None if vector is None else list(vector)
+
 
 class FedOpt(FedAvg):
     """The server optimizers' base (Reddi et al., 2021): the averaged update is a
@@ -215,6 +222,13 @@ class FedOpt(FedAvg):
         new, self.m_t_, self.v_t_ = self.step(
             server_round, [a.numpy() for a in current.values()], aggregate)
         return new
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"m_t": self.m_t_, "v_t": self.v_t_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.m_t_, self.v_t_ = (None if state.get(k) is None else list(state[k])
+                                for k in ("m_t", "v_t"))
 
     def step(self, server_round: int, current: NDArrays, averaged: NDArrays
              ) -> tuple[NDArrays, NDArrays, NDArrays]:

@@ -9,6 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fedsilo.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from fedsilo.serverapp._grid import Grid
@@ -87,6 +88,23 @@ class Strategy(ABC):
         """Log the strategy's settings."""
         log.info("%s", self)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a run that stops after a round needs to go on with this strategy as if it had
+        not stopped (a deployment's Grid keeps it in its round checkpoints).
+
+        Values are numpy arrays, lists of numpy arrays, or JSON values (numbers, strings,
+        booleans, None, and lists or string-keyed dicts of those). Rules that keep nothing
+        between rounds but the global arrays return {}; server optimizers return their
+        moments, the privacy wrappers their noise generator and the wrapped strategy's state.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, into a strategy built with the same arguments."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, but the checkpoint holds "
+                             f"{sorted(state)}")
+
     def train_round(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                     grid: Grid, timeout: float | None
                     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -121,16 +139,21 @@ class Strategy(ABC):
         self.summary()
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
-        result = Result(arrays=initial_arrays)
         started = time.monotonic()
-        if evaluate_fn is not None:
-            metrics = evaluate_fn(0, initial_arrays)
-            log.info("initial global evaluation: %s", metrics)
-            if metrics is not None:
-                result.evaluate_metrics_serverapp[0] = metrics
-            grid.on_round_end(0, result)
-        arrays = initial_arrays
-        for server_round in range(1, num_rounds + 1):
+        resumed = grid.resume(self)
+        if resumed is not None:  # a deployment's run that stopped after round ``done``
+            done, result = resumed
+            log.info("resuming after round %d of %d", done, num_rounds)
+        else:
+            done, result = 0, Result(arrays=initial_arrays)
+            if evaluate_fn is not None:
+                metrics = evaluate_fn(0, initial_arrays)
+                log.info("initial global evaluation: %s", metrics)
+                if metrics is not None:
+                    result.evaluate_metrics_serverapp[0] = metrics
+                grid.on_round_end(0, result, self)
+        arrays = result.arrays
+        for server_round in range(done + 1, num_rounds + 1):
             round_started = time.monotonic()
             new_arrays, train_metrics = self.train_round(server_round, arrays, train_config,
                                                          grid, timeout)
@@ -153,7 +176,7 @@ class Strategy(ABC):
                      _show(train_metrics), _show(evaluate_metrics),
                      f", global {_show(central)}" if central is not None else "",
                      time.monotonic() - round_started)
-            grid.on_round_end(server_round, result)
+            grid.on_round_end(server_round, result, self)
         log.info("%s finished %d rounds in %.2f s", type(self).__name__, num_rounds,
                  time.monotonic() - started)
         return result

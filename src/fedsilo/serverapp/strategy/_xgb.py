@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -116,6 +117,13 @@ class FedXgbCyclic(FedAvg):
             self.registered_nodes.setdefault(node_id, len(self.registered_nodes) + 1)
         ordered = sorted(node_ids, key=self.registered_nodes.__getitem__)
         return [ordered[(server_round - 1) % len(ordered)]]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"registered_nodes": [[n, place] for n, place in self.registered_nodes.items()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.registered_nodes = {int(n): int(place)
+                                 for n, place in state.get("registered_nodes", [])}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
