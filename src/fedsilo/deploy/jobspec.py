@@ -33,14 +33,14 @@ from fedsilo.deploy.errors import NotFound, ValidationError
 from fedsilo.deploy.site import SiteLayout
 
 __all__ = ["JobSpec", "normalised_name", "parse_job_request", "PROGRAM_KEY", "RUN_CONFIG_KEY",
-           "RUN_ID_KEY",
-           "SUBMIT_DIRECTORY_KEY"]
+           "RUN_ID_KEY", "SITE_KEY", "SUBMIT_DIRECTORY_KEY"]
 
 PROGRAM_KEY = "sagemaker_program"
 SUBMIT_DIRECTORY_KEY = "sagemaker_submit_directory"
 # The federation's run config (JSON, typed) and run id, for the job's Context.
 RUN_CONFIG_KEY = "fedsilo_run_config"
 RUN_ID_KEY = "fedsilo_run_id"
+SITE_KEY = "fedsilo_site"  # the federation's name for the site, for a SageMaker job's Context
 # Hyperparameters with these prefixes are for the framework, not options of the program.
 FRAMEWORK_PREFIXES = ("sagemaker_", "fedsilo_")
 MAX_RUNTIME_LIMIT_S = 28 * 86400

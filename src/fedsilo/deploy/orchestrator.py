@@ -67,7 +67,7 @@ from fedsilo.deploy.certs import certificate_hosts
 from fedsilo.deploy.errors import AccessDenied, AuthenticationError, DeployError, JobError
 from fedsilo.deploy.federation_config import FederationConfig, SiteConfig, check_files
 from fedsilo.deploy.identity import Identity
-from fedsilo.deploy.jobspec import RUN_CONFIG_KEY, RUN_ID_KEY
+from fedsilo.deploy.jobspec import RUN_CONFIG_KEY, RUN_ID_KEY, SITE_KEY
 from fedsilo.deploy.launchers import (
     TERMINAL,
     JobDefinition,
@@ -339,6 +339,7 @@ def job_definition(site: SiteConfig, run_id: str, server_address: str, ca_pem: b
         "max-wait-time": str(int(config.connect_timeout)),
         RUN_CONFIG_KEY: json.dumps(run_config),
         RUN_ID_KEY: run_id,
+        SITE_KEY: site.name,
     }
     suffix = "" if attempt == 1 else f"-{attempt}"
     return JobDefinition(

@@ -17,6 +17,14 @@ runs ``sagemaker_program`` with the other hyperparameters as ``--key value`` and
 ``SM_*`` variables, forwards SIGTERM to it (a stop or a spot interruption: time to save), and
 passes on its exit status. A failure the program did not explain
 itself is written to ``output/failure``.
+
+As a site agent does, it also gives the program the job's Context (a JSON file named by
+``FEDSILO_CONTEXT``; see :mod:`fedsilo.deploy.job_context`), which a Flower app's ClientApp
+needs: ``run_config`` from the ``fedsilo_run_config`` hyperparameter, and a ``node_config``
+with ``site-name`` (the ``fedsilo_site`` hyperparameter), ``job-name``, ``model-dir``,
+``output-dir``, ``channel-<name>`` for every channel, and the site's own values: the JSON
+object in ``node-config.json`` at the top of its ``config`` channel, which the site keeps in its
+own bucket (a partition, say).
 """
 
 from __future__ import annotations
@@ -30,11 +38,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "script_mode_environment"]
+__all__ = ["job_context", "main", "script_mode_environment"]
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 FRAMEWORK_PREFIX = "sagemaker_"
 FAILURE_LIMIT = 1024
+NODE_CONFIG_CHANNEL = "config"
+NODE_CONFIG_FILE = "node-config.json"
 
 
 def _env_name(key: str) -> str:
@@ -78,6 +88,33 @@ def script_mode_environment(base: Path, hyperparameters: dict[str, str],
                 for c in channels})
     env.update({f"SM_HP_{_env_name(k)}": v for k, v in user.items()})
     return env
+
+
+def job_context(base: Path, hyperparameters: dict[str, str],
+                channels: dict[str, Any]) -> dict[str, Any]:
+    """The job's Context data (the module's docstring says what it holds)."""
+    from fedsilo.deploy.jobspec import RUN_CONFIG_KEY, RUN_ID_KEY, SITE_KEY
+
+    data = base / "input" / "data"
+    own = data / NODE_CONFIG_CHANNEL / NODE_CONFIG_FILE
+    node_config: dict[str, Any] = {}
+    if own.is_file():
+        node_config = json.loads(own.read_text())
+        if not isinstance(node_config, dict):
+            raise ValueError(f"{NODE_CONFIG_FILE} in the {NODE_CONFIG_CHANNEL} channel must "
+                             "hold a JSON object")
+    node_config.setdefault("site-name", hyperparameters.get(SITE_KEY, ""))
+    node_config.update({"job-name": os.environ.get("TRAINING_JOB_NAME", ""),
+                        "model-dir": str(base / "model"),
+                        "output-dir": str(base / "output" / "data")})
+    node_config.update({f"channel-{c}": str(data / c) for c in channels})
+    raw = hyperparameters.get(RUN_CONFIG_KEY)
+    run_config = json.loads(raw) if raw is not None else {
+        k: _decoded(v) for k, v in hyperparameters.items() if not k.startswith(FRAMEWORK_PREFIX)}
+    if not isinstance(run_config, dict):
+        raise ValueError(f"hyperparameter {RUN_CONFIG_KEY} must be a JSON object")
+    return {"run_id": hyperparameters.get(RUN_ID_KEY, node_config["job-name"]),
+            "node_config": node_config, "run_config": run_config}
 
 
 def _fetch_source(location: str, code: Path) -> None:
@@ -131,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, **script_mode_environment(base, hyperparameters, channels, program,
                                                    arguments)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
+    context = Path(tempfile.mkdtemp(prefix="fedsilo-context-")) / "context.json"
+    try:
+        context.write_text(json.dumps(job_context(base, hyperparameters, channels), indent=2))
+    except (OSError, ValueError) as exc:
+        return _fail(base, f"ClientError: the job's context: {type(exc).__name__}: {exc}")
+    env["FEDSILO_CONTEXT"] = str(context)
     child = subprocess.Popen([sys.executable, str(code / program), *arguments], cwd=code,
                              env=env)
     # StopTrainingJob (and a spot interruption) sends SIGTERM to this process, then SIGKILL
