@@ -147,7 +147,12 @@ def check_resume(directory: Path | None, resume: bool) -> None:
 
 
 def check_port_free(address: str) -> None:
-    """Refuse an address another process listens on, before gRPC tries (and logs) the bind."""
+    """Refuse an address another process listens on, before gRPC tries (and logs) the bind.
+
+    The probe sets SO_REUSEADDR, as servers do: connections of a run that just ended linger
+    in TIME_WAIT on the port for a minute and must not keep the next run (a ``--resume``)
+    from starting; a socket that listens there still refuses it.
+    """
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "::"
     if not port.isdigit() or int(port) == 0:
@@ -155,6 +160,7 @@ def check_port_free(address: str) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, int(port)))
     except OSError as exc:
         raise OSError(f"cannot listen on {address}: {exc.strerror or exc}; choose another "
