@@ -70,19 +70,21 @@ def error_line(message: object) -> str:
     return f"{' '.join(COMMAND)}: error: {' '.join(str(message).split()) or 'no details'}"
 
 
-def pem_fingerprint(path: Path, what: str) -> str:
-    """The fingerprint of the key or certificate in ``path``; one-line errors otherwise."""
+def pem_fingerprint(path: Path, *, certificate_only: bool = False) -> str:
+    """The fingerprint of the public key or certificate in ``path`` (a certificate only, with
+    ``certificate_only``); one-line errors otherwise."""
     from cryptography import x509
 
     from fedsilo.deploy.identity import fingerprint, load_public_key
 
+    what = "certificate" if certificate_only else "public key or certificate"
     path = absolute(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         fail(f"cannot read {what} {path}: {exc.strerror or exc}")
     try:
-        if what == "certificate":
+        if certificate_only:
             return fingerprint(x509.load_pem_x509_certificate(data))
         return fingerprint(load_public_key(data))
     except (ValueError, TypeError) as exc:

@@ -100,4 +100,4 @@ def show_fingerprint(
     path: Annotated[Path, typer.Argument(help="A PEM certificate or public key.")],
 ) -> None:
     """Print the fingerprint a site's trust policy names this key by."""
-    typer.echo(pem_fingerprint(path, "public key or certificate"))
+    typer.echo(pem_fingerprint(path))

@@ -18,8 +18,8 @@ SiteDir = Annotated[Path, typer.Argument(help="The site's directory.")]
 
 
 def _fingerprints(keys: list[Path], certs: list[Path]) -> dict[str, list[str]]:
-    return {"Key": [pem_fingerprint(p, "public key or certificate") for p in keys],
-            "Certificate": [pem_fingerprint(p, "certificate") for p in certs]}
+    return {"Key": [pem_fingerprint(p) for p in keys],
+            "Certificate": [pem_fingerprint(p, certificate_only=True) for p in certs]}
 
 
 def _site(directory: Path) -> Any:
