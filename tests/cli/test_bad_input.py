@@ -209,3 +209,20 @@ def test_generated_bad_paths_never_give_a_traceback(
     assert "Traceback" not in out + err
     assert len(err.strip().splitlines()) == 1, (argv, err)
     assert snapshot(root) == before, argv
+
+
+def test_the_xgboost_demo_without_xgboost_says_what_to_install(tmp_path: Path) -> None:
+    blocker = tmp_path / "no-xgboost"  # an install without XGBoost, as far as imports go
+    (blocker / "xgboost").mkdir(parents=True)
+    (blocker / "xgboost" / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'xgboost'\")\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run([str(SCRIPT), "demo", "--app", "fraud-xgb"], cwd=work,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(blocker)})
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        'fedsilo demo: error: the fraud-xgb app needs XGBoost, which this install lacks: '
+        'pip install "fedsilo[xgboost]"'], done.stderr
+    assert snapshot(work) == set()

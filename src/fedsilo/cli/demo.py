@@ -38,6 +38,12 @@ def demo(
         fail(f"--app must be {', '.join(APPS[:-1])} or {APPS[-1]}, got {app!r}", code=2)
     if app == "mlp" and data is not None:
         fail("--data is for the fraud apps; the mlp app draws its own data", code=2)
+    if app == "fraud-xgb":
+        try:
+            import xgboost  # noqa: F401
+        except ImportError:
+            fail("the fraud-xgb app needs XGBoost, which this install lacks: "
+                 "pip install \"fedsilo[xgboost]\"")
     setup_logging(verbose)
     console = make_console()
     try:
