@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,27 +184,46 @@ def contained_signal(exit_code: int) -> bool:
     return 128 < exit_code < 128 + signal.NSIG and (exit_code - 128) in set(signal.Signals)
 
 
-def check_requirements(path: Path) -> None:
-    """Every requirement must already be met by the site's environment."""
-    if not path.is_file():
+def check_requirements(code: Path) -> None:
+    """Every requirement of the app in ``code`` must already be met by the site's environment:
+    the lines of ``requirements.txt`` and the ``[project] dependencies`` of ``pyproject.toml``
+    (a Flower app's), extras included (``fedsilo[xgboost]`` needs XGBoost)."""
+    listed = code / "requirements.txt"
+    if listed.is_file():
+        for line in listed.read_text().splitlines():
+            text = line.split("#", 1)[0].strip()
+            if text:
+                _check_requirement(text, "requirements.txt")
+    project = code / "pyproject.toml"
+    if project.is_file():
+        try:
+            declared = tomllib.loads(project.read_text()).get("project", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ValidationError(f"pyproject.toml: {exc}") from exc
+        for text in declared.get("dependencies", []):
+            _check_requirement(str(text), "pyproject.toml")
+
+
+def _check_requirement(text: str, where: str, extra: str | None = None) -> None:
+    """``text`` installed at a version it allows; for each extra it names, what that extra
+    needs too."""
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        raise ValidationError(f"{where}: {exc}") from exc
+    environment = {"extra": extra} if extra is not None else None
+    if requirement.marker is not None and not requirement.marker.evaluate(environment):
         return
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        try:
-            requirement = Requirement(text)
-        except InvalidRequirement as exc:
-            raise ValidationError(f"requirements.txt line {number}: {exc}") from exc
-        if requirement.marker is not None and not requirement.marker.evaluate():
-            continue
-        try:
-            installed = importlib.metadata.version(requirement.name)
-        except importlib.metadata.PackageNotFoundError as exc:
-            raise ValidationError(f"requirements.txt asks for {requirement}, which the site "
-                                  "does not have installed; the site installs packages, jobs "
-                                  "do not") from exc
-        if requirement.specifier and not requirement.specifier.contains(installed,
-                                                                          prereleases=True):
-            raise ValidationError(f"requirements.txt asks for {requirement}; the site has "
-                                  f"{requirement.name} {installed}")
+    try:
+        installed = importlib.metadata.version(requirement.name)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ValidationError(f"{where} asks for {requirement}, which the site does not have "
+                              "installed; the site installs packages, jobs do not") from exc
+    if requirement.specifier and not requirement.specifier.contains(installed,
+                                                                      prereleases=True):
+        raise ValidationError(f"{where} asks for {requirement}; the site has "
+                              f"{requirement.name} {installed}")
+    for name in sorted(requirement.extras):
+        for needed in importlib.metadata.requires(requirement.name) or []:
+            if Requirement(needed).marker is not None:  # only what the extra adds
+                _check_requirement(needed, f"{where} ({requirement.name}[{name}])", name)

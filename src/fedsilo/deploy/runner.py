@@ -185,7 +185,7 @@ class JobRunner:
             program = self.site.inside(code_dir, spec.program, "sagemaker_program")
             if not program.is_file():
                 raise NotFound(f"the source tarball has no {spec.program!r}")
-            check_requirements(code_dir / "requirements.txt")
+            check_requirements(code_dir)
             for sub in ("model", "output/data"):
                 (job_dir / sub).mkdir(parents=True, exist_ok=True)
             env = self._environment(spec, job_dir, program)

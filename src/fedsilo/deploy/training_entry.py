@@ -11,8 +11,9 @@ SageMaker starts a training container as ``docker run <image> train`` after layi
     output/data/, checkpoints/          other output; checkpoints sync with CheckpointConfig
 
 This command does what the toolkit does for script mode: fetches ``sagemaker_submit_directory``
-(an ``s3://`` tarball, or a local path) into ``code/``, checks ``requirements.txt`` against what
-the image holds (nothing is installed at run time: private subnets have no package index),
+(an ``s3://`` tarball, or a local path) into ``code/``, checks ``requirements.txt`` and a Flower
+app's ``pyproject.toml`` dependencies against what the image holds (nothing is installed at run
+time: private subnets have no package index),
 runs ``sagemaker_program`` with the other hyperparameters as ``--key value`` and the usual
 ``SM_*`` variables, forwards SIGTERM to it (a stop or a spot interruption: time to save), and
 passes on its exit status. A failure the program did not explain
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         program = hyperparameters["sagemaker_program"]
         code = base / "code"
         _fetch_source(hyperparameters["sagemaker_submit_directory"], code)
-        check_requirements(code / "requirements.txt")
+        check_requirements(code)
     except (OSError, ValueError, KeyError, DeployError) as exc:
         return _fail(base, f"ClientError: the job could not start: {type(exc).__name__}: {exc}")
     for directory in ("model", "output/data"):
