@@ -150,3 +150,21 @@ def test_xgboost_strategies_give_flowers_model_bytes(flwr_newest_env: FlowerEnv,
     assert len(bagged["learner"]["gradient_booster"]["model"]["trees"]) == 4 + 8 * 2
     last_turn = int(flower["FedXgbCyclic"]["train"]["3"]["node"])
     assert flower["FedXgbCyclic"]["arrays"]["0"] == models["3"][str(last_turn)]
+
+
+@pytest.mark.flwr
+@pytest.mark.timeout(120, func_only=True)
+def test_client_mods_give_what_flowers_give(flwr_newest_env: FlowerEnv) -> None:
+    flower = _probe(flwr_newest_env.python, "mods_probe.py", "flwr",
+                    flwr_newest_env.environ(), 60)
+    ours = _probe(sys.executable, "mods_probe.py", "fedsilo", None, 60)
+    assert set(ours) == set(flower) == {"localdp_no_noise", "sizes"}
+    for case in flower:
+        for got, want in zip(ours[case], flower[case], strict=True):
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-6)
+    # The update (3 + p on each of 10 coordinates) is longer than 2.5: clipping moved it.
+    start = np.concatenate([np.ones(6), np.arange(4)])
+    sent = np.concatenate([np.ravel(a) for a in ours["localdp_no_noise"][0]])
+    assert np.isclose(np.linalg.norm(sent - start), 2.5)
+    assert np.allclose(np.ravel(ours["sizes"][1][1]), np.arange(4) + 4)  # passed on as is
