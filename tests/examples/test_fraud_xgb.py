@@ -63,6 +63,7 @@ def test_the_demo_federates_xgboost_across_three_site_agents(tmp_path: Path) -> 
     assert history["metrics_centralized"]["roc_auc"][-1][1] == pytest.approx(
         report["federated"]["roc_auc"], rel=1e-6)
     assert set(report["sites"]) == set(SITES) and report["pooled"]["roc_auc_ci"]
+    assert (work / "metrics.png").read_bytes().startswith(b"\x89PNG")
 
     for site in SITES:  # each site's job left the federation's model in its own artifacts
         (artifact,) = (work / "sites" / site / "artifacts").rglob("model.tar.gz")

@@ -7,8 +7,8 @@ server bags their trees. The federated booster is then compared on the test set 
 trained on all sites' rows pooled (which the sites may not do) and on each site's rows alone,
 every one with the same parameters and as many trees as the federated model. The work
 directory holds what the other demo's does, with ``model.json`` (the federated booster),
-``pooled-model.json`` and ``report.json``; ``run/final_arrays.npz`` is the booster's JSON as
-the federation kept it.
+``pooled-model.json``, ``metrics.png`` (the server's figures by round) and ``report.json``;
+``run/final_arrays.npz`` is the booster's JSON as the federation kept it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from fedsilo.common.config import flatten_dict
 from fedsilo.deploy.sandbox import run_local_federation
 from fedsilo.examples.fraud.data import LABEL
 from fedsilo.examples.fraud.demo import READING, findings, prepare_work, print_report
+from fedsilo.examples.fraud.plot import plot_history
 from fedsilo.examples.fraud.prepare import SiteData, write_site_channel
 from fedsilo.examples.fraud.scoring import CONFIDENCE, THRESHOLD, baseline_scores, score
 from fedsilo.examples.fraud_xgb import APP_DIR
@@ -36,7 +37,7 @@ from fedsilo.examples.fraud_xgb import APP_DIR
 __all__ = ["run_demo"]
 
 RUN_ENTRIES = ("federation.toml", "certs", "server", "sites", "logs", "run", "model.json",
-               "pooled-model.json", "report.json")
+               "pooled-model.json", "metrics.png", "report.json")
 
 
 def app_params() -> dict[str, object]:
@@ -109,9 +110,14 @@ def run_demo(output_dir: Path, rounds: int = 5, n_sites: int = 3, seed: int = 0,
                       for site, job in result.jobs.items()}
     federated.save_model(output_dir / "model.json")
     pooled.save_model(output_dir / "pooled-model.json")
+    history = result.history
+    series = {"loss": history.losses_centralized, **history.metrics_centralized}
+    nobody = report["always_legitimate"]
+    plot = plot_history(series, output_dir / "metrics.png",  # type: ignore[arg-type]
+                        reference={k: nobody[k] for k in series if k in nobody})
     report["files"] = {"model": str(output_dir / "model.json"),
                        "pooled_model": str(output_dir / "pooled-model.json"),
-                       "report": str(output_dir / "report.json")}
+                       "plot": str(plot), "report": str(output_dir / "report.json")}
     report["federation_files"] = result.files
     report["elapsed_s"] = round(time.monotonic() - started, 2)
     (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
