@@ -204,6 +204,27 @@ def main(grid: Grid, context: Context) -> None:
                             num_rounds=int(context.run_config["num-server-rounds"]))
     np.save("final_model.npy", result.arrays.to_numpy_ndarrays()[0])
 """,
+    # The same with Flower's older form: server_fn and a legacy strategy, which evaluates the
+    # model on the server too (its distance to the target: the run's figures).
+    "momentum_app/legacy_server_app.py": """
+import numpy as np
+import fedsilo as fl
+from fedsilo.serverapp import ServerApp, ServerAppComponents
+
+TARGET = 14 / 6  # the example-weighted mean of the nodes' p + 1
+
+def server_fn(context):
+    strategy = fl.server.strategy.FedAvgM(
+        min_fit_clients=3, min_evaluate_clients=3, min_available_clients=3,
+        server_momentum=float(context.run_config["server-momentum"]),
+        initial_parameters=fl.common.ndarrays_to_parameters([np.zeros(3)]),
+        evaluate_fn=lambda r, arrays, config: (float(abs(arrays[0][0] - TARGET)),
+                                               {"w": float(arrays[0][0])}))
+    return ServerAppComponents(strategy=strategy, config=fl.server.ServerConfig(
+        num_rounds=int(context.run_config["num-server-rounds"])))
+
+app = ServerApp(server_fn=server_fn)
+""",
 }
 
 
@@ -221,12 +242,17 @@ def _fedavgm_weight(rounds: int, momentum: float, num_nodes: int) -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
+@pytest.mark.parametrize("form", ["main", "server_fn"])
 def test_a_killed_flower_app_run_resumes_with_its_strategys_state(
-        tmp_path: Path, federations: list[Federation]) -> None:  # noqa: F811
+        tmp_path: Path, federations: list[Federation], form: str) -> None:  # noqa: F811
     app = tmp_path / "momentum-app"
     for name, text in MOMENTUM_APP.items():
         (app / name).parent.mkdir(parents=True, exist_ok=True)
         (app / name).write_text(text.lstrip())
+    if form == "server_fn":
+        pyproject = app / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace(
+            "momentum_app.server_app:app", "momentum_app.legacy_server_app:app"))
     empty = tmp_path / "no-data"
     empty.mkdir()
     (empty / "README").write_text("the nodes need no data\n")
@@ -267,11 +293,17 @@ def test_a_killed_flower_app_run_resumes_with_its_strategys_state(
         (record,) = federation.records(name)
         assert record["name"] == jobs[name] and record["status"] == "Completed"
     want = _fedavgm_weight(20, 0.9, len(SITES))  # momentum lost at the kill would miss it
-    np.testing.assert_allclose(np.load(served / "final_model.npy"), want, rtol=1e-9)
     with np.load(run / "final_arrays.npz") as kept:
         np.testing.assert_allclose(kept["arr_0"], want, rtol=1e-9)
     history = json.loads((run / "history.json").read_text())
-    evaluated = history["metrics_distributed"]["w"]  # rounds before the kill come back too
-    assert [r for r, _ in evaluated] == list(range(1, 21))
-    assert evaluated[2][1] == pytest.approx(_fedavgm_weight(3, 0.9, len(SITES)))
+    if form == "main":
+        np.testing.assert_allclose(np.load(served / "final_model.npy"), want, rtol=1e-9)
+        evaluated = history["metrics_distributed"]["w"]  # rounds before the kill come back
+        assert [r for r, _ in evaluated] == list(range(1, 21))
+    else:  # the server's own evaluation, from round 0, shown live as the rounds went
+        evaluated = history["metrics_centralized"]["w"]
+        assert [r for r, _ in evaluated] == list(range(21))
+        assert "round 20/20: loss" in done.stdout
+    assert evaluated[3 if form == "server_fn" else 2][1] == pytest.approx(
+        _fedavgm_weight(3, 0.9, len(SITES)))
     assert read_run_state(run)["status"] == "finished"

@@ -29,8 +29,9 @@ same server instead of a strategy, and each site's job runs its ClientApp
 (:mod:`fedsilo.deploy.flower_app_job`). What a fedsilo strategy's ``start()`` reports after
 each round gives such a run its figures, its History and its ``final_arrays.npz`` (the last
 Result's arrays) and its round checkpoints (the Result and the strategy's ``state_dict()``),
-from which ``resume=True`` goes on; a ServerApp with a loop of its own keeps its model itself
-and, resumed, starts its loop again.
+from which ``resume=True`` goes on; a ``server_fn`` app's legacy Server reports, checkpoints
+and resumes as the orchestrator's own server does; a ServerApp with a loop of its own keeps its
+model itself and, resumed, starts its loop again.
 
 With ``resume=True`` a run whose orchestrator died goes on: the same run id and server
 address, the server's last round checkpoint, and the site jobs that are still running (a
@@ -572,17 +573,18 @@ class _ServerAppRun(_ServerRun):
         self.on_train_round: Callable[[int], None] = lambda done: None
         self.on_result_round: Callable[[int, dict[str, float]], None] = lambda done, f: None
         self.result_: Result | None = None
+        self.grid: _RoundGrid | None = None
 
     def run(self) -> None:
         try:
             grpc_server, _ = start_grpc_server(
                 client_manager=self.clients, server_address=self.address,
                 certificates=self.certificates, client_allowlist=_allowlist(self.federation))
-            grid = _RoundGrid(self.clients, run_id=self.context.run_id,
-                              checkpoints=self.federation.output / "checkpoints",
-                              resume=self.resume,
-                              on_round=lambda done: self.on_train_round(done),
-                              on_result=self._on_result)
+            grid = self.grid = _RoundGrid(
+                self.clients, run_id=self.context.run_id,
+                checkpoints=self.federation.output / "checkpoints", resume=self.resume,
+                on_round=lambda done: self.on_train_round(done), on_result=self._on_result,
+                on_legacy_round=self._on_legacy_round)
             try:
                 returned = self.app(grid, self.context)
                 self._history = returned if isinstance(returned, fl.server.History) \
@@ -602,7 +604,13 @@ class _ServerAppRun(_ServerRun):
         if figures:
             self.on_result_round(server_round, figures)
 
+    def _on_legacy_round(self, server_round: int, history: fl.server.History) -> None:
+        if self.server.on_round_end is not None:  # the orchestrator's report, as for a strategy
+            self.server.on_round_end(server_round, history)
+
     def final_arrays(self) -> list[np.ndarray] | None:
+        if self.grid is not None and self.grid.legacy is not None:
+            return fl.common.parameters_to_ndarrays(self.grid.legacy.parameters)
         if self.result_ is None or not self.result_.arrays:
             return None
         return self.result_.arrays.to_numpy_ndarrays()
@@ -658,16 +666,28 @@ class _RoundGrid(ProxyGrid):
     back (the round is their group id, as fedsilo's and Flower's strategies set it), and
     ``on_result`` of what a fedsilo strategy reports at the end of each round, which it also
     checkpoints (the Result and the strategy's state) in ``checkpoints``. With ``resume``,
-    the first ``start()`` on it goes on from the newest of those checkpoints."""
+    the first ``start()`` on it goes on from the newest of those checkpoints. A ``server_fn``
+    app's legacy Server checkpoints there itself and reports to ``on_legacy_round``."""
 
     def __init__(self, client_manager: fl.server.SimpleClientManager, *, run_id: int,
                  checkpoints: Path, resume: bool, on_round: Callable[[int], None],
-                 on_result: Callable[[int, Result], None]) -> None:
+                 on_result: Callable[[int, Result], None],
+                 on_legacy_round: Callable[[int, fl.server.History], None]) -> None:
         super().__init__(client_manager, run_id=run_id)
         self.checkpoints = checkpoints
         self.resuming = resume
         self.on_round = on_round
         self.on_result = on_result
+        self.on_legacy_round = on_legacy_round
+        self.legacy: fl.server.Server | None = None
+
+    def adopt_server(self, server: fl.server.Server) -> None:
+        """A server_fn app's Server checkpoints every round into the run's checkpoints (a new
+        run starts with none, so a Server that finds one there is resuming) and reports its
+        rounds as the orchestrator's own server would."""
+        server.checkpoint_dir = self.checkpoints
+        server.on_round_end = self.on_legacy_round
+        self.legacy = server
 
     def send_and_fold(self, messages: Iterable[Message], fold: ReplyFold, *,
                       timeout: float | None = None, keep_arrays: bool = False) -> None:

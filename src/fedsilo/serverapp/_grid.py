@@ -138,6 +138,11 @@ class ProxyGrid(Grid):
     def get_node_ids(self) -> list[int]:
         return [self._node_id(cid) for cid in sorted(self.client_manager.all(), key=_cid_order)]
 
+    def adopt_server(self, server: Server) -> None:  # noqa: B027 - a hook, empty by default
+        """A ``server_fn`` app's legacy Server on this Grid, before it runs; nothing happens by
+        default. A deployment's Grid gives it round checkpoints (from which it resumes) and
+        its end-of-round report, and keeps its final parameters."""
+
 
     # Sending -----------------------------------------------------------------------------
 

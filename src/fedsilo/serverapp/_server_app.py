@@ -113,6 +113,7 @@ def _run_legacy(components: ServerAppComponents, grid: ProxyGrid) -> History:
     server = components.server
     if server is None:
         server = Server(client_manager=grid.client_manager, strategy=components.strategy)
+    grid.adopt_server(server)
     history, elapsed = server.fit(num_rounds=config.num_rounds, timeout=config.round_timeout)
     log.info("server_fn run finished: %d rounds in %.2f s", config.num_rounds, elapsed)
     return history
