@@ -20,6 +20,8 @@ from fedsilo.deploy.sts import SIGNATURE_HEADER, signed_assume_role_request
 
 __all__ = ["SiteClient", "SiteSession"]
 
+CONNECT_RETRIES = 5
+
 
 class SiteClient:
     """An HTTPS connection to one site agent whose certificate ``ca`` must vouch for."""
@@ -31,7 +33,10 @@ class SiteClient:
         self.endpoint = endpoint.rstrip("/")
         self.site = site
         context = ssl.create_default_context(cafile=str(ca))
-        self.http = httpx.Client(base_url=self.endpoint, verify=context, timeout=timeout)
+        # An agent started a moment ago may not listen yet: a refused connection is tried
+        # again (httpx waits 0.5, 1, 2, 4 s; nothing was sent, so any request may repeat).
+        transport = httpx.HTTPTransport(verify=context, retries=CONNECT_RETRIES)
+        self.http = httpx.Client(base_url=self.endpoint, transport=transport, timeout=timeout)
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
