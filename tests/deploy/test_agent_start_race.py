@@ -1,5 +1,5 @@
 """An orchestrator started right after ``fedsilo site serve ... &`` finds the agent: a
-connection refused while the agent starts is tried again (for about 7 s), and an agent that
+connection refused while the agent starts is tried again (for about 15 s), and an agent that
 never comes is reported as unreachable, naming it."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def test_a_request_made_before_the_agent_listens_reaches_it(tmp_path: Path) -> N
     site = init_site(tmp_path / "site1", "site1")
     port = free_port()
     agent = SiteAgentProcess(SiteLayout(site.root), port, tmp_path / "agent.log")
-    starting = threading.Thread(target=lambda: (time.sleep(1.0), agent.start()))
+    starting = threading.Thread(target=lambda: (time.sleep(0.5), agent.start()))
     starting.start()
     try:
         client = SiteClient(f"https://127.0.0.1:{port}", site.root / "tls" / "ca.pem",

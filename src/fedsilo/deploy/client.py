@@ -20,7 +20,7 @@ from fedsilo.deploy.sts import SIGNATURE_HEADER, signed_assume_role_request
 
 __all__ = ["SiteClient", "SiteSession"]
 
-CONNECT_RETRIES = 5
+CONNECT_RETRIES = 6
 
 
 class SiteClient:
@@ -34,7 +34,7 @@ class SiteClient:
         self.site = site
         context = ssl.create_default_context(cafile=str(ca))
         # An agent started a moment ago may not listen yet: a refused connection is tried
-        # again (httpx waits 0.5, 1, 2, 4 s; nothing was sent, so any request may repeat).
+        # again (httpx waits 0.5, 1, 2, 4, 8 s; nothing was sent, so any request may repeat).
         transport = httpx.HTTPTransport(verify=context, retries=CONNECT_RETRIES)
         self.http = httpx.Client(base_url=self.endpoint, transport=transport, timeout=timeout)
 
