@@ -13,6 +13,7 @@ and ``arrays_size_mod`` log what a message weighs, in and out.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -85,20 +86,11 @@ class LocalDpMod:
         reply = call_next(msg, ctxt)
         if reply.has_error():
             return reply
-        if len(reply.content.array_records) != 1:
-            return _error(msg, "LocalDpMod needs exactly one ArrayRecord in the reply")
-        key, trained = next(iter(reply.content.array_records.items()))
-        if list(trained.keys()) != list(received.keys()):
-            return _error(msg, "LocalDpMod: the reply's arrays are not named as those received")
-        old = [a.numpy() for a in received.values()]
-        new = [a.numpy() for a in trained.values()]
-        clipped, _ = clip_update([n - o for n, o in zip(new, old, strict=True)],
-                                 self.clipping_norm)
         stddev = self.stddev
-        reply.content[key] = ArrayRecord({
-            name: Array(np.asarray(o + c + self.rng.normal(0.0, stddev, n.shape)).astype(
-                n.dtype, copy=False))
-            for name, o, c, n in zip(trained.keys(), old, clipped, new, strict=True)})
+        clipped = _clip_reply("LocalDpMod", msg, reply, received, self.clipping_norm,
+                              noise=lambda shape: self.rng.normal(0.0, stddev, shape))
+        if isinstance(clipped, Message):
+            return clipped
         log.info("LocalDpMod: update clipped to norm %.4f, noise with stddev %.4f added",
                  self.clipping_norm, stddev)
         return reply
@@ -154,6 +146,22 @@ def _clipping(name: str, msg: Message, ctxt: Context, call_next: ClientAppCallab
     reply = call_next(msg, ctxt)
     if reply.has_error():
         return reply
+    was_clipped = _clip_reply(name, msg, reply, received, clipping_norm)
+    if isinstance(was_clipped, Message):
+        return was_clipped
+    if report_norm_bit:
+        if len(reply.content.metric_records) != 1:
+            return _error(msg, f"{name} needs exactly one MetricRecord in the reply")
+        next(iter(reply.content.metric_records.values()))[KEY_NORM_BIT] = int(was_clipped)
+    return reply
+
+
+def _clip_reply(name: str, msg: Message, reply: Message, received: ArrayRecord,
+                clipping_norm: float,
+                noise: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> bool | Message:
+    """Clip the update in ``reply`` (its one ArrayRecord minus ``received``) to
+    ``clipping_norm`` in place, adding ``noise(shape)`` to each array where given; return
+    whether the update was clipped, or the error reply when the reply cannot be clipped."""
     if len(reply.content.array_records) != 1:
         return _error(msg, f"{name} needs exactly one ArrayRecord in the reply")
     key, trained = next(iter(reply.content.array_records.items()))
@@ -163,11 +171,9 @@ def _clipping(name: str, msg: Message, ctxt: Context, call_next: ClientAppCallab
     new = [a.numpy() for a in trained.values()]
     clipped, was_clipped = clip_update([n - o for n, o in zip(new, old, strict=True)],
                                        clipping_norm)
-    reply.content[key] = ArrayRecord({
-        name_: Array(np.asarray(o + c).astype(n.dtype, copy=False))
-        for name_, o, c, n in zip(trained.keys(), old, clipped, new, strict=True)})
-    if report_norm_bit:
-        if len(reply.content.metric_records) != 1:
-            return _error(msg, f"{name} needs exactly one MetricRecord in the reply")
-        next(iter(reply.content.metric_records.values()))[KEY_NORM_BIT] = int(was_clipped)
-    return reply
+    sent = {}
+    for array_name, o, c, n in zip(trained.keys(), old, clipped, new, strict=True):
+        value = o + c if noise is None else o + c + noise(n.shape)
+        sent[array_name] = Array(np.asarray(value).astype(n.dtype, copy=False))
+    reply.content[key] = ArrayRecord(sent)
+    return bool(was_clipped)

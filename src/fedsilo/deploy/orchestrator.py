@@ -257,9 +257,20 @@ def _site_job(launcher: Launcher, site: SiteConfig, config: FederationConfig,
     return handle
 
 
+def _figures_reporter(progress: FederationProgress, state: RunState
+                      ) -> Callable[[int, dict[str, float]], None]:
+    """A round's figures, shown and recorded."""
+    def report(server_round: int, figures: dict[str, float]) -> None:
+        progress.on_round(server_round, figures)
+        state.on_round(server_round, figures)
+    return report
+
+
 def _round_reporter(progress: FederationProgress, state: RunState
                     ) -> Callable[[int, fl.server.History], None]:
     """The server's end-of-round hook: the round's centralized figures, shown and recorded."""
+    report_figures = _figures_reporter(progress, state)
+
     def report(server_round: int, history: fl.server.History) -> None:
         losses = dict(history.losses_centralized)
         if server_round not in losses:
@@ -267,18 +278,7 @@ def _round_reporter(progress: FederationProgress, state: RunState
         metrics = {name: float(dict(series)[server_round])
                    for name, series in history.metrics_centralized.items()
                    if server_round in dict(series)}
-        figures = {"loss": float(losses[server_round]), **metrics}
-        progress.on_round(server_round, figures)
-        state.on_round(server_round, figures)
-    return report
-
-
-def _figures_reporter(progress: FederationProgress, state: RunState
-                      ) -> Callable[[int, dict[str, float]], None]:
-    """A round's figures, as a Flower app's strategy reported them: shown and recorded."""
-    def report(server_round: int, figures: dict[str, float]) -> None:
-        progress.on_round(server_round, figures)
-        state.on_round(server_round, figures)
+        report_figures(server_round, {"loss": float(losses[server_round]), **metrics})
     return report
 
 
